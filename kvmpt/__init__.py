@@ -1,0 +1,19 @@
+"""kvmpt: an executable design review of Linux KVM's x86 page-track hooks and KVMGT.
+
+The public face (see contract.md): ``Design``, ``VM``, ``kvmpt.trace.load_qemu_trace``,
+``kvmpt.race.explore``, ``kvmpt.run``, ``kvmpt.sweep`` and the ``kvmpt`` command.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .design import Design  # noqa: E402
+
+__all__ = ["Design", "VM", "__version__"]
+
+
+def __getattr__(name):  # lazy: keep `import kvmpt` cheap (no numba, no plotly)
+    if name == "VM":
+        from .vm import VM
+        return VM
+    raise AttributeError(f"module 'kvmpt' has no attribute {name!r}")

@@ -1,0 +1,144 @@
+"""A small lockdep-like layer shared by the VM model and the race explorer.
+
+The kernel's lockdep asserts which locks a context holds and complains when a
+context may sleep while holding a spinning lock.  kvmpt models the same rules
+as checks, so that the sequential model (``kvmpt.vm``) and the interleaving
+explorer (``kvmpt.race``) judge lock use the same way:
+
+* ``assert_held_write``  -- ``lockdep_assert_held_write(&kvm->mmu_lock)`` in
+  ``__kvm_write_track_add_gfn`` (arch/x86/kvm/mmu/page_track.c, v6.6).
+* ``assert_held``        -- ``lockdep_assert_held(&info->vgpu_lock)`` in
+  ``__kvmgt_protect_table_find`` (drivers/gpu/drm/i915/gvt/kvmgt.c, v6.6).
+* ``might_sleep``        -- ``mutex_lock()`` and allocations with GFP_KERNEL
+  call ``might_sleep()``; under a spinning lock (x86 ``mmu_lock`` is an
+  rwlock) lockdep reports "sleeping function called from invalid context".
+* self-deadlock          -- a kernel ``struct mutex`` is not recursive: taking
+  it again in the same context never returns.
+* lock order             -- every (held, acquired) pair is recorded; a pair
+  seen in both orders is an inversion (lockdep's "possible circular locking
+  dependency").
+
+Locks are *classes* (one per kind of lock), as in lockdep.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: kinds of lock: spinning ones forbid sleeping while held.
+SPIN = "spinlock"
+RWLOCK = "rwlock"
+MUTEX = "mutex"
+_SPINNING = frozenset({SPIN, RWLOCK})
+
+
+@dataclass(frozen=True)
+class LockClass:
+    """One kernel lock, e.g. ``kvm->mmu_lock`` (an rwlock on x86 since 5.12-era)."""
+
+    name: str
+    kind: str
+
+    @property
+    def spinning(self) -> bool:
+        return self.kind in _SPINNING
+
+
+# The locks of the page-track story (spec/kernel-semantics.md section 3.5).
+MMU_LOCK = LockClass("kvm->mmu_lock", RWLOCK)
+SLOTS_LOCK = LockClass("kvm->slots_lock", MUTEX)
+SLOTS_ARCH_LOCK = LockClass("kvm->slots_arch_lock", MUTEX)
+VGPU_LOCK = LockClass("vgpu->vgpu_lock", MUTEX)
+GFN_LOCK = LockClass("vgpu->gfn_lock", MUTEX)      # v1 of the series only
+CACHE_LOCK = LockClass("vgpu->cache_lock", MUTEX)
+
+
+@dataclass(frozen=True)
+class LockReport:
+    """A complaint in lockdep's words: ``kind`` is one of ``sleep-in-atomic``,
+    ``deadlock``, ``not-held``, ``lock-order``."""
+
+    kind: str
+    context: str
+    message: str
+
+
+@dataclass
+class Lockdep:
+    """Which context holds which lock, and what lockdep would have said.
+
+    A context is any label ("ioctl", "vcpu0", ...).  ``acquire`` and
+    ``release`` never block: the sequential model runs one context at a time,
+    and the race explorer decides blocking itself with ``owner_of``.
+    """
+
+    held: dict[str, list[tuple[LockClass, str]]] = field(default_factory=dict)
+    reports: list[LockReport] = field(default_factory=list)
+    order: set[tuple[str, str]] = field(default_factory=set)
+
+    # -- state -----------------------------------------------------------
+    def holding(self, ctx: str) -> list[tuple[LockClass, str]]:
+        return self.held.setdefault(ctx, [])
+
+    def holds(self, ctx: str, lock: LockClass, mode: str | None = None) -> bool:
+        return any(l == lock and (mode is None or m == mode) for l, m in self.holding(ctx))
+
+    def owner_of(self, lock: LockClass) -> list[tuple[str, str]]:
+        """Contexts holding ``lock``, with their mode ("read"/"write")."""
+        return [(c, m) for c, hs in self.held.items() for l, m in hs if l == lock]
+
+    def spinning_held(self, ctx: str) -> list[LockClass]:
+        return [l for l, _ in self.holding(ctx) if l.spinning]
+
+    # -- operations --------------------------------------------------------
+    def might_sleep(self, ctx: str, where: str) -> bool:
+        """Mirror ``might_sleep()``: report if ``ctx`` holds a spinning lock."""
+        spinning = self.spinning_held(ctx)
+        if spinning:
+            self.reports.append(LockReport(
+                "sleep-in-atomic", ctx,
+                f"BUG: sleeping function called from invalid context: {where} "
+                f"while holding {', '.join(l.name for l in spinning)}"))
+            return True
+        return False
+
+    def acquire(self, ctx: str, lock: LockClass, mode: str = "write") -> bool:
+        """Record ``ctx`` taking ``lock``; returns False on a self-deadlock
+        (the acquisition would never return)."""
+        if lock.kind == MUTEX:
+            self.might_sleep(ctx, f"mutex_lock({lock.name})")
+        if self.holds(ctx, lock) and not (lock.kind == RWLOCK and mode == "read"):
+            self.reports.append(LockReport(
+                "deadlock", ctx,
+                f"possible recursive locking detected: {ctx} already holds {lock.name}"))
+            return False
+        for other, _ in self.holding(ctx):
+            edge = (other.name, lock.name)
+            if (lock.name, other.name) in self.order:
+                self.reports.append(LockReport(
+                    "lock-order", ctx,
+                    f"possible circular locking dependency: {other.name} -> {lock.name} "
+                    f"and {lock.name} -> {other.name}"))
+            self.order.add(edge)
+        self.holding(ctx).append((lock, mode))
+        return True
+
+    def release(self, ctx: str, lock: LockClass) -> None:
+        hs = self.holding(ctx)
+        for i in range(len(hs) - 1, -1, -1):
+            if hs[i][0] == lock:
+                del hs[i]
+                return
+        raise RuntimeError(f"{ctx} releases {lock.name} which it does not hold")
+
+    def assert_held(self, ctx: str, lock: LockClass, mode: str | None = None,
+                    where: str = "") -> bool:
+        """Mirror ``lockdep_assert_held{,_write}``: report if not held."""
+        if self.holds(ctx, lock, mode):
+            return True
+        what = f"{lock.name} held{' for ' + mode if mode else ''}"
+        self.reports.append(LockReport(
+            "not-held", ctx, f"lockdep_assert: {what} is false in {where or ctx}"))
+        return False
+
+    def assert_held_write(self, ctx: str, lock: LockClass, where: str = "") -> bool:
+        return self.assert_held(ctx, lock, "write", where)
