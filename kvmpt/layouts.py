@@ -1,0 +1,347 @@
+"""Memslot layouts of real x86 VMs with a vGPU, as data files that generate ops.
+
+Each layout is a TOML file in ``data/layouts/`` (parsed with the standard
+library's ``tomllib``) with a ``[layout]`` table, one ``[[slot]]`` entry per
+memslot and optional ``[[churn]]`` entries.  Every slot and churn entry carries
+a source tag (``[S]``, ``[D]``, ``[G]``, ``[M]``, ``[R]``; see
+``spec/workloads.md``) and a ``source`` string.  ``data/README.md`` documents
+each file.
+
+:func:`layout_ops` turns a layout into the ``KVM_SET_USER_MEMORY_REGION`` calls
+QEMU would make to build it (one CREATE per slot, address space 0 first), and
+optionally the boot churn after it: for each churn entry, ``pairs`` rounds of
+DELETE then CREATE of every slot with one of the entry's roles, address space 0
+then 1 within a round, as QEMU's KVM memory listeners do (one listener per
+address space, ``kvm_memory_listener_register()`` in ``accel/kvm/kvm-all.c``).
+QEMU never MOVEs a slot (workloads.md §1.6), so neither does a layout.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .trace import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, PAGE_SIZE, MemslotOp
+
+__all__ = [
+    "LAYOUT_DIR", "TAGS", "ROLES", "RAM_ROLES", "Layout", "LayoutSlot", "Churn",
+    "layout_names", "load_layout", "layout_ops", "final_state",
+]
+
+LAYOUT_DIR = Path(__file__).resolve().parent / "data" / "layouts"
+TAGS = ("[S]", "[D]", "[G]", "[M]", "[R]")
+ROLES = {
+    "ram-legacy": "RAM below 640 KiB",
+    "pam": "0xc0000-0xfffff (PAM) segment",
+    "ram-low": "RAM 1 MiB .. below 4G",
+    "ram-high": "RAM above 4G",
+    "bios-rom": "BIOS ROM image",
+    "flash-code": "pflash (firmware code)",
+    "flash-vars": "pflash (UEFI variables)",
+    "vga-vram": "std-VGA VRAM BAR",
+    "vgpu-aperture": "vGPU BAR2 aperture slice",
+    "smram-high": "high SMRAM window (SMM address space)",
+}
+RAM_ROLES = ("ram-low", "ram-high")     # where KVMGT's tracked page-table pages live
+_AS_IDS = (0, 1)                        # KVM_ADDRESS_SPACE_NUM on x86 with SMM
+_SLOT_KEYS = {"as_id": int, "slot": int, "role": str, "gpa": int, "size": int,
+              "flags": int, "ua": int, "tag": str, "source": str}
+_SLOT_OPTIONAL = {"note": str}
+_CHURN_KEYS = {"name": str, "roles": list, "pairs": int, "gap_us": (int, float),
+               "period_us": (int, float), "tag": str, "source": str}
+_LAYOUT_KEYS = {"name": str, "description": str, "tag": str, "source": str}
+_LAYOUT_OPTIONAL = {"machine": str, "firmware": str, "smm": bool}
+
+
+@dataclass(frozen=True)
+class LayoutSlot:
+    as_id: int
+    slot: int
+    role: str
+    gpa: int
+    size: int
+    flags: int
+    ua: int
+    tag: str
+    source: str
+    note: str = ""
+
+    @property
+    def base_gfn(self) -> int:
+        return self.gpa >> 12
+
+    @property
+    def npages(self) -> int:
+        return self.size >> 12
+
+
+@dataclass(frozen=True)
+class Churn:
+    name: str
+    roles: tuple[str, ...]
+    pairs: int
+    gap_us: float
+    period_us: float
+    tag: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    description: str
+    tag: str
+    source: str
+    slots: tuple[LayoutSlot, ...]
+    churn: tuple[Churn, ...] = ()
+    machine: str = ""
+    firmware: str = ""
+    smm: bool = False
+    path: Path | None = field(default=None, compare=False)
+
+    def slots_in(self, as_id: int) -> list[LayoutSlot]:
+        return sorted((s for s in self.slots if s.as_id == as_id), key=lambda s: s.gpa)
+
+    def with_role(self, *roles: str) -> list[LayoutSlot]:
+        return [s for s in self.slots if s.role in roles]
+
+    @property
+    def address_spaces(self) -> list[int]:
+        return sorted({s.as_id for s in self.slots})
+
+
+# ---------------------------------------------------------------------------
+# Loading and validation
+
+class _Locator:
+    """Finds the line of the i-th ``[[slot]]`` (or ``[[churn]]``) entry and of a key in it."""
+
+    def __init__(self, text: str):
+        self.lines = text.splitlines()
+
+    def table_line(self, table: str, index: int | None) -> int | None:
+        pat = re.compile(r"^\s*\[\[\s*" + table + r"\s*\]\]" if index is not None
+                         else r"^\s*\[\s*" + table + r"\s*\]")
+        seen = -1
+        for n, line in enumerate(self.lines, start=1):
+            if pat.match(line):
+                seen += 1
+                if index is None or seen == index:
+                    return n
+        return None
+
+    def key_line(self, table: str, index: int | None, key: str) -> int | None:
+        start = self.table_line(table, index)
+        if start is None:
+            return None
+        for n in range(start + 1, len(self.lines) + 1):
+            line = self.lines[n - 1]
+            if re.match(r"^\s*\[", line):
+                break
+            if re.match(r"^\s*" + re.escape(key) + r"\s*=", line):
+                return n
+        return start
+
+
+class LayoutError(ValueError):
+    """A layout file is malformed; the message names the file, entry, field and line."""
+
+
+def _where(path, loc: _Locator, table: str, index: int | None, key: str | None) -> str:
+    line = (loc.key_line(table, index, key) if key else loc.table_line(table, index))
+    entry = f"{table}[{index}]" if index is not None else f"[{table}]"
+    field_txt = f" field '{key}'" if key else ""
+    return f"{path}:{line if line else '?'}: {entry}{field_txt}"
+
+
+def _check_fields(path, loc, table, index, entry: dict, required: dict, optional: dict):
+    if not isinstance(entry, dict):
+        raise LayoutError(f"{_where(path, loc, table, index, None)}: is not a table")
+    for key in entry:
+        if key not in required and key not in optional:
+            raise LayoutError(f"{_where(path, loc, table, index, key)}: unknown field "
+                              f"(known: {', '.join(list(required) + list(optional))})")
+    for key, typ in required.items():
+        if key not in entry:
+            raise LayoutError(f"{_where(path, loc, table, index, None)}: missing field '{key}'")
+    for key, typ in {**required, **optional}.items():
+        if key in entry:
+            val = entry[key]
+            if isinstance(val, bool) and typ is not bool:
+                raise LayoutError(f"{_where(path, loc, table, index, key)}: must be "
+                                  f"{getattr(typ, '__name__', 'a number')}, got a boolean")
+            if not isinstance(val, typ):
+                want = typ.__name__ if isinstance(typ, type) else "a number"
+                raise LayoutError(f"{_where(path, loc, table, index, key)}: must be {want}, "
+                                  f"got {type(val).__name__}")
+
+
+def layout_names() -> list[str]:
+    """The layouts shipped in ``data/layouts/``."""
+    return sorted(p.stem for p in LAYOUT_DIR.glob("*.toml"))
+
+
+def _resolve(name_or_path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".toml" and p.exists():
+        return p
+    cand = LAYOUT_DIR / f"{name_or_path}.toml"
+    if cand.exists():
+        return cand
+    raise LayoutError(f"unknown layout {str(name_or_path)!r}; known layouts: "
+                      f"{', '.join(layout_names())}")
+
+
+def load_layout(name_or_path) -> Layout:
+    """Load and validate a layout by name (``q35-ovmf-smm``) or path."""
+    path = _resolve(name_or_path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise LayoutError(f"{path}: not valid TOML: {exc}") from None
+    loc = _Locator(text)
+    for key in doc:
+        if key not in ("layout", "slot", "churn"):
+            raise LayoutError(f"{path}: unknown top-level table '{key}'")
+    if "layout" not in doc:
+        raise LayoutError(f"{path}: missing [layout] table")
+    meta = doc["layout"]
+    _check_fields(path, loc, "layout", None, meta, _LAYOUT_KEYS, _LAYOUT_OPTIONAL)
+    if meta["tag"] not in TAGS:
+        raise LayoutError(f"{_where(path, loc, 'layout', None, 'tag')}: {meta['tag']!r} "
+                          f"is not one of {' '.join(TAGS)}")
+    raw_slots = doc.get("slot", [])
+    if not raw_slots:
+        raise LayoutError(f"{path}: no [[slot]] entries")
+
+    slots: list[LayoutSlot] = []
+    seen_ids: dict[tuple[int, int], int] = {}
+    for i, e in enumerate(raw_slots):
+        _check_fields(path, loc, "slot", i, e, _SLOT_KEYS, _SLOT_OPTIONAL)
+
+        def bad(key, msg):
+            return LayoutError(f"{_where(path, loc, 'slot', i, key)}: {msg}")
+
+        if e["as_id"] not in _AS_IDS:
+            raise bad("as_id", f"{e['as_id']} is not an x86 address space (0 or 1)")
+        if not 0 <= e["slot"] < 32764:
+            raise bad("slot", f"{e['slot']} is outside 0..32763 (KVM_USER_MEM_SLOTS on x86)")
+        if e["role"] not in ROLES:
+            raise bad("role", f"{e['role']!r} is not one of {', '.join(ROLES)}")
+        for key in ("gpa", "size", "ua"):
+            if e[key] < 0 or e[key] % PAGE_SIZE:
+                raise bad(key, f"0x{e[key]:x} is not a non-negative multiple of 4 KiB")
+        if e["size"] == 0:
+            raise bad("size", "must be > 0 (a layout lists live slots)")
+        if e["flags"] & ~(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY):
+            raise bad("flags", f"0x{e['flags']:x} has bits other than LOG_DIRTY_PAGES (0x1) "
+                               "and READONLY (0x2)")
+        if e["tag"] not in TAGS:
+            raise bad("tag", f"{e['tag']!r} is not one of {' '.join(TAGS)}")
+        key = (e["as_id"], e["slot"])
+        if key in seen_ids:
+            raise bad("slot", f"slot {e['slot']} of address space {e['as_id']} is already "
+                              f"used by slot[{seen_ids[key]}]")
+        seen_ids[key] = i
+        s = LayoutSlot(**{k: e[k] for k in _SLOT_KEYS}, note=e.get("note", ""))
+        for j, other in enumerate(slots):
+            if other.as_id == s.as_id and s.gpa < other.gpa + other.size \
+                    and other.gpa < s.gpa + s.size:
+                raise bad("gpa", f"[0x{s.gpa:x}, 0x{s.gpa + s.size:x}) overlaps slot[{j}] "
+                                 f"[0x{other.gpa:x}, 0x{other.gpa + other.size:x}) in address "
+                                 f"space {s.as_id}")
+        slots.append(s)
+
+    churn: list[Churn] = []
+    roles_present = {s.role for s in slots}
+    for i, e in enumerate(doc.get("churn", [])):
+        _check_fields(path, loc, "churn", i, e, _CHURN_KEYS, {})
+
+        def cbad(key, msg):
+            return LayoutError(f"{_where(path, loc, 'churn', i, key)}: {msg}")
+
+        if not e["roles"] or not all(isinstance(r, str) for r in e["roles"]):
+            raise cbad("roles", "must be a non-empty list of role names")
+        for r in e["roles"]:
+            if r not in roles_present:
+                raise cbad("roles", f"no slot has role {r!r}")
+        if e["pairs"] < 0:
+            raise cbad("pairs", "must be >= 0")
+        for key in ("gap_us", "period_us"):
+            if e[key] < 0:
+                raise cbad(key, "must be >= 0")
+        if e["tag"] not in TAGS:
+            raise cbad("tag", f"{e['tag']!r} is not one of {' '.join(TAGS)}")
+        churn.append(Churn(name=e["name"], roles=tuple(e["roles"]), pairs=e["pairs"],
+                           gap_us=float(e["gap_us"]), period_us=float(e["period_us"]),
+                           tag=e["tag"], source=e["source"]))
+
+    return Layout(name=meta["name"], description=meta["description"], tag=meta["tag"],
+                  source=meta["source"], slots=tuple(slots), churn=tuple(churn),
+                  machine=meta.get("machine", ""), firmware=meta.get("firmware", ""),
+                  smm=meta.get("smm", False), path=path)
+
+
+# ---------------------------------------------------------------------------
+# Op generation
+
+def _op(s: LayoutSlot, size: int, flags: int, ts: float | None, tag: str) -> MemslotOp:
+    return MemslotOp(as_id=s.as_id, slot=s.slot, flags=flags, gpa=s.gpa, size=size, ua=s.ua,
+                     ret=0, timestamp=ts, tag=tag)
+
+
+def build_ops(layout: Layout) -> list[MemslotOp]:
+    """One CREATE per slot: address space 0 first, then by gpa."""
+    order = sorted(layout.slots, key=lambda s: (s.as_id, s.gpa))
+    return [_op(s, s.size, s.flags, None, s.tag) for s in order]
+
+
+def churn_ops(layout: Layout, t0: float = 0.0) -> list[MemslotOp]:
+    """The layout's ``[[churn]]`` entries as DELETE/CREATE pairs with timestamps (seconds).
+
+    Within a round, each AS's DELETE follows the previous one by 57 µs, the
+    median spacing of back-to-back ioctls in the 2020 trace (workloads.md §1.5
+    [D]); the CREATEs come ``gap_us`` after the DELETEs and the next round
+    ``period_us`` after that.  QEMU's DELETE line carries the old slot's gpa,
+    flags 0 and ua (``kvm_set_user_memory_region()`` with ``memory_size = 0``).
+    """
+    step = 57e-6
+    t = t0
+    ops: list[MemslotOp] = []
+    for c in layout.churn:
+        targets = sorted(layout.with_role(*c.roles), key=lambda s: (s.gpa, s.as_id))
+        for _ in range(c.pairs):
+            for k, s in enumerate(targets):
+                ops.append(_op(s, 0, 0, t + k * step, c.tag))
+            t += c.gap_us * 1e-6
+            for k, s in enumerate(targets):
+                ops.append(_op(s, s.size, s.flags, t + k * step, c.tag))
+            t += c.period_us * 1e-6
+    return ops
+
+
+def layout_ops(name_or_layout, churn: bool = False) -> list[MemslotOp]:
+    """The ops that build the layout, followed by its boot churn if ``churn``."""
+    layout = name_or_layout if isinstance(name_or_layout, Layout) else load_layout(name_or_layout)
+    ops = build_ops(layout)
+    if churn:
+        ops += churn_ops(layout)
+    return ops
+
+
+def final_state(ops) -> dict[tuple[int, int], MemslotOp]:
+    """Replay ops on a plain dict (no kernel checks): ``(as_id, slot) -> CREATE op``.
+
+    A quick reference for tests and for turning a trace's end state into a
+    layout; :func:`kvmpt.replay.replay` runs ops through the model instead.
+    """
+    state: dict[tuple[int, int], MemslotOp] = {}
+    for op in ops:
+        key = (op.as_id, op.slot)
+        if op.size == 0:
+            state.pop(key, None)
+        else:
+            state[key] = op
+    return state
