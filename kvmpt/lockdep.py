@@ -89,6 +89,30 @@ class Lockdep:
     def spinning_held(self, ctx: str) -> list[LockClass]:
         return [l for l, _ in self.holding(ctx) if l.spinning]
 
+    @classmethod
+    def from_held(cls, held) -> "Lockdep":
+        """A scratch Lockdep whose contexts hold ``held`` ({ctx: [(LockClass, mode), ...]}).
+
+        The race explorer keeps lock ownership in its own immutable state and
+        asks a fresh Lockdep to judge each step (added for ``kvmpt.race``)."""
+        return cls(held={ctx: list(hs) for ctx, hs in held.items()})
+
+    def conflicting_holders(self, ctx: str, lock: LockClass, mode: str = "write") -> list[str]:
+        """Other contexts whose hold on ``lock`` makes ``ctx`` wait to take it in ``mode``.
+
+        A mutex or spinlock excludes every other holder; an rwlock taken for
+        read waits only for a writer (``read_lock``), for write waits for all.
+        Writer fairness of the queued rwlock is not modelled."""
+        out = []
+        for other, m in self.owner_of(lock):
+            if other == ctx:
+                continue
+            if lock.kind == RWLOCK and mode == "read" and m == "read":
+                continue
+            if other not in out:
+                out.append(other)
+        return out
+
     # -- operations --------------------------------------------------------
     def might_sleep(self, ctx: str, where: str) -> bool:
         """Mirror ``might_sleep()``: report if ``ctx`` holds a spinning lock."""
