@@ -1,0 +1,202 @@
+"""kvmpt.trace: every kvm_set_user_memory format of spec/workloads.md §1.7."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kvmpt.trace import (MemslotOp, load_memslot_csv, load_ops, load_qemu_trace,
+                         parse_trace_line, render_trace_line, render_trace_lines)
+
+ROOT = Path(__file__).resolve().parents[1]
+TRACES = ROOT / "data" / "traces"
+SHARED_CSV = TRACES / "qemu_vga_bar_toggle_2020.csv"      # a copy of ../shared/data's
+UPSTREAM_CSV = ROOT.parent / "shared" / "data" / "qemu_vga_bar_toggle_2020.csv"
+VGA_UA = 0x7fadf6800000
+
+
+# -- one sample of each format, verbatim from the sources in workloads.md §1.7 ----------
+
+def test_old_slot_format_carries_as_id_in_high_bits():
+    op = parse_trace_line("kvm_set_user_memory Slot#65539 flags=0x0 gpa=0x100000 "
+                          "size=0xbff00000 ua=0x7fb2a3f00000 ret=0", 7)
+    assert (op.as_id, op.slot, op.ioctl_slot) == (1, 3, 65539)
+    assert (op.flags, op.gpa, op.size, op.ua, op.ret) == (0, 0x100000, 0xbff00000,
+                                                         0x7fb2a3f00000, 0)
+    assert op.timestamp is None and op.pid is None and op.lineno == 7
+    assert op.guest_memfd is None and op.restricted_fd is None
+    assert op.npages == 786176 and op.base_gfn == 0x100
+
+
+def test_log_prefix_gives_pid_and_timestamp():
+    op = parse_trace_line("41874@1587736345.193884:kvm_set_user_memory Slot#3 flags=0x1 "
+                          "gpa=0xfd000000 size=0x1000000 ua=0x7fadf6800000 ret=0")
+    assert op.pid == 41874
+    assert op.timestamp == pytest.approx(1587736345.193884, abs=1e-7)
+    assert (op.as_id, op.slot, op.flags) == (0, 3, 1)
+
+
+def test_addrspace_with_restricted_fields():
+    op = parse_trace_line("692500@1689108688.795412:kvm_set_user_memory AddrSpace#0 Slot#0 "
+                          "flags=0x0 gpa=0x0 size=0x0 ua=0x7fbf5be00000 ret=0 "
+                          "restricted_fd=19 restricted_offset=0x0")
+    assert op.is_delete and op.restricted_fd == 19 and op.restricted_offset == 0
+    assert op.style == "restricted"
+
+
+def test_current_guest_memfd_format():
+    op = parse_trace_line("kvm_set_user_memory AddrSpace#0 Slot#4 flags=0x2 gpa=0xe0000 "
+                          "size=0x20000 ua=0x7f5840de0000 guest_memfd=-1 "
+                          "guest_memfd_offset=0x3e0000 ret=0")
+    assert op.guest_memfd == -1 and op.guest_memfd_offset == 0x3e0000
+    assert op.style == "guest_memfd" and op.flags == 2
+
+
+def test_failure_ret_is_negative_errno():
+    op = parse_trace_line("kvm_set_user_memory AddrSpace#0 Slot#2 flags=0x4 gpa=0xfeda0000 "
+                          "size=0x20000 ua=0x7fe1ebfff000 ret=-22")
+    assert op.ret == -22 and op.errno == 22
+
+
+def test_addrspace_one_without_ret():
+    op = parse_trace_line("kvm_set_user_memory AddrSpace#1 Slot#9 flags=0x0 gpa=0x100000 "
+                          "size=0x1000 ua=0x7f0000000000")
+    assert op.ret is None and op.errno is None and op.ioctl_slot == (1 << 16) | 9
+
+
+# -- skipping and rejecting --------------------------------------------------------------
+
+@pytest.mark.parametrize("line", [
+    "",
+    "# kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 size=0x0 ua=0x0 ret=0",
+    "pci_cfg_write i440FX 00:0 @0x58 <- 0x33333000",
+    "41874@1587736345.193900:kvm_vm_ioctl type 0x4020ae46, arg 0x7ffd2b9c6a40",
+    'kvm_set_user_memory(uint16_t as, uint16_t slot) "AddrSpace#%d Slot#%d"',
+    "the kvm_set_user_memory trace shows the VGA BAR toggling",
+    "kvm_set_user_memory_region failed",
+])
+def test_unrelated_lines_are_skipped(line):
+    assert parse_trace_line(line) is None
+
+
+@pytest.mark.parametrize("line, why", [
+    ("kvm_set_user_memory Slot#3 flags=0x1 gpa=0xfd000000 size=0x1000000 ret=0",
+     "missing field ua"),
+    ("kvm_set_user_memory flags=0x1 gpa=0x0 size=0x0 ua=0x0 ret=0", "missing Slot#"),
+    ("kvm_set_user_memory Slot#3 flags=0x1 gpa=0xzz size=0x0 ua=0x0 ret=0",
+     "gpa='0xzz' is not a 0x-prefixed hex number"),
+    ("kvm_set_user_memory Slot#3 flags=1 gpa=0x0 size=0x0 ua=0x0 ret=0",
+     "flags='1' is not a 0x-prefixed hex number"),
+    ("kvm_set_user_memory Slot#3 flags=0x0 gpa=0x0 size=0x0 ua=0x0 ret=zero",
+     "ret='zero' is not a decimal integer"),
+    ("kvm_set_user_memory Slot#3 flags=0x0 gpa=0x0 size=0x0 ua=0x0 ret=0 color=0x1",
+     "unknown field 'color'"),
+    ("kvm_set_user_memory Slot#3 flags=0x0 gpa=0x0 gpa=0x0 size=0x0 ua=0x0",
+     "field 'gpa' appears twice"),
+    ("kvm_set_user_memory AddrSpace#0 Slot#70000 flags=0x0 gpa=0x0 size=0x0 ua=0x0",
+     "both are 16-bit fields"),
+    ("kvm_set_user_memory Slot#3 flags=0x0 gpa=0x0 size=0x0 ua=0x0 guest_memfd=-1 "
+     "guest_memfd_offset=0x0 ret=0", "need AddrSpace#"),
+    ("kvm_set_user_memory AddrSpace#0 Slot#3 flags=0x0 gpa=0x0 size=0x0 ua=0x0 "
+     "guest_memfd=-1 ret=0", "guest_memfd and guest_memfd_offset come together"),
+    ("kvm_set_user_memory Slot#3 AddrSpace#0 flags=0x0 gpa=0x0 size=0x0 ua=0x0",
+     "AddrSpace# must come first"),
+    ("kvm_set_user_memory Slot#3 flags=0x0 gpa=0x0 size=0x0 ua=0x0 ret=0 garbage",
+     "cannot read field 'garbage'"),
+    ("kvm_set_user_memory Slot#3 flags=0x100000000 gpa=0x0 size=0x0 ua=0x0",
+     "does not fit in 32 bits"),
+    ("41874@1587736345.1938:kvm_set_user_memory Slot#3 flags=0x0 gpa=0x0 size=0x0 ua=0x0",
+     "6 digits of microseconds"),
+])
+def test_malformed_lines_name_the_line_and_the_problem(line, why):
+    text = "unrelated first line\n# a comment\n" + line + "\n"
+    with pytest.raises(ValueError) as exc:
+        load_qemu_trace(text)
+    assert str(exc.value).startswith("line 3: ")
+    assert why in str(exc.value)
+
+
+# -- round trips -------------------------------------------------------------------------
+
+def test_csv_round_trip_through_trace_lines():
+    ops = load_memslot_csv(SHARED_CSV, ua=VGA_UA, pid=41874)
+    assert len(ops) == 28
+    assert [o.size == 0 for o in ops] == [i % 4 < 2 for i in range(28)]
+    assert {(o.as_id, o.slot) for o in ops} == {(0, 3), (1, 3)}
+    lines = render_trace_lines(ops)
+    assert lines[2] == ("41874@1587736345.193884:kvm_set_user_memory Slot#3 flags=0x1 "
+                        "gpa=0xfd000000 size=0x1000000 ua=0x7fadf6800000 ret=0")
+    assert lines[1].split(":", 1)[1].startswith("kvm_set_user_memory Slot#65539 ")
+    back = load_qemu_trace(lines)
+    keys = ("as_id", "slot", "flags", "gpa", "size", "ua", "ret", "pid")
+    for a, b in zip(ops, back):
+        assert [getattr(a, k) for k in keys] == [getattr(b, k) for k in keys]
+        assert b.timestamp == pytest.approx(a.timestamp, abs=5e-7)
+    # every other style renders and parses back to the same op
+    for style in ("addrspace", "guest_memfd", "restricted", "slot"):
+        again = load_qemu_trace(render_trace_lines(ops, style=style, prefix=False))
+        assert [(o.as_id, o.slot, o.gpa, o.size, o.flags) for o in again] == \
+               [(o.as_id, o.slot, o.gpa, o.size, o.flags) for o in ops]
+
+
+@pytest.mark.skipif(not UPSTREAM_CSV.exists(), reason="../shared/data not present")
+def test_csv_copy_is_unchanged():
+    assert SHARED_CSV.read_bytes() == UPSTREAM_CSV.read_bytes()
+
+
+def test_shipped_vga_trace_is_the_csv_rendered():
+    ops = load_memslot_csv(SHARED_CSV, ua=VGA_UA, pid=41874)
+    shipped = [l for l in (TRACES / "qemu_vga_bar_toggle_2020.trace").read_text().splitlines()
+               if not l.startswith("#")]
+    assert shipped == render_trace_lines(ops)
+
+
+def test_format_samples_file():
+    ops = load_qemu_trace(TRACES / "format_samples.trace")
+    assert [o.style for o in ops] == ["slot", "slot", "addrspace", "addrspace", "restricted",
+                                      "guest_memfd", "addrspace"]
+    assert [o.ret for o in ops][-1] == -22
+    assert sum(o.timestamp is not None for o in ops) == 3
+    for o in ops:          # each renders back to its own line
+        line = (TRACES / "format_samples.trace").read_text().splitlines()[o.lineno - 1]
+        assert render_trace_line(o) == line
+
+
+@pytest.mark.parametrize("name, n, creates, deletes, as1", [
+    ("i440fx_seabios_40g_smm_off.trace", 52, 31, 21, 0),
+    ("i440fx_seabios_40g_smm_on.trace", 112, 66, 46, 54),
+])
+def test_boot_traces_match_workloads_table(name, n, creates, deletes, as1):
+    """workloads.md §1.5: 52 ioctls (31 CREATE, 21 DELETE) and 112 (66, 46)."""
+    ops = load_qemu_trace(TRACES / name)
+    assert len(ops) == n
+    assert sum(o.size > 0 for o in ops) == creates
+    assert sum(o.size == 0 for o in ops) == deletes
+    assert sum(o.as_id == 1 for o in ops) == as1
+    assert all(o.ret == 0 for o in ops)
+
+
+def test_sources_accepted():
+    line = ("kvm_set_user_memory AddrSpace#0 Slot#0 flags=0x0 gpa=0x0 size=0x1000 "
+            "ua=0x7f0000000000 ret=0")
+    assert len(load_qemu_trace(line)) == 1                       # one line as a string
+    assert len(load_qemu_trace([line + "\n", "x\n"])) == 1        # iterable of lines
+    assert len(load_qemu_trace((line + "\n").encode())) == 1      # bytes
+    assert load_ops(SHARED_CSV)[0].tag == "[D]"                   # .csv by suffix
+    with pytest.raises(FileNotFoundError):
+        load_qemu_trace("/nonexistent/trace.log")
+
+
+def test_csv_errors_name_the_line(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("# c\nunix_ts,as_id,slot,op,gpa_hex,size_hex,flags_hex\n"
+                   "1.0,0,3,DELETE,0xfd000000,0x1000,0x0\n")
+    with pytest.raises(ValueError, match=r"^line 3: op DELETE disagrees"):
+        load_memslot_csv(bad)
+
+
+def test_memslot_op_is_frozen():
+    op = MemslotOp(as_id=0, slot=1, flags=0, gpa=0, size=0x1000, ua=0)
+    with pytest.raises(Exception):
+        op.slot = 2  # type: ignore[misc]
+    assert op.replace(slot=2).slot == 2
