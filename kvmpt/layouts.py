@@ -312,13 +312,14 @@ def churn_ops(layout: Layout, t0: float = 0.0) -> list[MemslotOp]:
     ops: list[MemslotOp] = []
     for c in layout.churn:
         targets = sorted(layout.with_role(*c.roles), key=lambda s: (s.gpa, s.as_id))
+        burst = len(targets) * step       # one burst of ioctls, one per target slot
         for _ in range(c.pairs):
             for k, s in enumerate(targets):
-                ops.append(_op(s, 0, 0, t + k * step, c.tag))
-            t += c.gap_us * 1e-6
+                ops.append(_op(s, 0, 0, round(t + k * step, 6), c.tag))
+            t += max(c.gap_us * 1e-6, burst)
             for k, s in enumerate(targets):
-                ops.append(_op(s, s.size, s.flags, t + k * step, c.tag))
-            t += c.period_us * 1e-6
+                ops.append(_op(s, s.size, s.flags, round(t + k * step, 6), c.tag))
+            t += max(c.period_us * 1e-6, burst)
     return ops
 
 
