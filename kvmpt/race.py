@@ -1077,6 +1077,7 @@ class WitnessStep:
     where: str
     held: dict                  # thread -> tuple of lock names held after this step
     failing: bool = False
+    sections: dict = dataclasses.field(default_factory=dict)   # thread -> open SRCU domains
 
 
 @dataclass
@@ -1202,6 +1203,16 @@ class _Model:
     def held(self, w: World) -> dict:
         return {n: tuple(l.name for l, _ in t.held) for n, t in zip(self.names, w.threads)}
 
+    def sections(self, w: World) -> dict:
+        return {n: tuple(dict.fromkeys(d for d, _ in t.srcu))
+                for n, t in zip(self.names, w.threads)}
+
+    def row(self, w_before: World, w_after: World, tid: int, text: str,
+            failing: bool = False) -> "WitnessStep":
+        return WitnessStep(self.names[tid], text,
+                           self.progs[tid][w_before.threads[tid].pc].where,
+                           self.held(w_after), failing, self.sections(w_after))
+
 
 def _cycle(edges: dict) -> list | None:
     """A cycle in the wait-for graph among blocked threads, or None.  A waiter needs *all*
@@ -1326,14 +1337,11 @@ def explore(lock: str = "vgpu_lock", scenario: str = DEFAULT_SCENARIO, *,
             message = "deadlock: " + "; ".join(f"{m.names[t]} waits in {text}: {why}"
                                                for t, text, why in info)
             for t, text, why in info:
-                detail.append(WitnessStep(m.names[t], f"{text} — blocked: {why}",
-                                          m.progs[t][states[sid].threads[t].pc].where,
-                                          m.held(states[sid]), failing=True))
+                detail.append(m.row(states[sid], states[sid], t, f"{text} — blocked: {why}",
+                                    failing=True))
         else:
             message = f"{kind}: {info.message}"
-            detail.append(WitnessStep(m.names[tid], info.text,
-                                      m.progs[tid][states[sid].threads[tid].pc].where,
-                                      m.held(states[sid]), failing=True))
+            detail.append(m.row(states[sid], states[sid], tid, info.text, failing=True))
     return RaceResult(lock=lock, scenario=scenario, verdict=verdict, schedules=sum(root.values()),
                       states=len(states), transitions=transitions, threads=m.names,
                       failures=failures, message=message, witness_detail=detail,
@@ -1344,9 +1352,7 @@ def _witness(m: _Model, states, parent, sid) -> list:
     rows = []
     while parent[sid] is not None:
         psid, tid, text = parent[sid]
-        rows.append(WitnessStep(m.names[tid], text,
-                                m.progs[tid][states[psid].threads[tid].pc].where,
-                                m.held(states[sid])))
+        rows.append(m.row(states[psid], states[sid], tid, text))
         sid = psid
     return rows[::-1]
 

@@ -1,0 +1,126 @@
+"""Figures for ``kvmpt.race``: a witness interleaving as a swimlane.
+
+Pure functions from a :class:`kvmpt.race.RaceResult` to a ``plotly.graph_objects.Figure``.
+"""
+from __future__ import annotations
+
+import textwrap
+
+import plotly.graph_objects as go
+
+__all__ = ["witness_swimlane"]
+
+#: colours of lock-hold bars (one per lock) and of the verdicts.
+_LOCK_COLOURS = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#9D755D", "#72B7B2"]
+VERDICT_COLOURS = {"safe": "#54A24B", "use-after-free": "#E45756",
+                   "sleep-in-atomic": "#F58518", "deadlock": "#B279A2"}
+
+
+def _label(text: str, width: int = 20, lines: int = 3) -> str:
+    wrapped = textwrap.wrap(text, width) or [""]
+    if len(wrapped) > lines:
+        wrapped = wrapped[:lines]
+        wrapped[-1] = wrapped[-1][: width - 1] + "…"
+    return "<br>".join(wrapped)
+
+
+def _hold_segments(steps, thread, attr="held"):
+    """{lock name: [(first step, last step), ...]} the thread holds it after each step."""
+    segs: dict[str, list[list[int]]] = {}
+    for i, s in enumerate(steps, 1):
+        for lock in getattr(s, attr).get(thread, ()):
+            runs = segs.setdefault(lock, [])
+            if runs and runs[-1][1] == i - 1:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i])
+    return segs
+
+
+def witness_swimlane(result) -> go.Figure:
+    """One lane per thread, one column per step of ``result``'s witness.
+
+    Markers are the steps (hover for the kernel function each mirrors); solid bars under a
+    lane show which locks that thread holds after each step, dashed bars below those its open
+    SRCU read sections; the failing step is a cross in the verdict's colour.
+    A safe result gives an empty lane chart that says how many schedules were explored."""
+    threads = list(result.threads)
+    lane = {t: len(threads) - 1 - i for i, t in enumerate(threads)}   # first thread on top
+    steps = result.witness_detail or []
+    fig = go.Figure()
+    colour = VERDICT_COLOURS.get(result.verdict, "#333333")
+
+    # lock-hold bars
+    lock_names = sorted({lk for s in steps for held in s.held.values() for lk in held})
+    lock_colour = {lk: _LOCK_COLOURS[i % len(_LOCK_COLOURS)] for i, lk in enumerate(lock_names)}
+    shown = set()
+    for t in threads:
+        for lk, runs in sorted(_hold_segments(steps, t).items()):
+            y = lane[t] - 0.16 - 0.07 * lock_names.index(lk)
+            for a, b in runs:
+                fig.add_trace(go.Scatter(
+                    x=[a - 0.45, b + 0.45], y=[y, y], mode="lines",
+                    line=dict(color=lock_colour[lk], width=5),
+                    name=f"holds {lk}", legendgroup=lk, showlegend=lk not in shown,
+                    hovertemplate=f"{t} holds {lk} after steps {a}–{b}<extra></extra>"))
+                shown.add(lk)
+
+    # SRCU read sections: thin dashed bars under the lock bars
+    domains = sorted({d for s in steps for secs in s.sections.values() for d in secs})
+    for t in threads:
+        for d, runs in sorted(_hold_segments(steps, t, "sections").items()):
+            y = lane[t] - 0.16 - 0.07 * (len(lock_names) + domains.index(d))
+            for a, b in runs:
+                fig.add_trace(go.Scatter(
+                    x=[a - 0.45, b + 0.45], y=[y, y], mode="lines",
+                    line=dict(color="#888888", width=2, dash="dot" if d == "kvm->srcu" else "dash"),
+                    name=f"in {d} read section", legendgroup=d, showlegend=d not in shown,
+                    hovertemplate=f"{t} in {d} read section, steps {a}–{b}<extra></extra>"))
+                shown.add(d)
+
+    # steps
+    for t in threads:
+        idx = [i for i, s in enumerate(steps, 1) if s.thread == t and not s.failing]
+        if not idx:
+            continue
+        fig.add_trace(go.Scatter(
+            x=idx, y=[lane[t]] * len(idx), mode="markers+text",
+            marker=dict(size=11, color="#333333", symbol="circle"),
+            text=[_label(steps[i - 1].text) for i in idx], textposition="top center",
+            textfont=dict(size=9),
+            customdata=[[steps[i - 1].text, steps[i - 1].where] for i in idx],
+            hovertemplate=f"<b>{t}</b> step %{{x}}<br>%{{customdata[0]}}"
+                          "<br><i>%{customdata[1]}</i><extra></extra>",
+            name=t, showlegend=False))
+    fails = [(i, s) for i, s in enumerate(steps, 1) if s.failing]
+    if fails:
+        fig.add_trace(go.Scatter(
+            x=[i for i, _ in fails], y=[lane[s.thread] for _, s in fails],
+            mode="markers+text",
+            marker=dict(size=16, color=colour, symbol="x"),
+            text=[_label(s.text) for _, s in fails], textposition="top center",
+            textfont=dict(size=9, color=colour),
+            customdata=[[s.text, s.where] for _, s in fails],
+            hovertemplate="<b>%{customdata[0]}</b><br><i>%{customdata[1]}</i><extra></extra>",
+            name=result.verdict))
+
+    n = len(steps)
+    if steps:
+        title = (f"{result.scenario}, lock={result.lock}: <b>{result.verdict}</b> — "
+                 f"a shortest failing interleaving ({n} rows; {result.failing_schedules:,} of "
+                 f"{result.schedules:,} schedules fail)")
+    else:
+        title = (f"{result.scenario}, lock={result.lock}: <b>safe</b> — no failing "
+                 f"interleaving in {result.schedules:,} schedules ({result.states:,} states)")
+        fig.add_annotation(x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                           text="safe: no witness to draw", font=dict(size=16, color=colour))
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=14)),
+        xaxis=dict(title="step of the interleaving", dtick=1, range=[0.3, max(n, 1) + 0.7],
+                   zeroline=False),
+        yaxis=dict(title="thread", tickvals=[lane[t] for t in threads], ticktext=threads,
+                   range=[-0.8, len(threads) - 0.2], zeroline=False),
+        height=180 + 150 * len(threads), width=max(700, 105 * n + 200),
+        template="plotly_white", legend=dict(orientation="h", y=-0.25),
+        margin=dict(l=70, r=30, t=70, b=80))
+    return fig
