@@ -1037,6 +1037,11 @@ def _two_vcpus(g: _Gen):
     return [("vcpu0", g.vcpu_write(GFN, slot=0)), ("vcpu1", g.vcpu_write(NEIGHBOUR, slot=0))]
 
 
+def _two_vcpus_vs_unshadow(g: _Gen):
+    return [("vcpu0", g.vcpu_write(GFN, slot=0)), ("vcpu1", g.vcpu_write(NEIGHBOUR, slot=0)),
+            ("gvt", g.gtt_unshadow(GFN))]
+
+
 SCENARIOS = {s.name: s for s in (
     Scenario("write_vs_unshadow",
              "a vCPU's trapped write to a shadowed page table vs GVT unshadowing that page "
@@ -1055,6 +1060,9 @@ SCENARIOS = {s.name: s for s in (
     Scenario("two_vcpus",
              "two vCPUs writing two shadowed page tables in one ptable bucket; either handler "
              "may re-enter add/remove", _two_vcpus, ptable=(NEIGHBOUR, GFN)),
+    Scenario("two_vcpus_vs_unshadow",
+             "three threads: both vCPUs write while GVT unshadows the first one's page",
+             _two_vcpus_vs_unshadow, ptable=(NEIGHBOUR, GFN)),
 )}
 DEFAULT_SCENARIO = "write_vs_unshadow"
 

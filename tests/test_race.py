@@ -23,6 +23,8 @@ EXPECTED = {
                         "gfn_lock": "deadlock", "vgpu_lock": "safe"},
     "two_vcpus": {"none": "use-after-free", "mmu_lock": "sleep-in-atomic",
                   "gfn_lock": "deadlock", "vgpu_lock": "safe"},
+    "two_vcpus_vs_unshadow": {"none": "use-after-free", "mmu_lock": "sleep-in-atomic",
+                              "gfn_lock": "deadlock", "vgpu_lock": "safe"},
 }
 PAIRS = [(lk, sc) for sc in EXPECTED for lk in LOCKS]
 
@@ -289,3 +291,23 @@ def test_model_does_not_import_plotly():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_witness_swimlanes_buttons_and_verdict_matrix(results):
+    from kvmpt.figures.race import verdict_matrix, witness_swimlanes
+    by_lock = {lk: results[lk, DEFAULT_SCENARIO] for lk in LOCKS}
+    fig = witness_swimlanes(by_lock)
+    buttons = fig.layout.updatemenus[0].buttons
+    assert [b.label for b in buttons] == [f"{lk}: {r.verdict}" for lk, r in by_lock.items()]
+    shown = [b.args[0]["visible"] for b in buttons]
+    for k, (b, r) in enumerate(zip(buttons, by_lock.values())):
+        assert any(shown[k]) == (r.verdict != "safe")   # a safe result draws no steps ...
+        assert bool(b.args[1]["annotations"]) == (r.verdict == "safe")   # ... but says so
+        assert not any(a and b for a, b in zip(shown[k], shown[k - 1]))  # own traces only
+    assert [bool(tr.visible) for tr in fig.data] == shown[0]
+    grid = verdict_matrix(results)
+    heat = grid.data[0]
+    assert list(heat.x) == list(LOCKS) and list(heat.y) == list(EXPECTED)
+    for i, sc in enumerate(EXPECTED):
+        for j, lk in enumerate(LOCKS):
+            assert VERDICTS[heat.z[i][j]] == EXPECTED[sc][lk]

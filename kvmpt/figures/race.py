@@ -8,7 +8,7 @@ import textwrap
 
 import plotly.graph_objects as go
 
-__all__ = ["witness_swimlane"]
+__all__ = ["witness_swimlane", "witness_swimlanes", "verdict_matrix"]
 
 #: colours of lock-hold bars (one per lock) and of the verdicts.
 _LOCK_COLOURS = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#9D755D", "#72B7B2"]
@@ -123,4 +123,84 @@ def witness_swimlane(result) -> go.Figure:
         height=180 + 150 * len(threads), width=max(700, 105 * n + 200),
         template="plotly_white", legend=dict(orientation="h", y=-0.25),
         margin=dict(l=70, r=30, t=70, b=80))
+    return fig
+
+
+def witness_swimlanes(results) -> go.Figure:
+    """Several witnesses in one static figure, with a button per result (plotly
+    ``updatemenus``), so an HTML export can toggle lock designs without a kernel.
+
+    ``results``: RaceResults, or a mapping whose values are RaceResults (e.g.
+    ``{lock: explore(lock)}``).  Each button is labelled ``lock: verdict``."""
+    rs = list(results.values()) if hasattr(results, "values") else list(results)
+    if not rs:
+        raise ValueError("witness_swimlanes needs at least one result")
+    figs = [witness_swimlane(r) for r in rs]
+    fig = go.Figure()
+    owner = []
+    for k, f in enumerate(figs):
+        for tr in f.data:
+            tr.visible = k == 0
+            fig.add_trace(tr)
+            owner.append(k)
+    buttons = []
+    for k, (r, f) in enumerate(zip(rs, figs)):
+        lay = f.layout
+        buttons.append(dict(
+            label=f"{r.lock}: {r.verdict}", method="update",
+            args=[{"visible": [o == k for o in owner]},
+                  {"title.text": lay.title.text,
+                   "xaxis.range": list(lay.xaxis.range),
+                   "yaxis.tickvals": list(lay.yaxis.tickvals),
+                   "yaxis.ticktext": list(lay.yaxis.ticktext),
+                   "yaxis.range": list(lay.yaxis.range),
+                   "annotations": list(lay.annotations)}]))
+    first = figs[0].layout
+    fig.update_layout(
+        title=first.title, xaxis=first.xaxis, yaxis=first.yaxis,
+        annotations=list(first.annotations), template="plotly_white",
+        height=first.height + 40, width=max(f.layout.width for f in figs),
+        legend=first.legend, margin=dict(l=70, r=30, t=110, b=80),
+        updatemenus=[dict(type="buttons", direction="right", x=0, xanchor="left", y=1.22,
+                          yanchor="top", buttons=buttons, showactive=True)])
+    return fig
+
+
+def verdict_matrix(results) -> go.Figure:
+    """The verdict of every (lock design, scenario) as a coloured grid.
+
+    ``results``: ``{(lock, scenario): RaceResult}``, as returned by ``kvmpt.race.matrix``.
+    Each cell says the verdict and how many of the explored schedules fail."""
+    from kvmpt.race import LOCKS, VERDICTS   # the model, not plotly: fine to import here
+    locks = [lk for lk in LOCKS if any(k[0] == lk for k in results)]
+    scens = list(dict.fromkeys(k[1] for k in results))
+    z, text = [], []
+    for sc in scens:
+        zr, tr = [], []
+        for lk in locks:
+            r = results.get((lk, sc))
+            if r is None:
+                zr.append(None)
+                tr.append("")
+                continue
+            zr.append(VERDICTS.index(r.verdict))
+            tr.append(f"<b>{r.verdict}</b><br>{r.failing_schedules:,} / {r.schedules:,}"
+                      f"<br>{r.states:,} states")
+        z.append(zr)
+        text.append(tr)
+    n = len(VERDICTS)
+    scale = []
+    for i, v in enumerate(VERDICTS):
+        scale += [[i / n, VERDICT_COLOURS[v]], [(i + 1) / n, VERDICT_COLOURS[v]]]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=locks, y=scens, text=text, texttemplate="%{text}", textfont=dict(size=11),
+        colorscale=scale, zmin=-0.5, zmax=n - 0.5, xgap=3, ygap=3,
+        colorbar=dict(tickvals=list(range(n)), ticktext=list(VERDICTS), title="verdict"),
+        hovertemplate="lock=%{x}<br>scenario=%{y}<br>%{text}<extra></extra>"))
+    fig.update_layout(
+        title="Every interleaving, every lock design: verdict (failing / explored schedules)",
+        xaxis=dict(title="what guards KVMGT's ptable in kvmgt_page_track_write", side="bottom"),
+        yaxis=dict(title="scenario", autorange="reversed"),
+        template="plotly_white", height=140 + 80 * len(scens), width=260 + 190 * len(locks),
+        margin=dict(l=230, r=40, t=70, b=70))
     return fig
