@@ -1,0 +1,138 @@
+"""The ``kvmpt`` command.
+
+Subcommands live in their own modules, found through :data:`SUBCOMMANDS`; each
+module provides ``add_arguments(parser)`` and ``run(args) -> int`` (and may
+set ``HELP``, a one-line summary).  A subcommand whose module is not there yet
+still shows in ``kvmpt --help``; running it prints one line saying it is not
+available and exits with status 2.
+
+Errors in the input (bad options, a malformed trace line, an unknown design or
+layout, a missing file) print one line, ``kvmpt: error: ...``, to stderr and
+exit with status 2; any other failure prints one ``kvmpt: internal error``
+line and exits 1.  No traceback unless ``KVMPT_DEBUG=1``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from typing import Sequence
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
+
+#: subcommand -> (module, one-line help used when the module is not available)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "replay": ("kvmpt.replay",
+               "replay a QEMU memslot trace (or a layout's boot churn) through each design"),
+    "report": ("kvmpt.report", "execute the design notebooks and write the report "
+                               "(--out DIR, --format html|text)"),
+    "bench": ("kvmpt.bench", "run the benchmarks and print their ratios"),
+    "sweep": ("kvmpt.sweep", "sweep design knobs and workload parameters"),
+}
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (``kvmpt replay: error: ...``)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _load(module: str):
+    """Import a subcommand module, or None if it does not exist (yet)."""
+    try:
+        if importlib.util.find_spec(module) is None:
+            return None
+    except ModuleNotFoundError:
+        return None
+    return importlib.import_module(module)
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="kvmpt",
+        description="kvmpt: an executable design review of Linux KVM's x86 page-track hooks "
+                    "and Intel GVT-g's KVMGT.",
+        epilog="Run 'kvmpt COMMAND --help' for a command's options.")
+    parser.add_argument("--version", action="version", version=f"kvmpt {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, fallback_help) in SUBCOMMANDS.items():
+        mod = _load(module)
+        if mod is None or not hasattr(mod, "add_arguments") or not hasattr(mod, "run"):
+            p = sub.add_parser(name, help=f"{fallback_help} [not available yet]",
+                               description=f"{fallback_help}. Not available in this "
+                                           f"installation: {module} is missing.")
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            p.set_defaults(_run=None, _module=module)
+            continue
+        p = sub.add_parser(name, help=getattr(mod, "HELP", fallback_help),
+                           description=getattr(mod, "HELP", fallback_help))
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run, _module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kvmpt`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("KVMPT_DEBUG", "") not in ("", "0")
+    try:
+        parser = build_parser()
+    except Exception as exc:                      # a broken subcommand module
+        if debug:
+            raise
+        print(f"kvmpt: error: cannot set up the command line: {exc}", file=sys.stderr)
+        return 1
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:                     # --help, --version, usage errors
+        return int(exc.code or 0)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    if args._run is None:
+        print(f"kvmpt: error: '{args.command}' is not available in this installation "
+              f"({args._module} is missing)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args._run(args) or 0)
+    except BrokenPipeError:                       # kvmpt ... | head
+        return 0
+    except KeyboardInterrupt:
+        print("kvmpt: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:          # bad input
+        if debug:
+            raise
+        print(f"kvmpt: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:                      # a bug: still one line, not a traceback
+        if debug:
+            raise
+        print(f"kvmpt: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              "(set KVMPT_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    msg = text.splitlines()[0] if text else type(exc).__name__
+    if isinstance(exc, OSError):
+        if exc.strerror:
+            msg = exc.strerror
+        if exc.filename:
+            msg = f"{exc.filename}: {msg}"
+    return msg
+
+
+if __name__ == "__main__":
+    sys.exit(main())

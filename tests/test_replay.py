@@ -1,0 +1,337 @@
+"""kvmpt.replay: replaying memslot traffic, op kinds, tracked sets, the text report.
+
+The first half runs against ``FakeVM``, a few-line stand-in for the contract's
+``VM`` (just enough of __kvm_set_memory_region's rules and a v6.6-shaped
+remove_region hook), so replay's own logic is tested without the model.  The
+second half runs the real ``kvmpt.vm.VM`` and is skipped until it exists.
+"""
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from kvmpt import Design
+from kvmpt.layouts import build_ops, churn_ops, load_layout
+from kvmpt.replay import (KINDS, classify, infer_prologue, place_tracked, replay,
+                          replay_designs)
+from kvmpt.textreport import MAX_WIDTH, render_replay
+from kvmpt.trace import MemslotOp, load_ops, load_qemu_trace
+
+ROOT = Path(__file__).resolve().parents[1]
+TRACES = ROOT / "data" / "traces"
+VGA = TRACES / "qemu_vga_bar_toggle_2020.trace"
+SMM_ON = TRACES / "i440fx_seabios_40g_smm_on.trace"
+SMM_OFF = TRACES / "i440fx_seabios_40g_smm_off.trace"
+
+
+# ---------------------------------------------------------------------------
+# A stand-in for kvmpt.vm.VM
+
+@dataclass
+class _Slot:
+    id: int
+    as_id: int
+    base_gfn: int
+    npages: int
+    flags: int
+    userspace_addr: int
+
+
+@dataclass
+class _Gvt:
+    vm: "FakeVM"
+    ptable: set = field(default_factory=set)
+    shadowed: set = field(default_factory=set)
+
+    def shadow(self, gfn):
+        if not any(s.base_gfn <= gfn < s.base_gfn + s.npages for s in self.vm.memslots(0)):
+            raise OSError(errno.EINVAL, "no slot")
+        self.ptable.add(gfn)
+        self.shadowed.add(gfn)
+
+    def stale_gfns(self):
+        return sorted(self.shadowed - self.ptable)
+
+
+class FakeVM:
+    def __init__(self, design="v6.6"):
+        self.design = Design.coerce(design)
+        self.slots = {0: {}, 1: {}}
+        self.hook_calls = []
+        self.gvt = None
+
+    def memslots(self, as_id=0):
+        return sorted(self.slots[as_id].values(), key=lambda s: s.base_gfn)
+
+    def attach_kvmgt(self):
+        self.gvt = _Gvt(self)
+        return self.gvt
+
+    def check_invariants(self):
+        return []
+
+    def set_user_memory_region(self, slot, flags, gpa, size, ua):
+        as_id, sid = slot >> 16, slot & 0xFFFF
+        if as_id > 1 or flags & ~3 or gpa % 4096 or size % 4096:
+            raise OSError(errno.EINVAL, "bad args")
+        table = self.slots[as_id]
+        old = table.get(sid)
+        if size == 0:
+            if old is None:
+                raise OSError(errno.EINVAL, "no such slot")
+            del table[sid]
+            if self.gvt is not None:        # v6.6 remove_region: no as_id, purge the range
+                hits = {g for g in self.gvt.ptable
+                        if old.base_gfn <= g < old.base_gfn + old.npages}
+                self.gvt.ptable -= hits
+                self.hook_calls.append({"hook": "track_remove_region", "node": "kvmgt",
+                                        "npages": old.npages, "hits": len(hits),
+                                        "work": {"gfn_probes": old.npages,
+                                                 "hash_deletes": len(hits)}})
+            return
+        new = _Slot(sid, as_id, gpa >> 12, size >> 12, flags, ua)
+        if old is not None:
+            if ua != old.userspace_addr or new.npages != old.npages or \
+                    (flags ^ old.flags) & 2:
+                raise OSError(errno.EINVAL, "bad modify")
+            if new.base_gfn != old.base_gfn and self.gvt is not None \
+                    and self.design.move == "reject":
+                raise OSError(errno.EINVAL, "MOVE rejected")
+        if old is None or new.base_gfn != old.base_gfn:
+            for s in table.values():
+                if s.id != sid and s.base_gfn < new.base_gfn + new.npages and \
+                        new.base_gfn < s.base_gfn + s.npages:
+                    raise OSError(errno.EEXIST, "overlap")
+        table[sid] = new
+
+
+def op(as_id, slot, gpa, size, flags=0, ua=0x7f0000000000, ret=None):
+    return MemslotOp(as_id=as_id, slot=slot, flags=flags, gpa=gpa, size=size, ua=ua, ret=ret)
+
+
+# ---------------------------------------------------------------------------
+# classify(): spec/kernel-semantics.md §3.1 #9-11
+
+def test_classify_follows_the_kernel_rules():
+    old = _Slot(3, 0, 0x100, 16, 0, 0x7f0000000000)
+    slots = {3: old}
+    assert classify(op(0, 3, 0x100000, 0), slots) == "DELETE"
+    assert classify(op(0, 4, 0x100000, 0), slots) == "DELETE"         # -EINVAL later
+    assert classify(op(0, 5, 0x200000, 0x1000), slots) == "CREATE"
+    assert classify(op(0, 3, 0x200000, 0x10000), slots) == "MOVE"
+    assert classify(op(0, 3, 0x100000, 0x10000, flags=1), slots) == "FLAGS_ONLY"
+    assert classify(op(0, 3, 0x200000, 0x10000, flags=1), slots) == "MOVE"
+    assert classify(op(0, 3, 0x100000, 0x10000), slots) == "NOOP"
+    assert classify(op(0, 3, 0x100000, 0x20000), slots) == "INVALID"   # size change
+    assert classify(op(0, 3, 0x100000, 0x10000, flags=2), slots) == "INVALID"   # READONLY
+    assert classify(op(0, 3, 0x100000, 0x10000, ua=0x7f0000001000), slots) == "INVALID"
+    assert classify(op(0, 5, 0x200800, 0x1000), slots) == "INVALID"   # unaligned gpa
+    assert classify(op(0, 5, 0x200000, 0x1000, flags=4), slots) == "INVALID"
+    assert classify(op(2, 5, 0x200000, 0x1000), {}) == "INVALID"      # as_id >= 2
+    assert classify(op(0, 32764, 0x200000, 0x1000), {}) == "INVALID"  # internal slot id
+
+
+def test_infer_prologue_for_a_trace_that_starts_mid_life():
+    ops = load_qemu_trace(VGA)
+    pro = infer_prologue(ops)
+    assert [(o.as_id, o.slot, o.gpa, o.size, o.flags, o.ua) for o in pro] == [
+        (0, 3, 0xfd000000, 0x1000000, 1, 0x7fadf6800000),
+        (1, 3, 0xfd000000, 0x1000000, 1, 0x7fadf6800000)]
+    assert infer_prologue(ops, present={(0, 3), (1, 3)}) == []
+    assert infer_prologue(load_qemu_trace(SMM_ON)) == []
+
+
+# ---------------------------------------------------------------------------
+# replay() on the stand-in
+
+def test_replay_vga_toggle_trace():
+    res = replay(FakeVM(), load_qemu_trace(VGA))
+    assert len(res.prologue) == 2 and all(r.ok for r in res.prologue)
+    assert res.counts["DELETE"] == 14 and res.counts["CREATE"] == 14
+    assert res.mismatches == [] and all(r.match for r in res.results)
+    assert res.final_layout[0] == [(3, 0xfd000000, 0x1000000, 1, 0x7fadf6800000)]
+    assert res.final_layout[1] == [(3, 0xfd000000, 0x1000000, 1, 0x7fadf6800000)]
+    without = replay(FakeVM(), load_qemu_trace(VGA), infer_missing=False)
+    assert len(without.mismatches) == 2          # the first two DELETEs: EINVAL vs ret=0
+    assert without.mismatches[0].errno == errno.EINVAL
+
+
+@pytest.mark.parametrize("path, counts", [
+    (SMM_OFF, {"CREATE": 31, "DELETE": 21}),
+    (SMM_ON, {"CREATE": 66, "DELETE": 46}),
+])
+def test_replay_boot_traces(path, counts):
+    res = replay(FakeVM(), load_qemu_trace(path))
+    assert res.mismatches == []
+    assert {k: v for k, v in res.counts.items() if v} == counts
+    assert len(res.final_layout[0]) == 10
+
+
+def test_replay_reports_errno_mismatch_and_delete_gpa_notes():
+    ops = [op(0, 1, 0x0, 0x100000, ret=0), op(0, 1, 0x0, 0x100000, ret=0),   # no-op
+           op(0, 2, 0x80000, 0x100000, ret=0),                               # overlap
+           op(0, 1, 0x4000, 0, ret=0)]                                       # gpa differs
+    res = replay(FakeVM(), ops)
+    assert [r.kind for r in res.results] == ["CREATE", "NOOP", "CREATE", "DELETE"]
+    assert [r.errno for r in res.results] == [0, 0, errno.EEXIST, 0]
+    assert [r.index for r in res.mismatches] == [2]
+    assert "gpa 0x4000" in res.notes[0].note
+
+
+def test_tracked_set_is_deterministic_and_in_big_ram():
+    def placed(seed):
+        vm = FakeVM()
+        for o in build_ops(load_layout("q35-ovmf-smm")):
+            vm.set_user_memory_region(o.ioctl_slot, o.flags, o.gpa, o.size, o.ua)
+        return place_tracked(vm, vm.attach_kvmgt(), 500, seed=seed)
+    a, b, c = placed(1), placed(1), placed(2)
+    assert a.gfns == b.gfns != c.gfns
+    assert len(a.gfns) == 500 == len(set(a.gfns))
+    big = [(base, n) for _sid, base, n in a.slots]
+    assert all(n >= 1 << 18 for _b, n in big)
+    assert all(any(base <= g < base + n for base, n in big) for g in a.gfns)
+
+
+def test_tracked_needs_ram():
+    with pytest.raises(ValueError, match="cannot place 10 tracked gfns"):
+        replay(FakeVM(), load_qemu_trace(VGA), tracked=10)
+
+
+def test_as1_ram_delete_makes_gfns_stale_with_a_tracker_that_ignores_as_id():
+    """workloads.md §2.5: the hook gets no as_id, so an SMM-address-space DELETE
+    purges KVMGT's entries for gfns that stay protected in AS0 (stand-in model)."""
+    lay = load_layout("q35-ovmf-smm")
+    vm = FakeVM()
+    for o in build_ops(lay):
+        vm.set_user_memory_region(o.ioctl_slot, o.flags, o.gpa, o.size, o.ua)
+    as1_low = [s for s in lay.with_role("ram-low") if s.as_id == 1][0]
+    res = replay(vm, [op(1, as1_low.slot, as1_low.gpa, 0, ua=as1_low.ua, ret=0)],
+                 tracked=400, track_after=0, seed=3)
+    assert res.tracked is not None and res.tracked.placed_after == 0
+    st = res.staling_ops
+    assert [(r.kind, r.op.as_id, r.op.gpa) for r in st] == [("DELETE", 1, 0x100000)]
+    low = [g for g in res.tracked.gfns if g < 0x80000]
+    assert len(res.stale_gfns) == st[0].newly_stale == len(low) > 0
+
+
+def test_churn_with_tracked_set():
+    lay = load_layout("q35-ovmf-smm")
+    vm = FakeVM()
+    for o in build_ops(lay):
+        vm.set_user_memory_region(o.ioctl_slot, o.flags, o.gpa, o.size, o.ua)
+    res = replay(vm, churn_ops(lay), tracked=400, track_after=0, seed=3)
+    st = res.staling_ops
+    assert (st[0].kind, st[0].op.as_id, st[0].op.gpa) == ("DELETE", 0, 0x100000)
+    table = res.hook_table()["track_remove_region"]
+    assert table["calls"] == res.counts["DELETE"]
+    assert table["gfn_probes"] > 0 and table["cycles"] is None
+
+
+def test_costs_turn_counts_into_cycles():
+    lay = load_layout("q35-ovmf")
+    vm = FakeVM()
+    for o in build_ops(lay):
+        vm.set_user_memory_region(o.ioctl_slot, o.flags, o.gpa, o.size, o.ua)
+    res = replay(vm, churn_ops(lay), kvmgt=True, costs={"gfn_probes": 2.0})
+    row = res.hook_table()["track_remove_region"]
+    assert row["cycles"] == 2.0 * row["gfn_probes"]
+    assert replay(FakeVM(), [], costs=lambda c: 7).costs is not None
+
+
+def test_text_report_fits_80_columns_and_has_the_header():
+    lay = load_layout("q35-ovmf-smm")
+    results = []
+    for d in ("v6.5", "v6.6"):
+        vm = FakeVM(d)
+        for o in build_ops(lay):
+            vm.set_user_memory_region(o.ioctl_slot, o.flags, o.gpa, o.size, o.ua)
+        results.append(replay(vm, churn_ops(lay), tracked=300, track_after=0, seed=5))
+    text = render_replay(results, scenario="layout q35-ovmf-smm + boot churn", seed=5,
+                         list_ops=True)
+    lines = text.splitlines()
+    assert max(len(l) for l in lines) <= MAX_WIDTH
+    assert lines[0].startswith("Memslot trace replay") and lines[0].endswith("kvmpt 0.1.0")
+    assert "design:   v6.5, v6.6" in text and "seed:     5" in text
+    assert "scenario: layout q35-ovmf-smm + boot churn" in text
+    assert "128 MiB" in text and "32,768 pages" in text      # numbers carry units
+    assert "ops that made tracked gfns stale" in text
+
+
+# ---------------------------------------------------------------------------
+# The real model (skipped until kvmpt/vm.py lands)
+
+@pytest.fixture(scope="module")
+def VM():
+    vm_mod = pytest.importorskip("kvmpt.vm", reason="kvmpt/vm.py (the model) not written yet")
+    return vm_mod.VM
+
+
+def _built(VM, design, layout):
+    vm = VM(design=Design.coerce(design))
+    for o in build_ops(load_layout(layout)):
+        vm.set_user_memory_region(o.ioctl_slot, o.flags, o.gpa, o.size, o.ua)
+    return vm
+
+
+@pytest.mark.parametrize("design", ["v6.5", "v6.6"])
+@pytest.mark.parametrize("path", [VGA, SMM_ON, SMM_OFF, TRACES / "qemu_vga_bar_toggle_2020.csv"])
+def test_model_replays_real_traces_without_mismatch(VM, design, path):
+    res = replay(VM(design=Design.coerce(design)), load_ops(path), kvmgt=True)
+    assert res.mismatches == []
+    assert res.counts["MOVE"] == 0
+    assert res.invariant_violations == ()
+
+
+@pytest.mark.parametrize("layout", ["i440fx-seabios", "i440fx-seabios-smm", "q35-ovmf",
+                                    "q35-ovmf-smm"])
+def test_model_builds_every_layout(VM, layout):
+    vm = _built(VM, "v6.6", layout)
+    lay = load_layout(layout)
+    for a in lay.address_spaces:
+        got = [(s.id, s.base_gfn, s.npages, s.flags) for s in vm.memslots(a)]
+        want = [(s.slot, s.base_gfn, s.npages, s.flags) for s in lay.slots_in(a)]
+        assert got == want
+
+
+def test_model_move_is_rejected_with_kvmgt_in_v66_only(VM):
+    for design, want in (("v6.6", errno.EINVAL), ("v6.5", 0)):
+        vm = _built(VM, design, "q35-ovmf")
+        aper = load_layout("q35-ovmf").with_role("vgpu-aperture")[0]
+        moved = op(0, aper.slot, 0xd0000000, aper.size, ua=aper.ua, ret=-want)
+        res = replay(vm, [moved], kvmgt=True)
+        assert res.results[0].kind == "MOVE"
+        assert res.results[0].errno == want and res.mismatches == []
+
+
+@pytest.mark.parametrize("design", ["v6.5", "v6.6"])
+def test_model_smm_delete_case(VM, design):
+    """The AS1 (SMM) DELETE of a RAM slot while KVMGT tracks AS0 gfns in that range
+    (workloads.md §2.5, [D] hypothesis): both hook designs act on gfn ranges without
+    an address space, so the gfns in the deleted range lose KVMGT's entry."""
+    lay = load_layout("q35-ovmf-smm")
+    vm = _built(VM, design, "q35-ovmf-smm")
+    as1_low = [s for s in lay.with_role("ram-low") if s.as_id == 1][0]
+    delete = op(1, as1_low.slot, as1_low.gpa, 0, ua=as1_low.ua, ret=0)
+    res = replay(vm, [delete], tracked=200, track_after=0, seed=7)
+    r = res.results[0]
+    assert r.ok and r.kind == "DELETE"
+    in_range = [g for g in res.tracked.gfns
+                if as1_low.base_gfn <= g < as1_low.base_gfn + as1_low.npages]
+    assert in_range
+    assert r.hook_calls, "a DELETE with KVMGT attached must reach a page-track hook"
+    assert set(in_range) <= set(res.stale_gfns)
+
+
+def test_model_replay_designs_and_report(VM):
+    lay = load_layout("q35-ovmf-smm")
+    results = replay_designs(churn_ops(lay), ("v6.5", "v6.6"), setup_ops=build_ops(lay),
+                             tracked=1000, track_after=0, seed=0)
+    assert [r.design.name for r in results] == ["v6.5", "v6.6"]
+    for r in results:
+        assert r.mismatches == []
+        assert set(r.counts) == set(KINDS)
+    text = render_replay(results, scenario="q35-ovmf-smm churn", seed=0)
+    assert max(len(l) for l in text.splitlines()) <= MAX_WIDTH
