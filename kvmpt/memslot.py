@@ -1,0 +1,196 @@
+"""KVM memslots: constants, the slot structure and its x86 arch metadata.
+
+Mirrors ``struct kvm_memory_slot`` (include/linux/kvm_host.h) and
+``struct kvm_arch_memory_slot`` (arch/x86/include/asm/kvm_host.h) as far as
+page tracking needs them: ``gfn_write_track`` (one u16 per 4 KiB gfn) and
+``lpage_info`` (one int per 2 MiB and per 1 GiB region).  Rmaps and dirty
+bitmaps are reduced to what changes the flow (a bitmap exists or not).
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+import numpy as np
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+U64_MAX = (1 << 64) - 1
+U32_MAX = (1 << 32) - 1
+USHRT_MAX = 0xFFFF
+
+# include/uapi/linux/kvm.h
+KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
+KVM_MEM_READONLY = 1 << 1
+#: flags check_memory_region_flags() accepts on x86 in v6.5/v6.6
+#: (virt/kvm/kvm_main.c; READONLY under __KVM_HAVE_READONLY_MEM, which x86 defines).
+KVM_VALID_FLAGS = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY
+
+# arch/x86/include/asm/kvm_host.h (CONFIG_KVM_SMM=y): address space 1 is SMM.
+KVM_ADDRESS_SPACE_NUM = 2
+# include/linux/kvm_host.h: KVM_MEM_SLOTS_NUM = SHRT_MAX since commit 4fc096a99e01;
+# x86 keeps KVM_INTERNAL_MEM_SLOTS = 3 (TSS, identity map, APIC access page).
+KVM_MEM_SLOTS_NUM = 32767
+KVM_INTERNAL_MEM_SLOTS = 3
+KVM_USER_MEM_SLOTS = KVM_MEM_SLOTS_NUM - KVM_INTERNAL_MEM_SLOTS   # 32764
+KVM_MEM_MAX_NR_PAGES = (1 << 31) - 1
+#: x86-64 4-level paging: TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE; access_ok() bound.
+TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE
+
+#: huge page levels that have lpage_info on x86: PG_LEVEL_2M = 2, PG_LEVEL_1G = 3
+HUGE_LEVELS = (2, 3)
+
+
+def level_shift(level: int) -> int:
+    """gfn shift of a level: ``KVM_HPAGE_GFN_SHIFT(level)`` = (level - 1) * 9."""
+    return (level - 1) * 9
+
+
+def gfn_to_index(gfn: int, base_gfn: int, level: int) -> int:
+    """Mirrors ``gfn_to_index()`` (include/linux/kvm_host.h)."""
+    s = level_shift(level)
+    return (gfn >> s) - (base_gfn >> s)
+
+
+# enum kvm_mr_change (include/linux/kvm_host.h)
+CREATE, DELETE, MOVE, FLAGS_ONLY = "CREATE", "DELETE", "MOVE", "FLAGS_ONLY"
+
+
+@dataclass(eq=False)
+class SlotArch:
+    """``struct kvm_arch_memory_slot``: the page-tracking part.
+
+    ``gfn_write_track`` is a NumPy ``uint16`` array (``__vcalloc`` zeroed);
+    ``lpage_info[level - 2]`` is an ``int32`` array of ``disallow_lpage``.
+    Arrays are shared, never copied, where the kernel shares the pointer
+    (the INVALID copy at S2a, FLAGS_ONLY at prepare).
+    """
+
+    gfn_write_track: np.ndarray | None
+    lpage_info: list[np.ndarray]
+    freed: bool = False
+
+    @classmethod
+    def alloc(cls, base_gfn: int, npages: int, userspace_addr: int) -> "SlotArch":
+        """Mirrors ``kvm_alloc_memslot_metadata()`` (arch/x86/kvm/x86.c, v6.5/v6.6):
+        the lpage_info arrays with their initial disallow counts, then
+        ``kvm_page_track_create_memslot()`` (always allocates here: KVMGT
+        selects CONFIG_KVM_EXTERNAL_WRITE_TRACKING)."""
+        lpage = [initial_lpage_info(base_gfn, npages, userspace_addr, lvl) for lvl in HUGE_LEVELS]
+        # np.zeros is calloc: pages are only committed when written, like __vcalloc.
+        return cls(np.zeros(npages, dtype=np.uint16), lpage)
+
+    def free(self) -> None:
+        """Mirrors ``kvm_arch_free_memslot()`` -> ``kvm_page_track_free_memslot()``."""
+        self.freed = True
+        self.gfn_write_track = None
+        self.lpage_info = []
+
+
+def lpages(base_gfn: int, npages: int, level: int) -> int:
+    """Mirrors ``__kvm_mmu_slot_lpages()``."""
+    return gfn_to_index(base_gfn + npages - 1, base_gfn, level) + 1
+
+
+def initial_lpage_info(base_gfn: int, npages: int, userspace_addr: int, level: int) -> np.ndarray:
+    """The ``disallow_lpage`` values ``kvm_alloc_memslot_metadata()`` starts with:
+    1 at a head or tail that is not aligned to the level, and 1 everywhere if
+    gfn and hva are misaligned to each other for the level."""
+    n = lpages(base_gfn, npages, level)
+    linfo = np.zeros(n, dtype=np.int32)
+    mask = (1 << level_shift(level)) - 1
+    if base_gfn & mask:
+        linfo[0] = 1
+    if (base_gfn + npages) & mask:
+        linfo[n - 1] = 1
+    if (base_gfn ^ (userspace_addr >> PAGE_SHIFT)) & mask:
+        linfo[:] = 1
+    return linfo
+
+
+@dataclass(eq=False)
+class MemorySlot:
+    """``struct kvm_memory_slot`` (the fields kvmpt needs)."""
+
+    id: int
+    as_id: int
+    base_gfn: int
+    npages: int
+    flags: int
+    userspace_addr: int
+    arch: SlotArch | None = None
+    dirty_bitmap: bool = False
+    invalid: bool = False          # KVM_MEMSLOT_INVALID
+
+    @property
+    def end_gfn(self) -> int:
+        return self.base_gfn + self.npages
+
+    def contains(self, gfn: int) -> bool:
+        return self.base_gfn <= gfn < self.base_gfn + self.npages
+
+    def copy(self) -> "MemorySlot":
+        """A struct copy: ``arch`` (the metadata pointers) is shared, as in
+        ``kvm_invalidate_memslot()``'s ``kvm_copy_memslot(invalid_slot, old)``."""
+        return MemorySlot(self.id, self.as_id, self.base_gfn, self.npages, self.flags,
+                          self.userspace_addr, self.arch, self.dirty_bitmap, self.invalid)
+
+    def __repr__(self) -> str:
+        return (f"MemorySlot(as_id={self.as_id}, id={self.id}, base_gfn={self.base_gfn:#x}, "
+                f"npages={self.npages}, flags={self.flags:#x}, "
+                f"userspace_addr={self.userspace_addr:#x})")
+
+
+class Memslots:
+    """One address space's ``struct kvm_memslots``: slots by id and by gfn.
+
+    The kernel keeps an id hash and a gfn-ordered tree; kvmpt keeps a dict and
+    a sorted list searched with bisect (``search_memslots()``).
+    """
+
+    def __init__(self) -> None:
+        self.by_id: dict[int, MemorySlot] = {}
+        self._bases: list[int] = []
+        self._slots: list[MemorySlot] = []
+
+    def sorted(self) -> list[MemorySlot]:
+        return list(self._slots)
+
+    def insert(self, slot: MemorySlot) -> None:
+        i = bisect.bisect_left(self._bases, slot.base_gfn)
+        self._bases.insert(i, slot.base_gfn)
+        self._slots.insert(i, slot)
+        self.by_id[slot.id] = slot
+
+    def remove(self, slot: MemorySlot) -> None:
+        i = self._slots.index(slot)
+        del self._bases[i], self._slots[i]
+        del self.by_id[slot.id]
+
+    def replace(self, old: MemorySlot | None, new: MemorySlot | None) -> None:
+        """Mirrors ``kvm_replace_memslot()`` on one memslot set."""
+        if old is not None:
+            self.remove(old)
+        if new is not None:
+            self.insert(new)
+
+    def find_gfn(self, gfn: int) -> MemorySlot | None:
+        """Mirrors ``search_memslots()`` (``__gfn_to_memslot()``)."""
+        i = bisect.bisect_right(self._bases, gfn) - 1
+        if i >= 0:
+            s = self._slots[i]
+            if gfn < s.base_gfn + s.npages:
+                return s
+        return None
+
+    def overlaps(self, id: int, start: int, end: int) -> MemorySlot | None:
+        """Mirrors ``kvm_check_memslot_overlap()``: another slot (id != ``id``)
+        intersecting [start, end).  Slots of one set never overlap, so the
+        nearest other slot starting below ``end`` decides."""
+        i = bisect.bisect_left(self._bases, end) - 1
+        while i >= 0:
+            s = self._slots[i]
+            if s.id != id:
+                return s if s.base_gfn + s.npages > start else None
+            i -= 1
+        return None

@@ -1,0 +1,629 @@
+"""The VM model: KVM_SET_USER_MEMORY_REGION, write tracking, guest writes, KVMGT.
+
+This is the plain-Python reference the Numba kernels are checked against.  It
+follows spec/kernel-semantics.md section 3 step by step; every step records an
+event ``(step, detail)`` in ``vm.events`` with the kernel step label (S1..S8).
+
+Which kernel code runs depends on ``vm.design`` (``kvmpt.design.Design``):
+the notifier list holds KVM's own node only in the ``flush`` era (v6.5), the
+MOVE check exists only with ``move="reject"``, and so on.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import lockdep as ld
+from .design import Design
+from .kvmgt import KVMGT
+from .memslot import (CREATE, DELETE, FLAGS_ONLY, HUGE_LEVELS, KVM_ADDRESS_SPACE_NUM,
+                      KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_MAX_NR_PAGES, KVM_MEM_READONLY,
+                      KVM_MEM_SLOTS_NUM, KVM_USER_MEM_SLOTS, KVM_VALID_FLAGS, MOVE,
+                      PAGE_SHIFT, PAGE_SIZE, TASK_SIZE_MAX, U32_MAX, U64_MAX, MemorySlot,
+                      Memslots, SlotArch, gfn_to_index, initial_lpage_info, level_shift)
+from .page_track import (KernelWarning, NotifierNode, gfn_is_write_tracked, gpa_to_gfn,
+                         write_track_add_gfn_locked, write_track_remove_gfn_locked)
+from .work import HookCall, Work
+
+#: Default ``kvm_mmu_max_gfn()``: a host with 52 physical address bits
+#: (``(1ULL << (shadow_phys_bits - PAGE_SHIFT)) - 1``), as in contract.md.
+DEFAULT_MAX_GFN = (1 << 40) - 1
+
+WRITE_OUTCOMES = ("direct", "ignored", "handled")
+
+
+@dataclass
+class OpRecord:
+    """One KVM_SET_USER_MEMORY_REGION call as the model saw it."""
+
+    index: int
+    slot: int
+    flags: int
+    guest_phys_addr: int
+    memory_size: int
+    userspace_addr: int
+    change: str | None = None      # CREATE/DELETE/MOVE/FLAGS_ONLY, "NONE" for a no-op
+    errno: int = 0
+    hook_calls: list[HookCall] = field(default_factory=list)
+
+    @property
+    def as_id(self) -> int:
+        return self.slot >> 16
+
+
+def _u(name: str, value, bits: int) -> int:
+    """Python-side check of an ioctl field: an int that fits ``__u{bits}``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer (a __u{bits} field of struct "
+                        f"kvm_userspace_memory_region), got {type(value).__name__} {value!r}")
+    value = int(value)
+    if value < 0:
+        raise ValueError(f"{name}={value} is negative; it is a __u{bits} field of struct "
+                         "kvm_userspace_memory_region")
+    if value >= 1 << bits:
+        raise ValueError(f"{name}={value:#x} does not fit in a __u{bits}")
+    return value
+
+
+class VM:
+    """A KVM x86 VM with two address spaces, page write-tracking, and optionally KVMGT.
+
+    ``VM(design=Design.preset("v6.6"), max_gfn=(1 << 40) - 1)``; ``design`` may
+    also be a preset name.  ``max_gfn`` is ``kvm_mmu_max_gfn()``.
+    """
+
+    def __init__(self, design: Design | str | None = None, max_gfn: int = DEFAULT_MAX_GFN):
+        self.design = Design.coerce(design)
+        if isinstance(max_gfn, bool) or not isinstance(max_gfn, (int, np.integer)) or max_gfn < 0:
+            raise ValueError(f"max_gfn must be a non-negative integer, got {max_gfn!r}")
+        self.max_gfn = int(max_gfn)
+        self._as = [Memslots() for _ in range(KVM_ADDRESS_SPACE_NUM)]
+        self.nr_memslot_pages = 0
+        self.events: list[tuple[str, dict]] = []
+        self.warnings: list[KernelWarning] = []
+        self.op_log: list[OpRecord] = []
+        self.hook_calls: list[HookCall] = []
+        self.work = Work()                 # everything outside the slot hooks
+        self.lockdep = ld.Lockdep()
+        self.write_stats = dict.fromkeys(WRITE_OUTCOMES + ("missed",), 0)
+        self.kvmgt: KVMGT | None = None
+        self._fail_next_prepare: int | None = None
+        self._op = -1
+        # kvm_page_track_init(): an empty list.  v6.5 kvm_mmu_init_vm() registers
+        # KVM's own mmu_sp_tracker (track_write = kvm_mmu_pte_write, track_flush_slot
+        # = kvm_mmu_invalidate_zap_pages_in_memslot); v6.6 (f1c58cdb8e04) does not.
+        self.track_notifier_list: list[NotifierNode] = []
+        if self.design.slot_hook == "flush":
+            self.track_notifier_list.insert(0, NotifierNode("kvm_mmu", external=False))
+
+    # =================================================================== query
+    def memslots(self, as_id: int = 0) -> list[MemorySlot]:
+        """The live slots of one address space, ordered by ``base_gfn``."""
+        return self._memslots(as_id).sorted()
+
+    def _memslots(self, as_id: int) -> Memslots:
+        if isinstance(as_id, bool) or not isinstance(as_id, (int, np.integer)) \
+                or not 0 <= as_id < KVM_ADDRESS_SPACE_NUM:
+            raise ValueError(f"as_id must be 0 or 1 (KVM_ADDRESS_SPACE_NUM = 2), got {as_id!r}")
+        return self._as[int(as_id)]
+
+    def _check_gfn(self, gfn) -> int:
+        if isinstance(gfn, bool) or not isinstance(gfn, (int, np.integer)) or gfn < 0:
+            raise ValueError(f"gfn must be a non-negative integer, got {gfn!r}")
+        return int(gfn)
+
+    def _gfn_to_memslot(self, gfn: int, as_id: int = 0) -> MemorySlot | None:
+        """Mirrors ``__gfn_to_memslot(__kvm_memslots(kvm, as_id), gfn)``; the exported
+        page-track API always uses ``gfn_to_memslot()`` = address space 0."""
+        return self._as[as_id].find_gfn(gfn)
+
+    def write_track_count(self, gfn: int, as_id: int = 0) -> int:
+        """``gfn_write_track[gfn - base_gfn]`` of the slot holding ``gfn``; LookupError if none."""
+        gfn = self._check_gfn(gfn)
+        slot = self._memslots(as_id).find_gfn(gfn)
+        if slot is None:
+            raise LookupError(f"no memslot in address space {as_id} holds gfn {gfn:#x}")
+        return int(slot.arch.gfn_write_track[gfn - slot.base_gfn])
+
+    def gfn_is_write_tracked(self, gfn: int, as_id: int = 0) -> bool:
+        """Mirrors ``kvm_gfn_is_write_tracked()``: False when no slot holds the gfn."""
+        gfn = self._check_gfn(gfn)
+        return gfn_is_write_tracked(self._memslots(as_id).find_gfn(gfn), gfn)
+
+    def disallow_lpage(self, gfn: int, level: int, as_id: int = 0) -> int:
+        """``lpage_info[level - 2][idx].disallow_lpage`` for the huge page holding ``gfn``."""
+        gfn = self._check_gfn(gfn)
+        if level not in HUGE_LEVELS:
+            raise ValueError(f"level must be 2 (2M) or 3 (1G), got {level!r}")
+        slot = self._memslots(as_id).find_gfn(gfn)
+        if slot is None:
+            raise LookupError(f"no memslot in address space {as_id} holds gfn {gfn:#x}")
+        return int(slot.arch.lpage_info[level - 2][gfn_to_index(gfn, slot.base_gfn, level)])
+
+    def has_external_user(self) -> bool:
+        """Mirrors ``kvm_page_track_has_external_user()`` after the inverted-check fix
+        (<ZPIwtfkVAyFWy41I@google.com>): ``!hlist_empty(track_notifier_list)``.  In the
+        v6.6 list only external nodes exist; in a flush-era list KVM's own node is
+        skipped, which is what the check meant when it landed (after f1c58cdb8e04)."""
+        return any(n.external for n in self.track_notifier_list)
+
+    # ============================================================ lock helpers
+    @contextlib.contextmanager
+    def lockdep_ctx(self, ctx: str, *locks: ld.LockClass):
+        taken = []
+        try:
+            for lock in locks:
+                if self.lockdep.acquire(ctx, lock):
+                    taken.append(lock)
+            yield
+        finally:
+            for lock in reversed(taken):
+                self.lockdep.release(ctx, lock)
+
+    @contextlib.contextmanager
+    def mmu_write_lock(self, ctx: str, work: Work | None = None):
+        """``write_lock(&kvm->mmu_lock)`` ... ``write_unlock``, accounted in ``work``."""
+        work = work or self.work
+        self.lockdep.acquire(ctx, ld.MMU_LOCK)
+        work.mmu_lock_begin()
+        try:
+            yield
+        finally:
+            work.mmu_lock_end()
+            self.lockdep.release(ctx, ld.MMU_LOCK)
+
+    # ================================================== exported page-track API
+    def write_track_add_gfn(self, gfn: int, ctx: str = "gvt", _raise: bool = True) -> int:
+        """Mirrors ``kvm_write_track_add_gfn(kvm, gfn)`` (page_track.c, v6.6):
+        ``srcu_read_lock``, ``gfn_to_memslot`` (address space 0; -EINVAL if none),
+        ``write_lock(mmu_lock)``, ``__kvm_write_track_add_gfn``.  Returns 0, or
+        raises OSError(EINVAL) (returns -EINVAL when called from the model)."""
+        gfn = self._check_gfn(gfn)
+        slot = self._gfn_to_memslot(gfn, 0)
+        self.work.add("slot_lookups")
+        if slot is None:
+            if _raise:
+                raise OSError(errno.EINVAL, f"kvm_write_track_add_gfn: no memslot holds gfn {gfn:#x}")
+            return -errno.EINVAL
+        with self.mmu_write_lock(ctx):
+            self.lockdep.assert_held_write(ctx, ld.MMU_LOCK, "__kvm_write_track_add_gfn")
+            write_track_add_gfn_locked(slot, gfn, self.work, self.warnings, self._op)
+        return 0
+
+    def write_track_remove_gfn(self, gfn: int, ctx: str = "gvt", _raise: bool = True) -> int:
+        """Mirrors ``kvm_write_track_remove_gfn(kvm, gfn)`` (page_track.c, v6.6)."""
+        gfn = self._check_gfn(gfn)
+        slot = self._gfn_to_memslot(gfn, 0)
+        self.work.add("slot_lookups")
+        if slot is None:
+            if _raise:
+                raise OSError(errno.EINVAL, f"kvm_write_track_remove_gfn: no memslot holds gfn {gfn:#x}")
+            return -errno.EINVAL
+        with self.mmu_write_lock(ctx):
+            self.lockdep.assert_held_write(ctx, ld.MMU_LOCK, "__kvm_write_track_remove_gfn")
+            write_track_remove_gfn_locked(slot, gfn, self.work, self.warnings, self._op)
+        return 0
+
+    # ================================================================ KVMGT
+    def attach_kvmgt(self) -> KVMGT:
+        """Mirrors ``intel_vgpu_open_device()``: -EEXIST if a vGPU is already attached
+        to this VM (``__kvmgt_vgpu_exist``), ``kvmgt_protect_table_init``, then
+        ``kvm_page_track_register_notifier()`` (``hlist_add_head_rcu`` under
+        ``mmu_lock``: KVMGT's node goes first in the list)."""
+        if self.kvmgt is not None and self.kvmgt.attached:
+            raise OSError(errno.EEXIST, "a vGPU is already attached to this VM "
+                          "(intel_vgpu_open_device: __kvmgt_vgpu_exist)")
+        gvt = KVMGT(self)
+        gvt.attached = True
+        with self.mmu_write_lock("gvt"):
+            self.track_notifier_list.insert(0, gvt.node)
+        self.kvmgt = gvt
+        return gvt
+
+    def _unregister_notifier(self, node: NotifierNode) -> None:
+        """Mirrors ``kvm_page_track_unregister_notifier()``: ``hlist_del_rcu`` under
+        ``mmu_lock``, then ``synchronize_srcu(&head->track_srcu)``."""
+        with self.mmu_write_lock("gvt"):
+            self.track_notifier_list.remove(node)
+        self.work.add("srcu_syncs")
+
+    # ============================================================ guest writes
+    def _classify(self, gfn: int, as_id: int) -> str:
+        """Where a guest write to ``gfn`` goes, without side effects."""
+        slot = self._as[as_id].find_gfn(gfn)
+        if slot is None or slot.flags & KVM_MEM_READONLY:
+            return "ignored"          # MMIO exit to userspace: no tracker sees it
+        if not slot.arch.gfn_write_track[gfn - slot.base_gfn]:
+            return "direct"
+        gvt = self.kvmgt
+        if gvt is not None and gvt.attached and gfn in gvt.ptable:
+            return "handled"
+        return "ignored"
+
+    def guest_write(self, gpa: int, nbytes: int = 8, as_id: int = 0) -> str:
+        """A vCPU stores ``nbytes`` at ``gpa`` (``as_id`` 1 = a vCPU in SMM).
+
+        * ``"direct"``: the gfn is not write-tracked; the store completes in the guest
+          (a read-only SPTE left behind by an earlier track is made writable by the
+          fault, since ``mmu_try_to_unsync_pages()`` finds the count 0).
+        * ``"ignored"``: the store traps but no tracker takes it: the gfn is tracked
+          and KVMGT's ``ptable`` lacks it, or no memslot / a READONLY memslot holds it
+          (an MMIO exit to userspace).
+        * ``"handled"``: trapped (``page_fault_handle_page_track()`` ->
+          ``RET_PF_EMULATE``), emulated (``emulator_write_phys()``), and
+          ``kvm_page_track_write()`` ran KVMGT's ``track_write``, which found the gfn
+          in ``ptable`` and called GVT's handler.
+
+        A write to a gfn GVT shadows that is not ``"handled"`` is counted as
+        missed in ``vm.write_stats``.
+        """
+        gpa = _u("gpa", gpa, 64)
+        if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) \
+                or not 1 <= nbytes <= 8:
+            raise ValueError(f"nbytes must be 1..8 (one emulated store), got {nbytes!r}")
+        if (gpa & (PAGE_SIZE - 1)) + nbytes > PAGE_SIZE:
+            raise ValueError(f"a {nbytes}-byte write at {gpa:#x} crosses a 4 KiB page; "
+                             "the emulator splits it: issue one write per page")
+        self._memslots(as_id)
+        gfn = gpa_to_gfn(gpa)
+        outcome = self._classify(gfn, as_id)
+        slot = self._as[as_id].find_gfn(gfn)
+        if slot is not None and not slot.flags & KVM_MEM_READONLY \
+                and slot.arch.gfn_write_track[gfn - slot.base_gfn]:
+            # Trapped and emulated: kvm_page_track_write() -> __kvm_page_track_write()
+            self.work.add("emulated_writes")
+            handled = False
+            for node in list(self.track_notifier_list):
+                if node.external and node.owner is not None:
+                    handled |= node.owner.track_write(gpa, int(nbytes))
+            outcome = "handled" if handled else "ignored"
+        self.write_stats[outcome] += 1
+        gvt = self.kvmgt
+        if gvt is not None and gvt.page_track_tree.get(gfn) and outcome != "handled":
+            self.write_stats["missed"] += 1
+        return outcome
+
+    # ===================================================== memslot updates
+    def fail_next_prepare(self, err: int) -> None:
+        """The next memslot update whose ``kvm_prepare_memory_region()`` (S3) reaches
+        an allocation fails there with ``err`` (e.g. ``errno.ENOMEM``).
+
+        Allocations in S3, in order: the dirty bitmap (common code, when LOG_DIRTY
+        is newly set), then ``kvm_alloc_memslot_metadata()`` (CREATE and MOVE, after
+        the MOVE-rejection and max-gfn checks).  A DELETE never fails in prepare on
+        x86 (<Y2qSwlN26qWi3ZqH@google.com>), so it passes the injection on.
+        """
+        if isinstance(err, bool) or not isinstance(err, int) or err not in errno.errorcode:
+            raise ValueError(f"fail_next_prepare needs a positive errno such as errno.ENOMEM, "
+                             f"got {err!r}")
+        self._fail_next_prepare = err
+
+    def _event(self, step: str, S: str, **detail) -> None:
+        self.events.append((step, {"op": self._op, "S": S, **detail}))
+
+    def set_user_memory_region(self, slot: int, flags: int, guest_phys_addr: int,
+                               memory_size: int, userspace_addr: int) -> None:
+        """KVM_SET_USER_MEMORY_REGION.  Mirrors ``kvm_vm_ioctl_set_memory_region()`` and
+        ``__kvm_set_memory_region()`` (virt/kvm/kvm_main.c, v6.5/v6.6): the checks of
+        spec section 3.1 in the kernel's order, then ``kvm_set_memslot()``.
+
+        Returns None; raises OSError with the kernel's errno.  A request rejected
+        before ``kvm_set_memslot()`` changes no state and records no event.
+        """
+        slot = _u("slot", slot, 32)
+        flags = _u("flags", flags, 32)
+        gpa = _u("guest_phys_addr", guest_phys_addr, 64)
+        size = _u("memory_size", memory_size, 64)
+        ua = _u("userspace_addr", userspace_addr, 64)
+
+        def einval(why: str):
+            return OSError(errno.EINVAL, f"KVM_SET_USER_MEMORY_REGION: {why}")
+
+        as_id, id = slot >> 16, slot & 0xFFFF
+        # kvm_vm_ioctl_set_memory_region()
+        if id >= KVM_USER_MEM_SLOTS:
+            raise einval(f"slot id {id} >= KVM_USER_MEM_SLOTS ({KVM_USER_MEM_SLOTS})")
+        # check_memory_region_flags()
+        if flags & ~KVM_VALID_FLAGS:
+            raise einval(f"flags {flags:#x} has bits other than LOG_DIRTY_PAGES|READONLY")
+        if size & (PAGE_SIZE - 1):
+            raise einval(f"memory_size {size:#x} is not page aligned")
+        if gpa & (PAGE_SIZE - 1):
+            raise einval(f"guest_phys_addr {gpa:#x} is not page aligned")
+        if ua & (PAGE_SIZE - 1) or size > TASK_SIZE_MAX or ua > TASK_SIZE_MAX - size:
+            raise einval(f"userspace_addr {ua:#x} is not page aligned or fails access_ok()")
+        if as_id >= KVM_ADDRESS_SPACE_NUM or id >= KVM_MEM_SLOTS_NUM:
+            raise einval(f"address space {as_id} >= KVM_ADDRESS_SPACE_NUM ({KVM_ADDRESS_SPACE_NUM})")
+        if (gpa + size) & U64_MAX < gpa:
+            raise einval("guest_phys_addr + memory_size wraps")
+        if id < KVM_USER_MEM_SLOTS and (size >> PAGE_SHIFT) > KVM_MEM_MAX_NR_PAGES:
+            raise einval(f"{size >> PAGE_SHIFT} pages > KVM_MEM_MAX_NR_PAGES")
+
+        slots = self._as[as_id]
+        old = slots.by_id.get(id)
+        if not size:
+            if old is None or not old.npages:
+                raise einval(f"DELETE of slot {id} in address space {as_id}, which does not exist")
+            change = DELETE
+            new = None
+        else:
+            base_gfn, npages = gpa >> PAGE_SHIFT, size >> PAGE_SHIFT
+            if old is None or not old.npages:
+                change = CREATE
+            else:
+                if ua != old.userspace_addr or npages != old.npages \
+                        or (flags ^ old.flags) & KVM_MEM_READONLY:
+                    raise einval(f"slot {id} exists: its userspace_addr, size and READONLY "
+                                 "flag cannot change")
+                if base_gfn != old.base_gfn:
+                    change = MOVE
+                elif flags != old.flags:
+                    change = FLAGS_ONLY
+                else:
+                    self._begin_op(slot, flags, gpa, size, ua).change = "NONE"
+                    return None
+            if change in (CREATE, MOVE):
+                other = slots.overlaps(id, base_gfn, base_gfn + npages)
+                if other is not None:
+                    raise OSError(errno.EEXIST, f"KVM_SET_USER_MEMORY_REGION: "
+                                  f"[{base_gfn:#x}, {base_gfn + npages:#x}) overlaps slot "
+                                  f"{other.id} in address space {as_id}")
+            new = MemorySlot(id, as_id, base_gfn, npages, flags, ua)
+
+        rec = self._begin_op(slot, flags, gpa, size, ua)
+        rec.change = change
+        r = self._set_memslot(old, new, change, rec)
+        rec.errno = -r
+        if r:
+            raise OSError(-r, f"KVM_SET_USER_MEMORY_REGION ({change} slot {id} as_id {as_id}) "
+                          f"failed: {errno.errorcode[-r]}")
+        return None
+
+    def _begin_op(self, slot, flags, gpa, size, ua) -> OpRecord:
+        self._op += 1
+        rec = OpRecord(self._op, slot, flags, gpa, size, ua)
+        self.op_log.append(rec)
+        return rec
+
+    def _swap(self) -> None:
+        """``kvm_swap_active_memslots()``: drops ``slots_arch_lock``,
+        ``synchronize_srcu_expedited(&kvm->srcu)``."""
+        self.work.add("srcu_syncs")
+
+    def _set_memslot(self, old: MemorySlot | None, new: MemorySlot | None, change: str,
+                     rec: OpRecord) -> int:
+        """Mirrors ``kvm_set_memslot()`` (virt/kvm/kvm_main.c): S1..S8."""
+        slots = self._as[(old or new).as_id]
+        ident = {"change": change, "as_id": (old or new).as_id, "id": (old or new).id}
+        # S1: mutex_lock(&kvm->slots_arch_lock)
+        invalid = None
+        if change in (DELETE, MOVE):
+            # S2a: invalid_slot = copy of old (shares old->arch), KVM_MEMSLOT_INVALID,
+            #      replaces old in the inactive set; S2b: swap -> INVALID copy is active.
+            invalid = old.copy()
+            invalid.invalid = True
+            slots.replace(old, invalid)
+            self._swap()
+            self._event("invalidate", "S2a-b", **ident, base_gfn=old.base_gfn, npages=old.npages)
+            # S2c: kvm_arch_flush_shadow_memslot(kvm, old)
+            self._flush_shadow_memslot(old, change, rec)
+            # S2d-f: guest_memory_reclaimed, re-take slots_arch_lock, old->arch = invalid->arch
+            old.arch = invalid.arch
+        # S3: kvm_prepare_memory_region()
+        self._event("prepare", "S3", **ident)
+        r = self._prepare_memory_region(old, new, change)
+        if r:
+            # S4: undo
+            if change in (DELETE, MOVE):
+                slots.replace(invalid, old)
+                self._swap()
+                self._event("restore", "S4", **ident, errno=-r)
+                for call in rec.hook_calls:
+                    w = call.work.ops
+                    call.harmful = call.node == "kvmgt" and (w["counter_updates"] or w["hash_deletes"]) > 0
+            return r
+        # S5: install
+        if change == CREATE:
+            slots.replace(None, new)
+        elif change == DELETE:
+            slots.replace(invalid, None)
+        elif change == MOVE:
+            slots.replace(invalid, new)
+        else:
+            slots.replace(old, new)
+        self._swap()
+        self._event("install", "S5", **ident)
+        # S6: kfree(invalid_slot); S7: kvm_commit_memory_region()
+        self._commit_memory_region(old, new, change, rec, ident)
+        return 0   # S8
+
+    def _flush_shadow_memslot(self, old: MemorySlot, change: str, rec: OpRecord) -> None:
+        """S2c, ``kvm_arch_flush_shadow_memslot()``.  v6.5: ``kvm_page_track_flush_slot()``
+        walks the notifier list (newest first, so KVMGT before KVM's own node, whose
+        ``track_flush_slot`` is ``kvm_mmu_invalidate_zap_pages_in_memslot()`` ->
+        ``kvm_mmu_zap_all_fast()``).  v6.6: ``kvm_mmu_zap_all_fast()`` directly."""
+        if self.design.slot_hook == "flush":
+            for node in list(self.track_notifier_list):
+                if node.external:
+                    call = self._hook_call(rec, "track_flush_slot", node.name, change, old)
+                    self._event("flush_slot", "S2c", node=node.name, change=change,
+                                as_id=old.as_id, id=old.id, base_gfn=old.base_gfn,
+                                npages=old.npages)
+                    node.owner.slot_hook("track_flush_slot", old.base_gfn, old.npages, old, call)
+                else:
+                    self._event("flush_slot", "S2c", node=node.name, change=change,
+                                as_id=old.as_id, id=old.id, action="kvm_mmu_zap_all_fast")
+                    self._zap_all_fast(rec, change, old)
+        else:
+            self._zap_all_fast(rec, change, old)
+
+    def _zap_all_fast(self, rec: OpRecord, change: str, old: MemorySlot) -> None:
+        """``kvm_mmu_zap_all_fast()``: under ``write_lock(mmu_lock)``, bump the MMU
+        generation and zap every shadow page of the VM (not only the slot's)."""
+        call = self._hook_call(rec, "kvm_mmu_zap_all_fast", "kvm_mmu", change, old)
+        self._event("zap_all_fast", "S2c", change=change, as_id=old.as_id, id=old.id)
+        with self.mmu_write_lock("ioctl", call.work):
+            call.work.add("zaps")
+            call.work.add("tlb_flushes")
+
+    def _hook_call(self, rec: OpRecord, hook: str, node: str, change: str,
+                   slot: MemorySlot) -> HookCall:
+        call = HookCall(rec.index, hook, node, change, slot.as_id, slot.id, slot.base_gfn,
+                        slot.npages)
+        rec.hook_calls.append(call)
+        self.hook_calls.append(call)
+        return call
+
+    def _take_injected(self) -> int:
+        err, self._fail_next_prepare = self._fail_next_prepare, None
+        return err
+
+    def _prepare_memory_region(self, old: MemorySlot | None, new: MemorySlot | None,
+                               change: str) -> int:
+        """Mirrors ``kvm_prepare_memory_region()`` + x86 ``kvm_arch_prepare_memory_region()``."""
+        ident = {"change": change, "as_id": (old or new).as_id, "id": (old or new).id}
+        if change != DELETE:
+            # common code: dirty bitmap
+            if not new.flags & KVM_MEM_LOG_DIRTY_PAGES:
+                new.dirty_bitmap = False
+            elif old is not None and old.dirty_bitmap:
+                new.dirty_bitmap = True
+            else:
+                if self._fail_next_prepare is not None:
+                    err = self._take_injected()
+                    self._event("prepare_failed", "S3", **ident, errno=err,
+                                reason="kvm_alloc_dirty_bitmap (injected)")
+                    return -err
+                new.dirty_bitmap = True
+        # kvm_arch_prepare_memory_region()
+        if change == MOVE and self.design.move == "reject" and self.has_external_user():
+            self._event("move_rejected", "S3", **ident, errno=errno.EINVAL,
+                        reason="kvm_page_track_has_external_user()")
+            return -errno.EINVAL
+        if change in (CREATE, MOVE):
+            if new.base_gfn + new.npages - 1 > self.max_gfn:
+                self._event("prepare_failed", "S3", **ident, errno=errno.EINVAL,
+                            reason=f"end gfn {new.base_gfn + new.npages - 1:#x} > "
+                                   f"kvm_mmu_max_gfn() {self.max_gfn:#x}")
+                return -errno.EINVAL
+            if self._fail_next_prepare is not None:
+                err = self._take_injected()
+                self._event("prepare_failed", "S3", **ident, errno=err,
+                            reason="kvm_alloc_memslot_metadata (injected)")
+                return -err
+            # kvm_alloc_memslot_metadata(): memset(&new->arch, 0) -> fresh arrays
+            new.arch = SlotArch.alloc(new.base_gfn, new.npages, new.userspace_addr)
+        elif change == FLAGS_ONLY:
+            new.arch = old.arch          # memcpy(&new->arch, &old->arch): shared arrays
+        return 0
+
+    def _commit_memory_region(self, old: MemorySlot | None, new: MemorySlot | None,
+                              change: str, rec: OpRecord, ident: dict) -> None:
+        """Mirrors ``kvm_commit_memory_region()`` and x86
+        ``kvm_arch_commit_memory_region()`` (S7; cannot fail)."""
+        self._event("commit", "S7", **ident)
+        if change == DELETE:
+            self.nr_memslot_pages -= old.npages
+        elif change == CREATE:
+            self.nr_memslot_pages += new.npages
+        # kvm_arch_commit_memory_region(): v6.6 kvm_page_track_delete_slot() for DELETE
+        if change == DELETE and self.design.slot_hook == "remove":
+            for node in list(self.track_notifier_list):   # empty list: returns early
+                if node.external and node.owner is not None:
+                    call = self._hook_call(rec, "track_remove_region", node.name, change, old)
+                    self._event("remove_region", "S7", node=node.name, as_id=old.as_id,
+                                id=old.id, gfn=old.base_gfn, nr_pages=old.npages)
+                    node.owner.slot_hook("track_remove_region", old.base_gfn, old.npages,
+                                         None, call)
+        freed = None
+        if change == MOVE:
+            freed = old.arch                   # kvm_arch_free_memslot(kvm, old)
+            self._event("free_metadata", "S7", **ident, base_gfn=old.base_gfn,
+                        npages=old.npages, by="kvm_arch_commit_memory_region")
+        elif change == DELETE:
+            freed = old.arch                   # kvm_free_memslot(kvm, old)
+            self._event("free_metadata", "S7", **ident, base_gfn=old.base_gfn,
+                        npages=old.npages, by="kvm_free_memslot")
+        if freed is not None:
+            for call in rec.hook_calls:
+                if call.node == "kvmgt" and (call.work.ops["counter_updates"]
+                                             or call.work.ops["lpage_updates"]):
+                    # updates went into arrays freed right now, unless (remove hook,
+                    # no slot given) they landed in another address space's slot
+                    call.wasted = call.hook == "track_flush_slot"
+            freed.free()
+
+    # ============================================================ invariants
+    def check_invariants(self) -> list[str]:
+        """Every disagreement between KVM's write-track counters, KVMGT's ``ptable``
+        and GVT's shadowed pages, in a reviewer's words; [] when they agree.
+
+        With TDP (EPT) and no nested guest KVM's own shadow MMU write-tracks
+        nothing, so (spec section 6.2) for every gfn of every address-space-0
+        slot ``gfn_write_track == (1 if gfn in ptable else 0)``; address space 1
+        counters stay 0 (KVMGT adds through ``gfn_to_memslot()``, address space
+        0); each ``disallow_lpage`` equals its initial value plus the write-track
+        references inside that huge page; every ``ptable`` gfn is shadowed by GVT
+        and every shadowed gfn is in ``ptable`` with a memslot that traps writes.
+        """
+        out: list[str] = []
+        gvt = self.kvmgt if self.kvmgt is not None and self.kvmgt.attached else None
+        ptable = gvt.ptable.gfns() if gvt else set()
+        for as_id, slots in enumerate(self._as):
+            for s in slots.sorted():
+                arr = s.arch.gfn_write_track
+                nz = np.flatnonzero(arr)
+                for i in nz:
+                    gfn = s.base_gfn + int(i)
+                    want = 1 if (as_id == 0 and gfn in ptable) else 0
+                    if int(arr[i]) != want:
+                        if want == 0 and gvt is None:
+                            why = "no external tracker is attached (protection leaked)"
+                        elif as_id == 1:
+                            why = "KVMGT only tracks through address space 0"
+                        else:
+                            why = "KVMGT's ptable does not hold it"
+                        out.append(f"gfn {gfn:#x} (as {as_id}, slot {s.id}): KVM write-track "
+                                   f"count is {int(arr[i])}, expected {want}: {why}; guest "
+                                   f"writes to it trap and are ignored")
+                for level in HUGE_LEVELS:
+                    expect = initial_lpage_info(s.base_gfn, s.npages, s.userspace_addr, level)
+                    if nz.size:
+                        idx = ((s.base_gfn + nz) >> level_shift(level)) - (s.base_gfn >> level_shift(level))
+                        np.add.at(expect, idx, arr[nz].astype(np.int32))
+                    bad = np.flatnonzero(s.arch.lpage_info[level - 2] != expect)
+                    for j in bad[:8]:
+                        out.append(f"slot {s.id} (as {as_id}) level {level} huge page {int(j)}: "
+                                   f"disallow_lpage is {int(s.arch.lpage_info[level - 2][j])}, "
+                                   f"expected {int(expect[j])} from alignment and write-track "
+                                   f"counts")
+        if gvt is not None:
+            shadowed = {g for g, t in gvt.page_track_tree.items() if t}
+            for gfn in sorted(ptable - shadowed):
+                out.append(f"gfn {gfn:#x} is in KVMGT's ptable but GVT does not shadow it")
+            for gfn in sorted(shadowed - ptable):
+                out.append(f"gfn {gfn:#x}: GVT shadows it but KVMGT's ptable lost it; guest "
+                           f"writes will not reach the handler (stale shadow page table)")
+            for gfn in sorted(ptable):
+                slot = self._as[0].find_gfn(gfn)
+                if slot is None:
+                    out.append(f"gfn {gfn:#x} is in KVMGT's ptable but no memslot holds it "
+                               f"(the slot moved or was deleted): writes are not trapped")
+                elif not slot.arch.gfn_write_track[gfn - slot.base_gfn]:
+                    out.append(f"gfn {gfn:#x} is in KVMGT's ptable but KVM's write-track "
+                               f"count is 0: guest writes go direct, GVT misses them")
+        return out
+
+    # ============================================================== replay
+    def replay(self, ops, **kwargs):
+        """Apply QEMU memslot ops (``kvmpt.trace.load_qemu_trace``); see ``kvmpt.replay``."""
+        from .replay import replay
+        return replay(self, ops, **kwargs)
+
+    def __repr__(self) -> str:
+        n = [len(a.by_id) for a in self._as]
+        return (f"VM(design={self.design.name!r}, slots={n}, "
+                f"kvmgt={'attached' if self.kvmgt and self.kvmgt.attached else 'none'})")
