@@ -8,10 +8,11 @@ another thread could ``hash_del`` + ``kfree`` the entry (<Y26SI3uh8JV0vvO6@googl
 ``"none"``      v6.5: add/del under ``mmu_lock``, the lookup in ``track_write`` unlocked.
 ``"mmu_lock"``  the rejected idea: take ``mmu_lock`` (a spinning rwlock) around the lookup
                 and the handler -- but the handler sleeps (``vgpu_lock``, ``cache_lock``).
-``"gfn_lock"``  v1 of the series (<20221223005739.1295925-1-seanjc@google.com>): a dedicated
-                mutex around the lookup and the handler; the handler re-enters
-                ``intel_gvt_page_track_add/remove``, which take it again
-                (<Y7STZZkd3EaRXLTC@google.com>, 2023-01-03).
+``"gfn_lock"``  v1 of the series, patch 09/27 (<20221223005739.1295925-10-seanjc@google.com>):
+                a dedicated mutex, taken inside the already hoisted ``vgpu_lock`` around the
+                lookup and the handler; the handler re-enters ``intel_gvt_page_track_add``
+                (<Y6vOEjHZhOWulyo1@yzhao56-desk.sh.intel.com>, 2022-12-28) or ``_remove``
+                (<Y7STZZkd3EaRXLTC@google.com>, 2023-01-03), which take it again.
 ``"vgpu_lock"`` v6.6 (commit 49a83e190b5b): ``vgpu_lock`` hoisted into
                 ``kvmgt_page_track_write``, the handler no longer takes it, add/remove assert it,
                 ``remove_region`` takes it.
@@ -100,7 +101,9 @@ SLOT_HOOKS = ("flush", "remove")
 #: where each design's code comes from, for the ``where`` column of a witness.
 #: Functions a design changes carry its label; code it leaves alone carries the kernel
 #: version it sits in (``KERNEL``).  Sources: "mmu_lock" is the idea rejected in
-#: <Y26SI3uh8JV0vvO6@google.com>; "gfn_lock" is v1, <20221223005739.1295925-1-seanjc@google.com>.
+#: <Y26SI3uh8JV0vvO6@google.com>; "gfn_lock" is v1 patch 09/27,
+#: <20221223005739.1295925-10-seanjc@google.com>, as the rest of v1 left it (its 27/27,
+#: <20221223005739.1295925-28-seanjc@google.com>, shows the final kvmgt_page_track_write).
 VERSION = {"none": "v6.5", "mmu_lock": "v6.5 + mmu_lock idea", "gfn_lock": "series v1",
            "vgpu_lock": "v6.6"}
 KERNEL = {"none": "v6.5", "mmu_lock": "v6.5", "gfn_lock": "v6.5", "vgpu_lock": "v6.6"}
@@ -659,6 +662,13 @@ class _Gen:
         """``file:function (version)`` for code the lock design leaves alone."""
         return f"{fn} ({self.kv})"
 
+    def assert_table_lock(self) -> Step:
+        """``lockdep_assert_held`` in ``__kvmgt_protect_table_find`` (kvmgt.c): on
+        ``gfn_lock`` in v1 09/27, on ``vgpu_lock`` in v6.6 (v6.5 had none)."""
+        lock = GFN_LOCK if self.lock == "gfn_lock" else VGPU_LOCK
+        return AssertHeld(f"lockdep_assert_held(&info->{lock.name.split('->')[1]})",
+                          self.at(f"{_KVMGT}:__kvmgt_protect_table_find"), lock=lock)
+
     # -- KVM side ----------------------------------------------------------------------
     def kvm_write_track(self, gfn: int, add: bool) -> list:
         """``kvm_write_track_{add,remove}_gfn`` (arch/x86/kvm/mmu/page_track.c, v6.6):
@@ -683,8 +693,9 @@ class _Gen:
 
         v6.5 (and the mmu_lock idea): srcu + ``write_lock(mmu_lock)``, and under it the
         ptable check, ``kvm_slot_page_track_remove_page`` and ``kvmgt_protect_table_del``.
-        v1 (gfn_lock): the same inside ``mutex_lock(&info->gfn_lock)`` (derived: which lock
-        guards the hash is what v1 changed).  v6.6: the caller holds ``vgpu_lock``; ptable
+        v1 09/27 (gfn_lock): ``mutex_lock(&info->gfn_lock)``; the ptable check; srcu,
+        ``write_lock(mmu_lock)`` only around ``kvm_slot_page_track_remove_page``; then
+        ``kvmgt_protect_table_del``; unlock.  v6.6: the caller holds ``vgpu_lock``; ptable
         check, ``kvm_write_track_remove_gfn``, ``kvmgt_protect_table_del``."""
         at = self.at(f"{_KVMGT}:intel_gvt_page_track_remove")
         skip = self.label("rm_skip")
@@ -707,6 +718,7 @@ class _Gen:
         if self.lock == "gfn_lock":
             return [
                 Lock("mutex_lock(&info->gfn_lock)", at, lock=GFN_LOCK),
+                self.assert_table_lock(),
                 find, IfNot("", at, label=skip),
                 *self.kvm_write_track(gfn, add=False),
                 delete,
@@ -714,8 +726,7 @@ class _Gen:
                 Unlock("mutex_unlock(&info->gfn_lock)", at, lock=GFN_LOCK),
             ]
         return [  # vgpu_lock, v6.6
-            AssertHeld("lockdep_assert_held(&info->vgpu_lock)",
-                       self.at(f"{_KVMGT}:__kvmgt_protect_table_find"), lock=VGPU_LOCK),
+            self.assert_table_lock(),
             find, IfNot("", at, label=skip),
             *self.kvm_write_track(gfn, add=False),
             delete,
@@ -746,6 +757,7 @@ class _Gen:
         if self.lock == "gfn_lock":
             return [
                 Lock("mutex_lock(&info->gfn_lock)", at, lock=GFN_LOCK),
+                self.assert_table_lock(),
                 find, If("", at, label=skip),
                 *self.kvm_write_track(gfn, add=True),
                 add,
@@ -753,8 +765,7 @@ class _Gen:
                 Unlock("mutex_unlock(&info->gfn_lock)", at, lock=GFN_LOCK),
             ]
         return [
-            AssertHeld("lockdep_assert_held(&info->vgpu_lock)",
-                       self.at(f"{_KVMGT}:__kvmgt_protect_table_find"), lock=VGPU_LOCK),
+            self.assert_table_lock(),
             find, If("", at, label=skip),
             *self.kvm_write_track(gfn, add=True),
             add,
@@ -765,9 +776,9 @@ class _Gen:
     def page_track_handler(self, gfn: int) -> list:
         """``intel_vgpu_page_track_handler`` (drivers/gpu/drm/i915/gvt/page_track.c).
 
-        v6.5 took ``vgpu_lock`` itself (also under the mmu_lock idea); from the hoisting
-        patch on (v1's "Hoist acquisition of vgpu_lock out to kvmgt_page_track_write()",
-        kept in v6.6) its caller holds it.  It looks the gfn up in ``page_track_tree``
+        v6.5 took ``vgpu_lock`` itself, first thing (also under the mmu_lock idea); from
+        v1 08/27 "Hoist acquisition of vgpu_lock out to kvmgt_page_track_write()"
+        (<20221223005739.1295925-9-seanjc@google.com>, kept in v6.6) its caller holds it.  It looks the gfn up in ``page_track_tree``
         (-ENXIO if gone), then takes one of three paths the model cannot predict:
 
         * ``page_track->handler`` = ``ppgtt_write_protection_handler`` (gtt.c) updating an
@@ -817,11 +828,11 @@ class _Gen:
         """``kvmgt_page_track_write`` (drivers/gpu/drm/i915/gvt/kvmgt.c).
 
         v6.5: ``if (kvmgt_gfn_is_write_protected(info, gfn)) intel_vgpu_page_track_handler()``
-        with no lock.  mmu_lock idea: the same inside ``read_lock(&kvm->mmu_lock)``.  v1:
-        ``vgpu_lock`` (hoisted) then ``gfn_lock`` around lookup and handler (the nesting
-        order inside v1 is derived, not confirmed; with the opposite order the handler's
-        re-entry still self-deadlocks).  v6.6: ``mutex_lock(&info->vgpu_lock)`` around
-        lookup and handler."""
+        with no lock.  mmu_lock idea: the same inside ``read_lock(&kvm->mmu_lock)`` (a
+        reader is enough against add/del, which take it for write).  v1 09/27:
+        ``mutex_lock(&info->vgpu_lock)`` (hoisted by the patch before it) then
+        ``mutex_lock(&info->gfn_lock)``, around lookup and handler.  v6.6:
+        ``mutex_lock(&info->vgpu_lock)`` around lookup and handler."""
         at = self.at(f"{_KVMGT}:kvmgt_page_track_write")
         find_at = self.at(f"{_KVMGT}:__kvmgt_protect_table_find")
         miss = self.label("w_miss")
@@ -841,11 +852,12 @@ class _Gen:
         if self.lock == "gfn_lock":
             return [Lock("mutex_lock(&info->vgpu_lock)", at, lock=VGPU_LOCK),
                     Lock("mutex_lock(&info->gfn_lock)", at, lock=GFN_LOCK),
+                    self.assert_table_lock(),
                     *lookup,
                     Unlock("mutex_unlock(&info->gfn_lock)", at, lock=GFN_LOCK),
                     Unlock("mutex_unlock(&info->vgpu_lock)", at, lock=VGPU_LOCK)]
         return [Lock("mutex_lock(&info->vgpu_lock)", at, lock=VGPU_LOCK),
-                AssertHeld("lockdep_assert_held(&info->vgpu_lock)", find_at, lock=VGPU_LOCK),
+                self.assert_table_lock(),
                 *lookup,
                 Unlock("mutex_unlock(&info->vgpu_lock)", at, lock=VGPU_LOCK)]
 
@@ -899,10 +911,11 @@ class _Gen:
         ``flush``: ``kvmgt_page_track_flush_slot`` (kvmgt.c, v6.5): ``write_lock(mmu_lock)``
         across the loop; per protected gfn ``kvm_slot_page_track_remove_page`` +
         ``kvmgt_protect_table_del``.  Under vgpu_lock (v4 11/29) the loop is in
-        ``vgpu_lock`` with mmu_lock per gfn; under gfn_lock likewise with gfn_lock (derived).
+        ``vgpu_lock`` with mmu_lock per gfn; v1 09/27 did the same with gfn_lock.
         ``remove``: ``kvmgt_page_track_remove_region`` (kvmgt.c, v6.6): the loop in
         ``mutex_lock(&info->vgpu_lock)``, per protected gfn only ``kvmgt_protect_table_del``
-        (under "none"/"mmu_lock" the table's lock, mmu_lock, derived)."""
+        (v1 took gfn_lock; under "none"/"mmu_lock", a combination no kernel had, the
+        table's lock, mmu_lock)."""
         fn = ("kvmgt_page_track_flush_slot" if self.slot_hook == "flush"
               else "kvmgt_page_track_remove_region")
         at = self.at(f"{_KVMGT}:{fn}", "v6.5" if self.slot_hook == "flush" and
@@ -913,6 +926,8 @@ class _Gen:
                 VGPU_LOCK: "mutex_lock(&info->vgpu_lock)"}[outer]
         unverb = verb.replace("mutex_lock", "mutex_unlock").replace("write_lock", "write_unlock")
         prog = [Lock(verb, at, lock=outer, mode="write")]
+        if outer is not MMU_LOCK:
+            prog.append(self.assert_table_lock())
         for g in gfns:
             skip = self.label("s_skip")
             prog += [FindLocked(f"kvmgt_gfn_is_write_protected({g:#x})", at, gfn=g),
