@@ -87,7 +87,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .lockdep import (CACHE_LOCK, GFN_LOCK, MMU_LOCK, MUTEX, SLOTS_LOCK, VGPU_LOCK, LockClass,
+from .lockdep import (CACHE_LOCK, GFN_LOCK, MMU_LOCK, SLOTS_LOCK, VGPU_LOCK, LockClass,
                       Lockdep)
 
 __all__ = ["explore", "sample", "matrix", "scenarios", "RaceResult", "SampleResult",
@@ -120,7 +120,6 @@ NR_BUCKETS = 1
 
 _KVMGT = "drivers/gpu/drm/i915/gvt/kvmgt.c"
 _GVT_PT = "drivers/gpu/drm/i915/gvt/page_track.c"
-_GTT = "drivers/gpu/drm/i915/gvt/gtt.c"
 _PT = "arch/x86/kvm/mmu/page_track.c"
 _KVM_MAIN = "virt/kvm/kvm_main.c"
 _X86 = "arch/x86/kvm/x86.c"
@@ -301,15 +300,6 @@ class AssertHeld(Step):
         if not _lockdep(w, cx).assert_held(cx.names[tid], self.lock, where=self.where):
             raise AssertionError(f"{cx.names[tid]}: {self.lock.name} not held in {self.where}")
         return self._next(w, tid)
-
-
-@dataclass(frozen=True)
-class MightSleep(Step):
-    """A step that may sleep without taking a lock (a ``GFP_KERNEL`` allocation, ...)."""
-
-    def attempt(self, w, tid, cx):
-        return _sleep_bug(w, tid, cx, self.text, self.where) or Ok([(self._next(w, tid),
-                                                                     self.text)])
 
 
 @dataclass(frozen=True)
@@ -1161,7 +1151,7 @@ class RaceResult:
         head = (f"kvmpt.race: scenario={self.scenario} lock={self.lock} "
                 f"(slot hook {self.slot_hook}{'' if self.srcu else ', srcu=False'})\n"
                 f"verdict: {self.verdict}  —  {self.schedules:,} schedules, {self.states:,} "
-                f"states, {self.transitions:,} transitions, {self.seconds:.2f} s")
+                f"states, {self.transitions:,} transitions")   # no timing: outputs stay stable
         if self.failures:
             head += "\nfailing schedules: " + ", ".join(
                 f"{k} {v:,}" for k, v in sorted(self.failures.items()))
@@ -1171,6 +1161,27 @@ class RaceResult:
 
     def _repr_pretty_(self, p, cycle):  # IPython
         p.text(str(self))
+
+    def _repr_html_(self) -> str:  # Jupyter: the same table, as HTML
+        from html import escape
+        head = (f"<p><b>{escape(self.scenario)}</b>, lock=<code>{escape(self.lock)}</code>: "
+                f"<b>{escape(self.verdict)}</b> — {self.schedules:,} schedules, "
+                f"{self.states:,} states"
+                + (f"; failing: {escape(', '.join(f'{k} {v:,}' for k, v in sorted(self.failures.items())))}"
+                   if self.failures else "") + "</p>")
+        if self.witness_detail is None:
+            return head
+        names = list(self.threads)
+        rows = ["<tr><th>#</th>" + "".join(f"<th>{escape(n)}</th>" for n in names)
+                + "<th>mirrors</th></tr>"]
+        for i, st in enumerate(self.witness_detail, 1):
+            style = ' style="color:#c0392b;font-weight:bold"' if st.failing else ""
+            cells = "".join(f"<td{style if n == st.thread else ''}>"
+                            f"{escape(st.text) if n == st.thread else ''}</td>" for n in names)
+            rows.append(f"<tr><td>{'!' if st.failing else i}</td>{cells}"
+                        f"<td><small>{escape(st.where)}</small></td></tr>")
+        msg = f"<p>{escape(self.message)}</p>" if self.message else ""
+        return head + msg + "<table>" + "".join(rows) + "</table>"
 
 
 class _Model:

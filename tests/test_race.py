@@ -311,3 +311,11 @@ def test_witness_swimlanes_buttons_and_verdict_matrix(results):
     for i, sc in enumerate(EXPECTED):
         for j, lk in enumerate(LOCKS):
             assert VERDICTS[heat.z[i][j]] == EXPECTED[sc][lk]
+
+
+def test_printed_results_are_deterministic_and_render_html(results):
+    a, b = explore("none"), explore("none")
+    assert str(a) == str(b) and a.witness == b.witness
+    html = a._repr_html_()
+    assert "<table>" in html and "use-after-free" in html and "vcpu0" in html
+    assert "<table>" not in results["vgpu_lock", DEFAULT_SCENARIO]._repr_html_()
