@@ -39,7 +39,7 @@ from .design import Design
 from .trace import (KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, MemslotOp, load_ops)
 
 __all__ = [
-    "KINDS", "OpResult", "ReplayResult", "classify", "infer_prologue", "place_tracked",
+    "KINDS", "OpResult", "auto_track_point", "ReplayResult", "classify", "infer_prologue", "place_tracked",
     "replay", "replay_designs", "add_arguments", "run", "WORK_FIELDS",
 ]
 
@@ -74,6 +74,8 @@ def classify(op: MemslotOp, slots_by_id: Mapping[int, Any]) -> str:
     maps slot id to the live slot (``.base_gfn .npages .flags
     .userspace_addr``) in ``op``'s address space.  Returns one of ``KINDS``;
     INVALID means the kernel rejects the op before choosing a change.
+    :func:`replay` uses the model's own choice (``vm.op_log``) when it has one
+    and this function otherwise; the tests check that the two agree.
     """
     if op.slot >= _USER_MEM_SLOTS or op.as_id >= len(_AS_IDS):
         return "INVALID"
@@ -147,7 +149,7 @@ def _ram_candidates(vm, roles: Mapping[tuple[int, int], str] | None) -> list[Any
     dirty-logged slots of at least 1 GiB, else the largest such slot."""
     slots = [s for s in vm.memslots(0) if not s.flags]
     if roles:
-        by_role = [s for s in slots if roles.get((0, s.id)) in ("ram-low", "ram-high")]
+        by_role = [s for s in slots if roles.get((0, s.id)) in RAM_ROLES_FOR_TRACKING]
         if by_role:
             return by_role
     big = [s for s in slots if s.npages >= BIG_SLOT_PAGES]
@@ -192,6 +194,27 @@ def place_tracked(vm, gvt, n: int, seed: int = 0,
                       failed=failed)
 
 
+def auto_track_point(ops: Sequence[MemslotOp],
+                     roles: Mapping[tuple[int, int], str] | None = None) -> int:
+    """Where the tracked set goes by default: after the trace's last CREATE of a
+    big address-space-0 RAM slot, i.e. once firmware has laid out RAM and the
+    guest's i915 driver could load (workloads.md §2.2: nothing is tracked before
+    that).  The churn after that point, e.g. the SMM address space's RAM
+    DELETEs of an SMM boot, then meets a full tracked set.  0 if the trace
+    creates no such slot."""
+    point = 0
+    for i, op in enumerate(ops):
+        if op.as_id or not op.size or op.flags:
+            continue
+        role = roles.get((0, op.slot)) if roles else None
+        if role in RAM_ROLES_FOR_TRACKING or (role is None and op.npages >= BIG_SLOT_PAGES):
+            point = i + 1
+    return point
+
+
+RAM_ROLES_FOR_TRACKING = ("ram-low", "ram-high")
+
+
 # ---------------------------------------------------------------------------
 # Results
 
@@ -209,6 +232,7 @@ class OpResult:
     hook_calls: tuple = ()
     stale_after: int | None = None
     newly_stale: int = 0
+    warnings: tuple[str, ...] = ()       # kernel WARNs the model recorded during the op
 
     @property
     def match(self) -> bool | None:
@@ -297,6 +321,11 @@ class ReplayResult:
         return [r for r in self.results if r.note]
 
     @property
+    def warnings(self) -> list[tuple[OpResult, str]]:
+        """Kernel WARNs (``WARN_ON`` in the mirrored code) with the op that fired them."""
+        return [(r, w) for r in self.results for w in r.warnings]
+
+    @property
     def staling_ops(self) -> list[OpResult]:
         """Ops after which more gfns were stale than before."""
         return [r for r in self.results if r.newly_stale > 0]
@@ -359,6 +388,8 @@ class ReplayResult:
                 "slots": [list(s) for s in self.tracked.slots], "seed": self.tracked.seed,
                 "failed": self.tracked.failed},
             "hooks": self.hook_table(),
+            "kernel_warnings": [{"line": r.op.lineno, "index": r.index, "warning": w}
+                                for r, w in self.warnings],
             "stale_gfns": len(self.stale_gfns),
             "staling_ops": [{"line": r.op.lineno, "index": r.index, "kind": r.kind,
                              "as_id": r.op.as_id, "slot": r.op.slot,
@@ -386,18 +417,27 @@ def _apply(vm, op: MemslotOp, index: int, gvt, stale_before: int | None,
         note = (f"DELETE line says gpa 0x{op.gpa:x}, the slot is at "
                 f"0x{old.base_gfn << 12:x}")
     calls_before = len(getattr(vm, "hook_calls", ()))
+    warns_before = len(getattr(vm, "warnings", ()))
+    log_before = len(getattr(vm, "op_log", ()))
     try:
         vm.set_user_memory_region(op.ioctl_slot, op.flags, op.gpa, op.size, op.ua)
         err = 0
     except OSError as exc:
         err = exc.errno if exc.errno is not None else errno_mod.EIO
     calls = tuple(getattr(vm, "hook_calls", ())[calls_before:])
+    warns = tuple(str(_get(w, "message", w)) for w in getattr(vm, "warnings", ())[warns_before:])
+    log = getattr(vm, "op_log", ())
+    if len(log) > log_before:                    # the model's own choice of change wins
+        change = _get(log[-1], "change", None)
+        if change is not None:
+            kind = "NOOP" if change == "NONE" else str(change)
     stale_after, newly = stale_before, 0
     if gvt is not None and (calls or kind in ("DELETE", "MOVE")):
         stale_after = _stale_count(gvt)
         newly = max(0, stale_after - (stale_before or 0))
     return OpResult(index=index, op=op, kind=kind, errno=err, expected=op.errno, note=note,
-                    hook_calls=calls, stale_after=stale_after, newly_stale=newly)
+                    hook_calls=calls, stale_after=stale_after, newly_stale=newly,
+                    warnings=warns)
 
 
 def _progress(iterable, total: int, enabled: bool | None, desc: str):
@@ -420,7 +460,8 @@ def replay(vm, ops: Sequence[MemslotOp], *, kvmgt: bool = False, tracked: int = 
     ``kvmgt`` attaches KVMGT before the first op (QEMU opens the vfio device at
     realize, before the guest runs; workloads.md §3.3); ``tracked > 0``
     implies it and places that many shadowed gfns in AS0 RAM after
-    ``track_after`` trace ops (None: as early as there is room).  ``roles``
+    ``track_after`` trace ops (None: :func:`auto_track_point`, or the first
+    point after it with enough RAM).  ``roles``
     maps (as_id, slot) to a layout role, to place them in RAM slots by role.
     ``costs`` turns primitive-op counts into cycles (see :func:`cycles_of`).
     """
@@ -441,14 +482,14 @@ def replay(vm, ops: Sequence[MemslotOp], *, kvmgt: bool = False, tracked: int = 
             prologue_results.append(_apply(vm, op, -1, gvt, _stale_count(gvt), costs))
 
     tracked_set: TrackedSet | None = None
+    target = track_after if track_after is not None else auto_track_point(ops, roles)
 
     def maybe_place(done: int) -> None:
         nonlocal tracked_set
-        if tracked_set is not None or tracked <= 0:
+        if tracked_set is not None or tracked <= 0 or done < target:
             return
         if track_after is not None:
-            if done == track_after:
-                tracked_set = place_tracked(vm, gvt, tracked, seed, roles, done)
+            tracked_set = place_tracked(vm, gvt, tracked, seed, roles, done)
             return
         cands = _ram_candidates(vm, roles)
         if sum(s.npages for s in cands) >= tracked:
@@ -525,8 +566,10 @@ def add_arguments(p) -> None:
                    help="shadow N gfns in address-space-0 RAM, in runs of 1-64 (implies "
                         "--kvmgt; default 0)")
     p.add_argument("--track-after", type=int, default=None, metavar="K",
-                   help="place the tracked gfns after K trace ops (default: as soon as "
-                        "there is enough RAM; for layout:NAME right after the build)")
+                   help="place the tracked gfns after K trace ops (default: after the "
+                        "trace's last CREATE of a >= 1 GiB RAM slot in address space 0, when "
+                        "the guest driver could have loaded; for layout:NAME and --layout: "
+                        "0, right after the build)")
     p.add_argument("--layout", metavar="NAME",
                    help="build this layout before replaying TRACE (see --list-layouts)")
     p.add_argument("--no-infer", action="store_true",

@@ -235,20 +235,28 @@ def render_replay(results: Sequence[Any], *, scenario: str, seed: int | None,
     if any(r.kvmgt for r in results):
         hook_rows = []
         tables = [r.hook_table() for r in results]
-        hooks = sorted({h for t in tables for h in t})
+        nodes = {h: row.get("node", "") for t in tables for h, row in t.items()}
+        # KVMGT's hooks first, then KVM's own (the zap), each alphabetically
+        hooks = sorted(nodes, key=lambda h: (nodes[h] != "kvmgt", h))
+        have_costs = any(r.costs is not None for r in results)
         for h in hooks:
-            hook_rows.append([h] + ["" for _ in results])
+            who = "KVMGT" if nodes[h] == "kvmgt" else "KVM" if nodes[h] else ""
+            hook_rows.append([f"{h} ({who})" if who else h] + ["" for _ in results])
             for key, label in _HOOK_ROWS:
+                if key == "empty_walks" and nodes[h] != "kvmgt":
+                    continue
                 vals = [t.get(h, {}).get(key) for t in tables]
                 if not any(vals) and key not in ("calls",):
                     continue
                 hook_rows.append(["  " + label] + [fmt_count(v) for v in vals])
-            cyc = [t.get(h, {}).get("cycles") for t in tables]
-            wcy = [t.get(h, {}).get("wasted_cycles") for t in tables]
-            hook_rows.append(["  cycles"] + [fmt_cycles(c) for c in cyc])
-            hook_rows.append(["  wasted cycles"] + [fmt_cycles(c) for c in wcy])
+            if have_costs:
+                cyc = [t.get(h, {}).get("cycles") for t in tables]
+                wcy = [t.get(h, {}).get("wasted_cycles") for t in tables]
+                hook_rows.append(["  cycles"] + [fmt_cycles(c) for c in cyc])
+                hook_rows.append(["  wasted cycles"] + [fmt_cycles(c) for c in wcy])
         if not hooks:
             hook_rows.append(["(no page-track hook ran)"] + ["" for _ in results])
+        hook_rows.append(["kernel WARNs"] + [fmt_count(len(r.warnings)) for r in results])
         hook_rows.append(["stale gfns at the end"] + [fmt_count(len(r.stale_gfns))
                                                       for r in results])
         hook_rows.append(["ops that made gfns stale"] + [fmt_count(len(r.staling_ops))
@@ -284,12 +292,18 @@ def render_replay(results: Sequence[Any], *, scenario: str, seed: int | None,
     if first.notes:
         body = "\n".join(_notes_lines(first.notes[:max_listed]))
         sections.append(("Notes", body))
-    if any(r.invariant_violations for r in results):
+    for title, items in (("Kernel WARNs", lambda r: [f"{_where(x)}: {w}" for x, w in r.warnings]),
+                         ("Invariant violations at the end",
+                          lambda r: list(r.invariant_violations))):
         lines = []
         for r in results:
-            for v in r.invariant_violations[:max_listed]:
-                lines.append(f"{r.design.name}: {v}")
-        sections.append(("Invariant violations", "\n".join(_wrap(l) for l in lines)))
+            got = items(r)
+            for v in got[:3]:
+                lines.append(_wrap(f"{r.design.name}: {v}"))
+            if len(got) > 3:
+                lines.append(f"{r.design.name}: ... and {len(got) - 3:,} more")
+        if lines:
+            sections.append((title + " (first 3 per design)", "\n".join(lines)))
 
     # final layout
     layouts = [r.final_layout for r in results]

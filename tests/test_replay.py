@@ -335,3 +335,46 @@ def test_model_replay_designs_and_report(VM):
         assert set(r.counts) == set(KINDS)
     text = render_replay(results, scenario="q35-ovmf-smm churn", seed=0)
     assert max(len(l) for l in text.splitlines()) <= MAX_WIDTH
+
+
+def test_auto_track_point_is_after_the_last_big_ram_create():
+    from kvmpt.replay import auto_track_point
+    on, off = load_qemu_trace(SMM_ON), load_qemu_trace(SMM_OFF)
+    assert on[auto_track_point(on) - 1].lineno == 71          # Slot#9 0x100000 3 GiB
+    assert off[auto_track_point(off) - 1].lineno == 37
+    assert auto_track_point(load_qemu_trace(VGA)) == 0
+
+
+@pytest.mark.parametrize("path", [VGA, SMM_ON, SMM_OFF, TRACES / "format_samples.trace"])
+def test_classify_agrees_with_the_model(VM, path):
+    """replay() prefers the model's own change; both must read §3.1 the same way."""
+    vm = VM(design=Design.preset("v6.6"))
+    from kvmpt.replay import _slot_table
+    for o in infer_prologue(load_ops(path)) + load_ops(path):
+        want = classify(o, _slot_table(vm, o.as_id) if o.as_id < 2 else {})
+        n = len(vm.op_log)
+        try:
+            vm.set_user_memory_region(o.ioctl_slot, o.flags, o.gpa, o.size, o.ua)
+        except OSError:
+            pass
+        got = vm.op_log[-1].change if len(vm.op_log) > n else None
+        if got is not None:
+            assert ("NOOP" if got == "NONE" else got) == want, o
+
+
+def test_model_smm_boot_trace_as1_delete_stales_gfns(VM):
+    """The SMM-on boot trace with 4,000 tracked gfns placed once RAM is laid out:
+    the AS1 DELETE of the 0..3 GiB slot at trace line 72 drops KVMGT's entries for
+    the tracked gfns that AS0 slot 9 still holds (workloads.md §2.5 [D]).  v6.5
+    also WARNs: flush_slot decrements the AS1 slot's zero counters."""
+    ops = load_qemu_trace(SMM_ON)
+    out = {}
+    for d in ("v6.5", "v6.6"):
+        res = replay(VM(design=Design.preset(d)), ops, tracked=4000, seed=0)
+        assert res.tracked.placed_after == 68 and res.mismatches == []
+        st = res.staling_ops
+        assert [(r.op.lineno, r.op.as_id, r.kind) for r in st] == [(72, 1, "DELETE")]
+        in_slot9 = [g for g in res.tracked.gfns if 0x100 <= g < 0x100 + 786176]
+        assert st[0].newly_stale == len(in_slot9) > 0
+        out[d] = res
+    assert len(out["v6.5"].warnings) > 0 and out["v6.6"].warnings == []
