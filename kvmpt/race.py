@@ -537,6 +537,19 @@ class SlotUsable(Step):
 
 
 @dataclass(frozen=True)
+class SlotLookup(Step):
+    """``gfn_to_memslot(kvm, gfn)`` under ``kvm->srcu``: NULL once the slot is deleted (an
+    INVALID slot is still returned).  Jumps to ``label`` on NULL (the caller's -EINVAL)."""
+
+    slot: int = 0
+
+    def attempt(self, w, tid, cx):
+        if w.slots[self.slot] != "gone":
+            return Ok([(self._next(w, tid), f"{self.text} → slot {self.slot}")])
+        return Ok([(_set(w, tid, pc=self.target), f"{self.text} → NULL: -EINVAL")])
+
+
+@dataclass(frozen=True)
 class SlotSet(Step):
     """``kvm_swap_active_memslots``: publish the slot as INVALID (S2b) or deleted (S5)."""
 
@@ -635,8 +648,9 @@ def _assemble(items) -> tuple:
 class _Gen:
     """Builds thread programs for one lock design; unique labels per inlined body."""
 
-    def __init__(self, lock: str, slot_hook: str):
+    def __init__(self, lock: str, slot_hook: str, slot_of: dict | None = None):
         self.lock, self.slot_hook = lock, slot_hook
+        self.slot_of = slot_of or {}
         self.v, self.kv = VERSION[lock], KERNEL[lock]
         self._n = 0
 
@@ -660,21 +674,33 @@ class _Gen:
                           self.at(f"{_KVMGT}:__kvmgt_protect_table_find"), lock=lock)
 
     # -- KVM side ----------------------------------------------------------------------
-    def kvm_write_track(self, gfn: int, add: bool) -> list:
+    def lookup(self, gfn: int, at: str, label: str) -> Step:
+        """``slot = gfn_to_memslot(kvm, gfn); if (!slot) ... -EINVAL``."""
+        return SlotLookup(f"gfn_to_memslot({gfn:#x})", at, slot=self.slot_of.get(gfn, 0),
+                          label=label)
+
+    def kvm_write_track(self, gfn: int, add: bool, fail: str) -> list:
         """``kvm_write_track_{add,remove}_gfn`` (arch/x86/kvm/mmu/page_track.c, v6.6):
-        ``srcu_read_lock(&kvm->srcu)``, slot lookup, ``write_lock(&kvm->mmu_lock)``, the
-        count change, unlock.  v6.5 callers did the same steps themselves around
-        ``kvm_slot_page_track_{add,remove}_page``; the shape is the same."""
+        ``srcu_read_lock(&kvm->srcu)``; ``gfn_to_memslot`` (-EINVAL, jump to ``fail``, if
+        the slot is gone); ``write_lock(&kvm->mmu_lock)``; the count change; unlock.  v1's
+        callers did the same steps themselves around ``kvm_slot_page_track_*_page``."""
         fn = "kvm_write_track_add_gfn" if add else "kvm_write_track_remove_gfn"
         inner = "__kvm_write_track_add_gfn" if add else "__kvm_write_track_remove_gfn"
         at = self.at(f"{_PT}:{fn}", "v6.6")
+        ok, nf = self.label("kwt_ok"), self.label("kwt_nf")
         return [
             SrcuReadLock("srcu_read_lock(&kvm->srcu)", at, domain=KVM_SRCU),
+            self.lookup(gfn, at, nf),
             Lock("write_lock(&kvm->mmu_lock)", at, lock=MMU_LOCK, mode="write"),
             WriteTrack(f"{inner}({gfn:#x}): count {'+' if add else '-'}1",
                        self.at(f"{_PT}:{inner}", "v6.6")),
             Unlock("write_unlock(&kvm->mmu_lock)", at, lock=MMU_LOCK),
             SrcuReadUnlock("srcu_read_unlock(&kvm->srcu)", at, domain=KVM_SRCU),
+            Goto("", at, label=ok),
+            Label(nf),
+            SrcuReadUnlock("srcu_read_unlock(&kvm->srcu)", at, domain=KVM_SRCU),
+            Goto("", at, label=fail),
+            Label(ok),
         ]
 
     # -- KVMGT add / remove ------------------------------------------------------------
@@ -694,8 +720,10 @@ class _Gen:
         delete = HashDelFree(f"kvmgt_protect_table_del({gfn:#x}): hash_del + kfree",
                              self.kat(f"{_KVMGT}:kvmgt_protect_table_del"), gfn=gfn)
         if self.lock in ("none", "mmu_lock"):
+            nf = self.label("rm_nf")
             return [
                 SrcuReadLock("srcu_read_lock(&kvm->srcu)", at, domain=KVM_SRCU),
+                self.lookup(gfn, at, nf),
                 Lock("write_lock(&kvm->mmu_lock)", at, lock=MMU_LOCK, mode="write"),
                 find, IfNot("", at, label=skip),
                 WriteTrack(f"kvm_slot_page_track_remove_page({gfn:#x})",
@@ -703,6 +731,7 @@ class _Gen:
                 delete,
                 Label(skip),
                 Unlock("write_unlock(&kvm->mmu_lock)", at, lock=MMU_LOCK),
+                Label(nf),
                 SrcuReadUnlock("srcu_read_unlock(&kvm->srcu)", at, domain=KVM_SRCU),
             ]
         if self.lock == "gfn_lock":
@@ -710,7 +739,7 @@ class _Gen:
                 Lock("mutex_lock(&info->gfn_lock)", at, lock=GFN_LOCK),
                 self.assert_table_lock(),
                 find, IfNot("", at, label=skip),
-                *self.kvm_write_track(gfn, add=False),
+                *self.kvm_write_track(gfn, add=False, fail=skip),
                 delete,
                 Label(skip),
                 Unlock("mutex_unlock(&info->gfn_lock)", at, lock=GFN_LOCK),
@@ -718,7 +747,7 @@ class _Gen:
         return [  # vgpu_lock, v6.6
             self.assert_table_lock(),
             find, IfNot("", at, label=skip),
-            *self.kvm_write_track(gfn, add=False),
+            *self.kvm_write_track(gfn, add=False, fail=skip),
             delete,
             Label(skip),
         ]
@@ -733,8 +762,10 @@ class _Gen:
         add = HashAdd(f"kvmgt_protect_table_add({gfn:#x}): kzalloc(GFP_ATOMIC) + hash_add",
                       self.kat(f"{_KVMGT}:kvmgt_protect_table_add"), gfn=gfn)
         if self.lock in ("none", "mmu_lock"):
+            nf = self.label("add_nf")
             return [
                 SrcuReadLock("srcu_read_lock(&kvm->srcu)", at, domain=KVM_SRCU),
+                self.lookup(gfn, at, nf),
                 Lock("write_lock(&kvm->mmu_lock)", at, lock=MMU_LOCK, mode="write"),
                 find, If("", at, label=skip),
                 WriteTrack(f"kvm_slot_page_track_add_page({gfn:#x})",
@@ -742,6 +773,7 @@ class _Gen:
                 add,
                 Label(skip),
                 Unlock("write_unlock(&kvm->mmu_lock)", at, lock=MMU_LOCK),
+                Label(nf),
                 SrcuReadUnlock("srcu_read_unlock(&kvm->srcu)", at, domain=KVM_SRCU),
             ]
         if self.lock == "gfn_lock":
@@ -749,7 +781,7 @@ class _Gen:
                 Lock("mutex_lock(&info->gfn_lock)", at, lock=GFN_LOCK),
                 self.assert_table_lock(),
                 find, If("", at, label=skip),
-                *self.kvm_write_track(gfn, add=True),
+                *self.kvm_write_track(gfn, add=True, fail=skip),
                 add,
                 Label(skip),
                 Unlock("mutex_unlock(&info->gfn_lock)", at, lock=GFN_LOCK),
@@ -757,7 +789,7 @@ class _Gen:
         return [
             self.assert_table_lock(),
             find, If("", at, label=skip),
-            *self.kvm_write_track(gfn, add=True),
+            *self.kvm_write_track(gfn, add=True, fail=skip),
             add,
             Label(skip),
         ]
@@ -1018,6 +1050,7 @@ class Scenario:
     build: object               # (_Gen) -> [(thread name, items), ...]
     ptable: tuple = (GFN,)
     slots: int = 1
+    slot_of: tuple = ()         # (gfn, memslot) pairs; gfns not listed are in slot 0
 
 
 def _write_vs_unshadow(g: _Gen):
@@ -1047,6 +1080,11 @@ def _two_vcpus_vs_unshadow(g: _Gen):
             ("gvt", g.gtt_unshadow(GFN))]
 
 
+def _write_vs_unshadow_vs_remove_region(g: _Gen):
+    return [("vcpu0", g.vcpu_write(GFN, slot=0)), ("gvt", g.gtt_unshadow(NEIGHBOUR)),
+            ("memslot", g.memslot_delete(slot=1, gfns=[NEIGHBOUR]))]
+
+
 SCENARIOS = {s.name: s for s in (
     Scenario("write_vs_unshadow",
              "a vCPU's trapped write to a shadowed page table vs GVT unshadowing that page "
@@ -1055,10 +1093,12 @@ SCENARIOS = {s.name: s for s in (
     Scenario("write_vs_remove_region",
              "a vCPU write to gfn 0x1000 (slot 0) vs KVM_SET_USER_MEMORY_REGION deleting slot 1, "
              "whose shadowed gfn 0x2000 shares the ptable bucket (KVMGT's slot hook frees it)",
-             _write_vs_remove_region, ptable=(GFN, NEIGHBOUR), slots=2),
+             _write_vs_remove_region, ptable=(GFN, NEIGHBOUR), slots=2,
+             slot_of=((NEIGHBOUR, 1),)),
     Scenario("write_same_slot_vs_remove_region",
              "a vCPU write into the slot being deleted: kvm->srcu makes it safe even unlocked",
-             _write_same_slot_vs_remove_region, ptable=(GFN, NEIGHBOUR), slots=2),
+             _write_same_slot_vs_remove_region, ptable=(GFN, NEIGHBOUR), slots=2,
+             slot_of=((NEIGHBOUR, 1),)),
     Scenario("write_vs_detach",
              "a vCPU write vs closing the vGPU (unregister notifier, synchronize_srcu, "
              "kvmgt_protect_table_destroy)", _write_vs_detach),
@@ -1068,6 +1108,11 @@ SCENARIOS = {s.name: s for s in (
     Scenario("two_vcpus_vs_unshadow",
              "three threads: both vCPUs write while GVT unshadows the first one's page",
              _two_vcpus_vs_unshadow, ptable=(NEIGHBOUR, GFN)),
+    Scenario("write_vs_unshadow_vs_remove_region",
+             "three threads: a vCPU write to 0x1000, GVT unshadowing 0x2000 and the DELETE of "
+             "0x2000's slot (remove_region takes vgpu_lock under slots_lock)",
+             _write_vs_unshadow_vs_remove_region, ptable=(GFN, NEIGHBOUR), slots=2,
+             slot_of=((NEIGHBOUR, 1),)),
 )}
 DEFAULT_SCENARIO = "write_vs_unshadow"
 
@@ -1189,7 +1234,7 @@ class _Model:
 
     def __init__(self, lock: str, scenario: str, slot_hook: str, srcu: bool):
         sc = SCENARIOS[scenario]
-        gen = _Gen(lock, slot_hook)
+        gen = _Gen(lock, slot_hook, dict(sc.slot_of))
         threads = sc.build(gen)
         self.names = tuple(n for n, _ in threads)
         self.progs = tuple(_assemble(items) for _, items in threads)

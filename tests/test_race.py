@@ -25,6 +25,9 @@ EXPECTED = {
                   "gfn_lock": "deadlock", "vgpu_lock": "safe"},
     "two_vcpus_vs_unshadow": {"none": "use-after-free", "mmu_lock": "sleep-in-atomic",
                               "gfn_lock": "deadlock", "vgpu_lock": "safe"},
+    "write_vs_unshadow_vs_remove_region": {"none": "use-after-free",
+                                           "mmu_lock": "sleep-in-atomic",
+                                           "gfn_lock": "deadlock", "vgpu_lock": "safe"},
 }
 PAIRS = [(lk, sc) for sc in EXPECTED for lk in LOCKS]
 
