@@ -567,7 +567,11 @@ class VM:
         counters stay 0 (KVMGT adds through ``gfn_to_memslot()``, address space
         0); each ``disallow_lpage`` equals its initial value plus the write-track
         references inside that huge page; every ``ptable`` gfn is shadowed by GVT
-        and every shadowed gfn is in ``ptable`` with a memslot that traps writes.
+        and has a memslot whose counter traps writes; every shadowed gfn that guest
+        RAM backs (a writable address-space-0 slot) is in ``ptable``.  A shadowed
+        gfn whose slot is gone is not a disagreement (the guest cannot write it;
+        ``gvt.stale_gfns()`` still lists it), but once RAM is created there again
+        without protection it is.
         """
         out: list[str] = []
         gvt = self.kvmgt if self.kvmgt is not None and self.kvmgt.attached else None
@@ -605,8 +609,12 @@ class VM:
             for gfn in sorted(ptable - shadowed):
                 out.append(f"gfn {gfn:#x} is in KVMGT's ptable but GVT does not shadow it")
             for gfn in sorted(shadowed - ptable):
-                out.append(f"gfn {gfn:#x}: GVT shadows it but KVMGT's ptable lost it; guest "
-                           f"writes will not reach the handler (stale shadow page table)")
+                slot = self._as[0].find_gfn(gfn)
+                if slot is None or slot.flags & KVM_MEM_READONLY:
+                    continue      # no RAM backs it: the guest cannot write it
+                out.append(f"gfn {gfn:#x}: GVT shadows it and the guest can write it, but "
+                           f"KVMGT's ptable does not hold it; guest writes will not reach "
+                           f"the handler (stale shadow page table)")
             for gfn in sorted(ptable):
                 slot = self._as[0].find_gfn(gfn)
                 if slot is None:
