@@ -1161,6 +1161,8 @@ class RaceResult:
     seconds: float
     srcu: bool = True
     slot_hook: str = ""
+    lock_order: tuple = ()      # (held, then taken) lock-class pairs seen on any schedule
+    inversions: tuple = ()      # lockdep's "possible circular locking dependency" messages
 
     @property
     def witness(self):
@@ -1202,6 +1204,8 @@ class RaceResult:
                 f"{k} {v:,}" for k, v in sorted(self.failures.items()))
         if self.message:
             head += f"\n{self.message}"
+        for inv in self.inversions:
+            head += f"\nlockdep: {inv}"
         return head + "\n\n" + self.table()
 
     def _repr_pretty_(self, p, cycle):  # IPython
@@ -1239,6 +1243,7 @@ class _Model:
         self.names = tuple(n for n, _ in threads)
         self.progs = tuple(_assemble(items) for _, items in threads)
         self.cx = Ctx(self.names, srcu)
+        self.order = Lockdep()
         w = World(threads=tuple(Thread() for _ in threads), nodes=(), heads=(None,) * NR_BUCKETS,
                   radix=frozenset(sc.ptable), registered=True, slots=("valid",) * sc.slots)
         for gfn in sc.ptable:
@@ -1275,6 +1280,14 @@ class _Model:
             return moves, cycle, [(t, self.progs[t][w.threads[t].pc].text.strip(), waits[t].why)
                                   for t in cycle]
         return moves, None, None
+
+    def record_order(self, w: World, tid: int, step: "Lock") -> None:
+        """Feed one successful acquisition to a Lockdep that keeps the lock-order graph of
+        the whole exploration (lock classes, as lockdep does), for ``lock_order`` and its
+        "possible circular locking dependency" reports."""
+        ctx = self.names[tid]
+        self.order.held = {ctx: list(w.threads[tid].held)}
+        self.order.acquire(ctx, step.lock, step.mode)
 
     def step(self, w: World, tid: int, w2: World) -> World:
         return self.settle(w2, tid)
@@ -1389,6 +1402,9 @@ def explore(lock: str = "vgpu_lock", scenario: str = DEFAULT_SCENARIO, *,
                 bugs.append((depth[sid] + 1, _BUGS.index(r.kind), len(bugs), r.kind, sid, tid, r))
                 out.append(("end", r.kind))
                 continue
+            step = m.progs[tid][w.threads[tid].pc]
+            if isinstance(step, Lock):
+                m.record_order(w, tid, step)
             for w2, text in r.outcomes:
                 transitions += 1
                 w2 = m.step(w, tid, w2)
@@ -1424,7 +1440,10 @@ def explore(lock: str = "vgpu_lock", scenario: str = DEFAULT_SCENARIO, *,
     return RaceResult(lock=lock, scenario=scenario, verdict=verdict, schedules=sum(root.values()),
                       states=len(states), transitions=transitions, threads=m.names,
                       failures=failures, message=message, witness_detail=detail,
-                      seconds=time.perf_counter() - t0, srcu=srcu, slot_hook=slot_hook)
+                      seconds=time.perf_counter() - t0, srcu=srcu, slot_hook=slot_hook,
+                      lock_order=tuple(sorted(m.order.order)),
+                      inversions=tuple(sorted({r.message for r in m.order.reports
+                                               if r.kind == "lock-order"})))
 
 
 def _witness(m: _Model, states, parent, sid) -> list:

@@ -322,3 +322,12 @@ def test_printed_results_are_deterministic_and_render_html(results):
     html = a._repr_html_()
     assert "<table>" in html and "use-after-free" in html and "vcpu0" in html
     assert "<table>" not in results["vgpu_lock", DEFAULT_SCENARIO]._repr_html_()
+
+
+def test_lock_order_graph_of_v66_has_no_inversion(results):
+    r = results["vgpu_lock", "write_vs_remove_region"]
+    assert ("kvm->slots_lock", "vgpu->vgpu_lock") in r.lock_order      # remove_region
+    assert ("vgpu->vgpu_lock", "kvm->mmu_lock") in r.lock_order        # kvm_write_track_*
+    assert r.inversions == ()
+    v1 = results["gfn_lock", "write_vs_unshadow"]
+    assert ("vgpu->vgpu_lock", "vgpu->gfn_lock") in v1.lock_order      # v1 08/27 then 09/27
