@@ -274,11 +274,14 @@ def work_of(call) -> dict[str, int]:
 
 
 def cycles_of(counts: Mapping[str, int], costs) -> float | None:
-    """Cycles for primitive-op counts, given ``costs``: a mapping primitive ->
-    cycles per op, or an object with such attributes, or a callable taking the
-    counts.  None when no cost table is given."""
+    """Cycles for primitive-op counts, given ``costs``: an object with a
+    ``cycles(counts)`` method, a callable taking the counts, a mapping
+    primitive -> cycles per op, or an object with such attributes.  None when
+    no cost table is given (``kvmpt.costs`` is issue 3's)."""
     if costs is None:
         return None
+    if hasattr(costs, "cycles") and callable(costs.cycles):
+        return float(costs.cycles(dict(counts)))
     if callable(costs) and not isinstance(costs, Mapping):
         return float(costs(dict(counts)))
     return float(sum(n * float(_get(costs, k, 0) or 0) for k, n in counts.items()))
@@ -324,6 +327,11 @@ class ReplayResult:
     def warnings(self) -> list[tuple[OpResult, str]]:
         """Kernel WARNs (``WARN_ON`` in the mirrored code) with the op that fired them."""
         return [(r, w) for r in self.results for w in r.warnings]
+
+    @property
+    def unattributed_stale(self) -> int:
+        """Stale gfns at the end that no op was seen making stale (0 expected)."""
+        return max(0, len(self.stale_gfns) - sum(r.newly_stale for r in self.results))
 
     @property
     def staling_ops(self) -> list[OpResult]:
@@ -391,6 +399,7 @@ class ReplayResult:
             "kernel_warnings": [{"line": r.op.lineno, "index": r.index, "warning": w}
                                 for r, w in self.warnings],
             "stale_gfns": len(self.stale_gfns),
+            "unattributed_stale": self.unattributed_stale,
             "staling_ops": [{"line": r.op.lineno, "index": r.index, "kind": r.kind,
                              "as_id": r.op.as_id, "slot": r.op.slot,
                              "newly_stale": r.newly_stale} for r in self.staling_ops],
@@ -405,6 +414,20 @@ def _stale_count(gvt) -> int | None:
     if gvt is None:
         return None
     return len(gvt.stale_gfns())
+
+
+def _may_change_staleness(calls, kind: str, err: int, stale_before: int | None) -> bool:
+    """Whether an op can have changed which shadowed gfns are stale, so that
+    ``gvt.stale_gfns()`` (a walk over every shadowed gfn) is worth calling:
+    a slot hook that hit a tracked gfn or touched a write-track count, or any
+    MOVE (fresh, zeroed counts for the new range, §3.3).  Other ops leave
+    KVMGT's ptable and the counts of shadowed gfns alone.  The final
+    ``stale_gfns`` is always computed in full; ``ReplayResult.unattributed_stale``
+    says if this rule ever missed one."""
+    for c in calls:
+        if _get(c, "hits", 0) or work_of(c)["counter_updates"]:
+            return True
+    return kind == "MOVE"
 
 
 def _apply(vm, op: MemslotOp, index: int, gvt, stale_before: int | None,
@@ -432,7 +455,7 @@ def _apply(vm, op: MemslotOp, index: int, gvt, stale_before: int | None,
         if change is not None:
             kind = "NOOP" if change == "NONE" else str(change)
     stale_after, newly = stale_before, 0
-    if gvt is not None and (calls or kind in ("DELETE", "MOVE")):
+    if gvt is not None and _may_change_staleness(calls, kind, err, stale_before):
         stale_after = _stale_count(gvt)
         newly = max(0, stale_after - (stale_before or 0))
     return OpResult(index=index, op=op, kind=kind, errno=err, expected=op.errno, note=note,

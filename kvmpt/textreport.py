@@ -261,6 +261,9 @@ def render_replay(results: Sequence[Any], *, scenario: str, seed: int | None,
                                                       for r in results])
         hook_rows.append(["ops that made gfns stale"] + [fmt_count(len(r.staling_ops))
                                                          for r in results])
+        if any(r.unattributed_stale for r in results):
+            hook_rows.append(["stale, op not identified"] + [fmt_count(r.unattributed_stale)
+                                                             for r in results])
         hook_rows.append(["invariant violations"] + [fmt_count(len(r.invariant_violations))
                                                      for r in results])
         sections.append(("Page-track hooks and KVMGT's tracked gfns (counts)",

@@ -378,3 +378,16 @@ def test_model_smm_boot_trace_as1_delete_stales_gfns(VM):
         assert st[0].newly_stale == len(in_slot9) > 0
         out[d] = res
     assert len(out["v6.5"].warnings) > 0 and out["v6.6"].warnings == []
+
+
+def test_cost_objects_and_progress_bar():
+    from kvmpt.replay import cycles_of
+
+    class Costs:
+        def cycles(self, counts):
+            return 3 * counts.get("gfn_probes", 0)
+    assert cycles_of({"gfn_probes": 2}, Costs()) == 6
+    assert cycles_of({"gfn_probes": 2}, {"gfn_probes": 1.5}) == 3
+    assert cycles_of({"gfn_probes": 2}, None) is None
+    res = replay(FakeVM(), load_qemu_trace(VGA), progress=True)
+    assert res.mismatches == [] and res.unattributed_stale == 0
