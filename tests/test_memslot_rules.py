@@ -747,3 +747,76 @@ def test_fail_next_prepare_bad_errno(preset):
             vm.fail_next_prepare(bad)
     vm.set_user_memory_region(1, 0, 0, PAGE, UA)            # nothing armed
     assert slots(vm) == [(1, 0, 0, 1, 0, UA)]
+
+
+# -- S3 internal order (spec §3.2 S3, §3.3): dirty bitmap -> MOVE rejection -> max_gfn -> metadata ---
+#
+# kvm_prepare_memory_region's allocations are the only places an -ENOMEM can come from, so an armed
+# fail_next_prepare(ENOMEM) stands for "the next allocation in S3 fails".  Their order relative to the
+# EINVAL checks of kvm_arch_prepare_memory_region is the kernel's:
+#   1. common code: kvm_alloc_dirty_bitmap(new), only if LOG_DIRTY is newly set (else reuse / NULL);
+#   2. v6.6: MOVE && kvm_page_track_has_external_user() -> -EINVAL;
+#   3. CREATE/MOVE: end gfn > kvm_mmu_max_gfn() -> -EINVAL;
+#   4. kvm_alloc_memslot_metadata() -> -ENOMEM.
+
+def test_s3_dirty_bitmap_before_move_rejection_v66():
+    """A MOVE that newly turns on LOG_DIRTY allocates the dirty bitmap in common code before x86's
+    MOVE rejection runs: the allocation failure decides (ENOMEM)."""
+    vm = base_vm("v6.6")
+    vm.attach_kvmgt()
+    vm.fail_next_prepare(errno.ENOMEM)
+    assert errno_of(vm.set_user_memory_region, 10, KVM_MEM_LOG_DIRTY_PAGES, 0x1_0000_0000, SIZE10,
+                    UA10) == errno.ENOMEM
+    assert (10, 0, GPA10 // PAGE, SIZE10 // PAGE, 0, UA10) in slots(vm)
+
+
+def test_s3_move_rejection_before_metadata_alloc_v66():
+    """Without a new dirty bitmap, the MOVE rejection (EINVAL) comes before
+    kvm_alloc_memslot_metadata, so the armed allocation failure is still pending afterwards."""
+    vm = base_vm("v6.6")
+    gvt = vm.attach_kvmgt()
+    vm.fail_next_prepare(errno.ENOMEM)
+    assert errno_of(vm.set_user_memory_region, 10, 0, 0x1_0000_0000, SIZE10, UA10) == errno.EINVAL
+    gvt.detach()
+    assert errno_of(vm.set_user_memory_region, 10, 0, 0x1_0000_0000, SIZE10, UA10) == errno.ENOMEM
+
+
+def test_s3_existing_dirty_bitmap_is_reused_v66():
+    """kvm_prepare_memory_region: old already has a dirty bitmap -> new reuses it (no allocation), so
+    a MOVE of a dirty-logged slot under KVMGT is rejected (EINVAL), not an allocation failure."""
+    vm = base_vm("v6.6")
+    vm.set_user_memory_region(10, KVM_MEM_LOG_DIRTY_PAGES, GPA10, SIZE10, UA10)
+    vm.attach_kvmgt()
+    vm.fail_next_prepare(errno.ENOMEM)
+    assert errno_of(vm.set_user_memory_region, 10, KVM_MEM_LOG_DIRTY_PAGES, 0x1_0000_0000, SIZE10,
+                    UA10) == errno.EINVAL
+
+
+def test_s3_max_gfn_before_metadata_alloc(preset):
+    """kvm_arch_prepare_memory_region checks the end gfn before kvm_alloc_memslot_metadata: EINVAL
+    wins over an allocation failure, which stays armed; with LOG_DIRTY newly set, the dirty bitmap
+    (common code) is allocated first and its failure wins."""
+    vm = make_vm(preset, max_gfn=MAX_GFN)
+    vm.fail_next_prepare(errno.ENOMEM)
+    assert errno_of(vm.set_user_memory_region, 1, 0, MAX_GFN * PAGE, 2 * PAGE, UA) == errno.EINVAL
+    assert errno_of(vm.set_user_memory_region, 1, KVM_MEM_LOG_DIRTY_PAGES, MAX_GFN * PAGE, 2 * PAGE,
+                    UA) == errno.ENOMEM
+    assert slots(vm) == []
+
+
+# -- access_ok() on x86-64 in v6.5/v6.6 ---------------------------------------------------------------
+
+def test_userspace_addr_access_ok_is_the_sign_bit_in_v65_v66(preset):
+    """#5 access_ok(userspace_addr, memory_size).  From v6.4 (6014bc27561f "x86-64: make access_ok()
+    independent of LAM", 2023-04-28, in v6.4-rc1) until USER_PTR_MAX arrived in late 2024, x86-64
+    __access_ok() with a non-constant size is: sum = ptr + size; valid_user_address(sum) && sum >=
+    ptr, where valid_user_address(x) is ((long)x >= 0).  So in v6.5 and v6.6 a page-aligned hva
+    above TASK_SIZE_MAX but below 2^63 passes check #5 (the kernel relies on the non-canonical guard
+    instead); only a range reaching bit 63 is -EINVAL.  (Before v6.4 the bound was TASK_SIZE_MAX.)"""
+    vm = make_vm(preset)
+    vm.set_user_memory_region(1, 0, 0, PAGE, 1 << 47)                       # non-canonical, not < 0
+    vm.set_user_memory_region(2, 0, PAGE, PAGE, (1 << 63) - 2 * PAGE)       # sum = 2^63 - 4096
+    assert errno_of(vm.set_user_memory_region, 3, 0, 2 * PAGE, PAGE, (1 << 63) - PAGE) == errno.EINVAL
+    assert errno_of(vm.set_user_memory_region, 3, 0, 2 * PAGE, 2 * PAGE, (1 << 63) - PAGE) \
+        == errno.EINVAL
+    assert [s[0] for s in slots(vm)] == [1, 2]

@@ -499,3 +499,84 @@ def test_move_gives_fresh_lpage_info_v65():
     vm.set_user_memory_region(10, 0, NEW_GPA, SIZE10, UA10)
     # NEW_GPA (4 GiB) is 1G aligned, the slot's end is not: 2M entry 0, 1G entry 1
     assert (vm.disallow_lpage(NEW_GFN + 3, 2), vm.disallow_lpage(NEW_GFN + 3, 3)) == (0, 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Address space 1 (SMM): KVMGT works on gfns, not on (as_id, gfn)
+
+def test_shadow_uses_address_space_0_only(preset):
+    """v6.6 kvm_write_track_add_gfn / v6.5 intel_gvt_page_track_add resolve the slot with
+    gfn_to_memslot(kvm, gfn), i.e. address space 0: a gfn held only by an SMM (AS 1) slot is
+    -EINVAL; a gfn in both is tracked in the AS 0 slot only."""
+    vm = VM(design=Design.preset(preset))
+    vm.set_user_memory_region((1 << 16) | 10, 0, GPA10, SIZE10, UA10)
+    gvt = vm.attach_kvmgt()
+    assert errno_of(gvt.shadow, GFN10 + 3) == errno.EINVAL
+    vm.set_user_memory_region(10, 0, GPA10, SIZE10, UA10)
+    gvt.shadow(GFN10 + 3)
+    assert vm.write_track_count(GFN10 + 3, as_id=0) == 1
+    assert vm.write_track_count(GFN10 + 3, as_id=1) == 0
+    assert vm.check_invariants() == []
+
+
+@pytest.mark.parametrize("p", PRESETS)
+def test_deleting_smm_alias_purges_kvmgt_ptable(p):
+    """Derived from code (spec §4.4, §4.5): KVMGT's slot hooks match ptable by gfn and ignore the
+    address space.  v6.6 kvm_arch_commit_memory_region calls kvm_page_track_delete_slot for every
+    DELETE, and kvmgt_page_track_remove_region(gfn, nr_pages) has no as_id; v6.5
+    kvmgt_page_track_flush_slot loops over the (AS 1) slot's gfns, finds them in ptable, and calls
+    kvm_slot_page_track_remove_page on the AS 1 slot, whose counter is 0 (underflow WARN).  Either
+    way, deleting an SMM slot that aliases a shadowed RAM gfn drops it from ptable while the AS 0
+    count stays 1: the guest's writes trap and KVMGT ignores them."""
+    vm, gvt = vm_with_gvt(p)
+    g = GFN10 + 3
+    vm.set_user_memory_region((1 << 16) | 10, 0, GPA10, SIZE10, UA10)
+    assert vm.check_invariants() == []
+    vm.set_user_memory_region((1 << 16) | 10, 0, 0, 0, 0)
+    assert not gvt.is_write_protected(g)
+    assert vm.write_track_count(g) == 1
+    assert vm.guest_write(g * PAGE) == "ignored"
+    assert g in set(gvt.stale_gfns())
+    assert vm.check_invariants() != []
+    if p == "v6.5":
+        assert len(vm.warnings) >= 1            # update_gfn_track underflow on the AS 1 slot
+    else:
+        assert vm.warnings == []                 # remove_region calls nothing in KVM
+
+
+# --------------------------------------------------------------------------------------------------
+# fail_next_prepare reaches only prepare steps that can fail
+
+@pytest.mark.parametrize("p", PRESETS)
+def test_delete_cannot_fail_in_prepare(p):
+    """kvm_prepare_memory_region for DELETE: common code does nothing, x86 returns 0 -- "On DELETE,
+    kvm_prepare_memory_region() will never fail on x86" (<Y2qSwlN26qWi3ZqH@google.com>).  An armed
+    failure is left for the next update that can fail."""
+    vm, gvt = vm_with_gvt(p)
+    vm.fail_next_prepare(errno.ENOMEM)
+    vm.set_user_memory_region(10, 0, 0, 0, 0)
+    assert [s.id for s in vm.memslots()] == [0]
+    assert errno_of(vm.set_user_memory_region, 12, 0, NEW_GPA, PAGE, UA) == errno.ENOMEM
+
+
+@pytest.mark.parametrize("p", PRESETS)
+def test_flags_only_turning_dirty_logging_off_cannot_fail(p):
+    """kvm_prepare_memory_region for FLAGS_ONLY without LOG_DIRTY: dirty_bitmap = NULL, no
+    allocation; x86 memcpy()s the arch data.  Nothing can fail."""
+    vm = VM(design=Design.preset(p))
+    vm.set_user_memory_region(10, KVM_MEM_LOG_DIRTY_PAGES, GPA10, SIZE10, UA10)
+    vm.fail_next_prepare(errno.ENOMEM)
+    vm.set_user_memory_region(10, 0, GPA10, SIZE10, UA10)
+    assert [s.flags for s in vm.memslots()] == [0]
+
+
+@pytest.mark.parametrize("slot_hook", ["flush", "remove"])
+def test_move_reject_never_fires_without_external_tracker(slot_hook):
+    """kvm_page_track_has_external_user() after the fix (spec §5.4): with no KVMGT registered, no
+    design rejects a MOVE -- the inverted-check regression must not exist in any design."""
+    d = Design(slot_hook=slot_hook, move="reject", kvmgt_lock="vgpu_lock",
+               drop_protection_on_remove=False)
+    vm = VM(design=d)
+    vm.set_user_memory_region(10, 0, GPA10, SIZE10, UA10)
+    vm.set_user_memory_region(10, 0, GPA10 - PAGE, SIZE10, UA10)
+    assert [s.base_gfn for s in vm.memslots()] == [GFN10 - 1]
