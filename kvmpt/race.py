@@ -17,6 +17,22 @@ another thread could ``hash_del`` + ``kfree`` the entry (<Y26SI3uh8JV0vvO6@googl
                 ``kvmgt_page_track_write``, the handler no longer takes it, add/remove assert it,
                 ``remove_region`` takes it.
 
+Use
+---
+::
+
+    from kvmpt.race import explore, sample, scenarios
+    r = explore("none")                      # default scenario "write_vs_unshadow"
+    r.verdict, r.schedules, r.states         # ('use-after-free', 18703, 227)
+    print(r)                                 # summary + the witness as a per-thread table
+    r.witness                                # [(thread, step), ...], None when safe
+    explore("vgpu_lock", "write_vs_remove_region").verdict            # 'safe'
+    explore("none", "write_vs_detach", srcu=False).verdict            # what-if, see below
+    sample("none", runs=1000, seed=1).outcomes                        # random schedules
+
+``scenarios()`` lists the scenarios; ``kvmpt.figures.race.witness_swimlane(r)`` draws a
+witness.
+
 How it works
 ------------
 Each thread is a short program of :class:`Step` s (lock, unlock, SRCU read section,
@@ -1366,7 +1382,8 @@ def explore(lock: str = "vgpu_lock", scenario: str = DEFAULT_SCENARIO, *,
     "vgpu_lock" (v6.6).  ``scenario``: a key of :data:`SCENARIOS`.  ``slot_hook``: KVMGT's
     memslot hook, "flush" (v6.5) or "remove" (v6.6); by default the one the design's kernel
     had.  ``srcu=False`` is a what-if in which ``synchronize_srcu`` does not wait.  ``design``:
-    a :class:`kvmpt.Design` (or preset name) to take ``lock`` and ``slot_hook`` from.
+    a :class:`kvmpt.Design` (or preset name) to take ``lock`` and ``slot_hook`` from (it
+    overrides ``lock``; an explicit ``slot_hook`` still wins).
 
     The verdict is the kind of the shortest failing interleaving (ties: use-after-free,
     sleep-in-atomic, deadlock), or "safe" when no interleaving fails."""
@@ -1378,7 +1395,7 @@ def explore(lock: str = "vgpu_lock", scenario: str = DEFAULT_SCENARIO, *,
     index = {m.init: 0}
     states = [m.init]
     parent = [None]              # sid -> (parent sid, tid, row text)
-    succ = []                    # sid -> [child sid | ("bug", kind)]
+    succ = []                    # sid -> [child sid | ("end", outcome)]
     bugs = []                    # (length, kind order, seq, kind, sid, tid, Bug|blocked rows)
     depth = [0]
     queue = deque([0])
