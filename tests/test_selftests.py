@@ -301,3 +301,52 @@ def test_memslot_modification_stress_with_kvmgt(preset):
             assert vm.guest_write(g * PAGE) == "handled"
     assert not gvt.stale_gfns()
     assert vm.check_invariants() == []
+
+
+# --------------------------------------------------------------------------------------------------
+# memslot_perf_test.c: "move active area" (spec §7.2)
+
+PERF_MEM_GPA = 0x10000000                   # MEM_GPA
+PERF_MEM_SIZE = (512 << 20) + (64 << 10)    # MEM_SIZE = 512 MiB + MEM_EXTRA_SIZE (64 KiB in 2023)
+
+
+def perf_vm(design, max_mem_slots=KVM_CAP_NR_MEMSLOTS):
+    """memslot_perf_test.c:prepare_vm -- slots 1..max_mem_slots-1 split MEM_SIZE evenly from MEM_GPA;
+    the last slot also takes the remainder."""
+    vm = VM(design=Design.preset(design))
+    vm.set_user_memory_region(0, 0, 0, CODE_PAGES * PAGE, HVA_CODE)
+    nslots = max_mem_slots - 1
+    mempages = PERF_MEM_SIZE // PAGE
+    per, rem = divmod(mempages, nslots)
+    gpa = PERF_MEM_GPA
+    for slot in range(1, max_mem_slots):
+        npages = per + (rem if slot == max_mem_slots - 1 else 0)
+        vm.set_user_memory_region(slot, 0, gpa, npages * PAGE, HVA_BASE + gpa)
+        gpa += npages * PAGE
+    return vm, nslots
+
+
+def test_memslot_perf_move_active_area(preset):
+    """memslot_perf_test.c:test_memslot_move_loop with 32764 memslots: the last slot (32763) is
+    MOVEd to MEM_GPA + MEM_SIZE and back.  This is the ioctl Like Xu's run on the inverted-check
+    tree failed ("slot 32763 new_gpa 0x30010000", errno 22, 2023-08-31, spec §7.2); with the fix and
+    no KVMGT both presets must succeed."""
+    vm, nslots = perf_vm(preset)
+    last = next(s for s in vm.memslots() if s.id == nslots)
+    src = last.base_gfn * PAGE
+    assert PERF_MEM_GPA + PERF_MEM_SIZE == 0x30010000
+    for _ in range(3):
+        vm_mem_region_move(vm, nslots, PERF_MEM_GPA + PERF_MEM_SIZE)
+        assert vm.guest_write(src) != "direct"                       # the moved half: MMIO
+        assert vm.guest_write(src - PAGE) == "direct"                # the other half: RAM
+        vm_mem_region_move(vm, nslots, src)
+        assert vm.guest_write(src) == "direct"
+    assert len(vm.memslots()) == KVM_CAP_NR_MEMSLOTS
+
+
+def test_memslot_perf_move_active_area_with_kvmgt_v66():
+    """The same MOVE on v6.6 with KVMGT attached: -EINVAL (spec §5.3), the slot stays put."""
+    vm, nslots = perf_vm("v6.6", max_mem_slots=64)
+    vm.attach_kvmgt()
+    assert errno_of(vm_mem_region_move, vm, nslots, PERF_MEM_GPA + PERF_MEM_SIZE) == errno.EINVAL
+    assert max(s.base_gfn + s.npages for s in vm.memslots()) * PAGE == PERF_MEM_GPA + PERF_MEM_SIZE
