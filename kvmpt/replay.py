@@ -600,6 +600,8 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for placing tracked gfns (default 0)")
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="output format (default text: tables under 80 columns)")
+    p.add_argument("--out", metavar="FILE",
+                   help="write the report to FILE instead of standard output")
     p.add_argument("--ops", action="store_true",
                    help="also list every op with its kind and errno")
     p.add_argument("--list-layouts", action="store_true",
@@ -689,9 +691,16 @@ def run(args) -> int:
                              costs=load_costs(), infer_missing=not args.no_infer,
                              roles=roles or None, progress=progress, source=scenario)
     if args.format == "json":
-        print(json.dumps({"scenario": scenario, "seed": args.seed,
-                          "results": [r.summary() for r in results]}, indent=2))
+        text = json.dumps({"scenario": scenario, "seed": args.seed,
+                           "results": [r.summary() for r in results]}, indent=2) + "\n"
     else:
-        print(textreport.render_replay(results, scenario=scenario, seed=args.seed,
-                                       list_ops=args.ops))
+        text = textreport.render_replay(results, scenario=scenario, seed=args.seed,
+                                        list_ops=args.ops)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        if not args.quiet:
+            print(f"kvmpt: wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0

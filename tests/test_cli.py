@@ -182,3 +182,41 @@ def test_real_model_replay(capsys):
     rc, out, err = run(capsys, "replay", "layout:q35-ovmf-smm", "--tracked", "2000", "-q")
     assert rc == 0, err
     assert max(len(l) for l in out.splitlines()) < 80
+
+
+def test_out_file(capsys, fake_vm, tmp_path):
+    dest = tmp_path / "report.txt"
+    rc, out, err = run(capsys, "replay", VGA, "--out", str(dest))
+    assert rc == 0 and out == "" and "wrote" in err
+    assert dest.read_text().startswith("Memslot trace replay")
+    rc, _, err = run(capsys, "replay", VGA, "--out", str(tmp_path / "no" / "dir.txt"))
+    assert rc == 2 and err.count("\n") == 1 and "No such file or directory" in err
+
+
+# -- the text-report building blocks --------------------------------------------------------
+
+def test_units():
+    from kvmpt.textreport import fmt_bytes, fmt_count, fmt_cycles, fmt_errno, fmt_pages
+    assert fmt_bytes(0x7ef00000) == "2,031 MiB" and fmt_bytes(0x940000000) == "37 GiB"
+    assert fmt_bytes(0xa0000) == "640 KiB" and fmt_bytes(100) == "100 B"
+    assert fmt_pages(786176) == "786,176 pages" and fmt_pages(1) == "1 page"
+    assert fmt_cycles(None) == "n/a" and fmt_cycles(850) == "850 cycles"
+    assert fmt_cycles(4.56e6) == "4.56 Mcycles"
+    assert fmt_count(1234567) == "1,234,567" and fmt_count(None) == "-"
+    assert fmt_errno(22) == "EINVAL" and fmt_errno(0) == "0" and fmt_errno(None) == "-"
+
+
+def test_header_and_table_width():
+    from kvmpt.textreport import MAX_WIDTH, header, render_document, table
+    h = header("A very long title " * 8, design="v6.6", scenario="s " * 60, seed=4)
+    assert all(len(l) <= MAX_WIDTH for l in h.splitlines())
+    assert "kvmpt " in h.splitlines()[0] and "seed:     4" in h
+    t = table(["name", "value"], [("x" * 120, "1 MiB"), ("y", "2 MiB")])
+    assert all(len(l) <= MAX_WIDTH for l in t.splitlines())
+    assert t.splitlines()[2].endswith("1 MiB") and ".." in t
+    with pytest.raises(ValueError):
+        table(["a", "b"], [("only one",)])
+    doc = render_document(h, [("Section", t)])
+    assert doc.endswith("\n") and "\n\nSection\n" in doc
+    with pytest.raises(AssertionError, match="columns"):
+        render_document(h, [("wide", "z" * 100)])
