@@ -816,8 +816,9 @@ class _Gen:
 
         v6.5 took ``vgpu_lock`` itself, first thing (also under the mmu_lock idea); from
         v1 08/27 "Hoist acquisition of vgpu_lock out to kvmgt_page_track_write()"
-        (<20221223005739.1295925-9-seanjc@google.com>, kept in v6.6) its caller holds it.  It looks the gfn up in ``page_track_tree``
-        (-ENXIO if gone), then takes one of three paths the model cannot predict:
+        (<20221223005739.1295925-9-seanjc@google.com>, kept in v6.6) its caller holds it.
+        It looks the gfn up in ``page_track_tree`` (-ENXIO if gone), then takes one of
+        three paths the model cannot predict:
 
         * ``page_track->handler`` = ``ppgtt_write_protection_handler`` (gtt.c) updating an
           entry: ``ppgtt_invalidate_pte`` -> ``intel_gvt_dma_unmap_guest_page`` (kvmgt.c)
@@ -1229,11 +1230,11 @@ class RaceResult:
 
     def _repr_html_(self) -> str:  # Jupyter: the same table, as HTML
         from html import escape
+        failing = ", ".join(f"{k} {v:,}" for k, v in sorted(self.failures.items()))
         head = (f"<p><b>{escape(self.scenario)}</b>, lock=<code>{escape(self.lock)}</code>: "
                 f"<b>{escape(self.verdict)}</b> — {self.schedules:,} schedules, "
-                f"{self.states:,} states"
-                + (f"; failing: {escape(', '.join(f'{k} {v:,}' for k, v in sorted(self.failures.items())))}"
-                   if self.failures else "") + "</p>")
+                f"{self.states:,} states" + (f"; failing: {escape(failing)}" if failing else "")
+                + "</p>")
         if self.witness_detail is None:
             return head
         names = list(self.threads)
