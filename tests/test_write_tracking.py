@@ -354,6 +354,7 @@ def test_delete_purges_ptable_for_the_range(p):
     assert gvt.is_write_protected(5)
     assert vm.write_track_count(5) == 1
     assert vm.guest_write(5 * PAGE) == "handled"
+    assert vm.warnings == []          # v6.5's remove_page ran on live counts of 1: no underflow
 
 
 def test_delete_recreate_starts_untracked(preset):
@@ -580,3 +581,14 @@ def test_move_reject_never_fires_without_external_tracker(slot_hook):
     vm.set_user_memory_region(10, 0, GPA10, SIZE10, UA10)
     vm.set_user_memory_region(10, 0, GPA10 - PAGE, SIZE10, UA10)
     assert [s.base_gfn for s in vm.memslots()] == [GFN10 - 1]
+
+
+def test_smm_vcpu_write_to_shadowed_ram_is_not_trapped(preset):
+    """Derived from code: the fault path resolves the gfn in the vCPU's current address space
+    (kvm_vcpu_gfn_to_memslot), and KVMGT only ever tracked the AS 0 slot.  A vCPU in SMM writing the
+    same gfn through an AS 1 slot is not trapped: KVMGT misses it."""
+    vm, gvt = vm_with_gvt(preset)
+    g = GFN10 + 3
+    vm.set_user_memory_region((1 << 16) | 10, 0, GPA10, SIZE10, UA10)
+    assert vm.guest_write(g * PAGE) == "handled"
+    assert vm.guest_write(g * PAGE, as_id=1) == "direct"
