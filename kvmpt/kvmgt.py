@@ -151,6 +151,9 @@ class KVMGT:
         self.design = vm.design
         self.ptable = ProtectTable()
         self.page_track_tree: dict[int, bool] = {}     # gfn -> intel_vgpu_page_track.tracked
+        # The host page behind each shadowed gfn when GVT shadowed it: a MOVE keeps
+        # the hva (userspace_addr cannot change) but shows the page at another gfn.
+        self.shadow_hva: dict[int, int] = {}
         self.attached = False
         self.failsafe = False
         self.node = NotifierNode("kvmgt", external=True, owner=self)
@@ -185,6 +188,8 @@ class KVMGT:
             raise OSError(-r, f"intel_gvt_page_track_add(gfn={gfn:#x}) failed: "
                           f"{errno.errorcode[-r]} (no memslot in address space 0 holds it)")
         self.page_track_tree[gfn] = True
+        slot = self.vm._gfn_to_memslot(gfn, 0)
+        self.shadow_hva[gfn] = slot.userspace_addr + ((gfn - slot.base_gfn) << 12)
 
     def unshadow(self, gfn: int) -> None:
         """Mirrors ``intel_vgpu_unregister_page_track()``: radix-tree delete, then
@@ -192,6 +197,7 @@ class KVMGT:
         ignored, as in gvt/page_track.c).  Unshadowing an unknown gfn is a no-op."""
         gfn = self.vm._check_gfn(gfn)
         tracked = self.page_track_tree.pop(gfn, None)
+        self.shadow_hva.pop(gfn, None)
         if tracked:
             self.page_track_remove(gfn)
 
@@ -218,6 +224,7 @@ class KVMGT:
         self.vm._unregister_notifier(self.node)
         self.ptable.destroy()
         self.page_track_tree.clear()     # the vGPU is gone: nothing is shadowed any more
+        self.shadow_hva.clear()
 
     def _check_attached(self) -> None:
         if not self.attached:

@@ -34,7 +34,8 @@ KVM_MEM_SLOTS_NUM = 32767
 KVM_INTERNAL_MEM_SLOTS = 3
 KVM_USER_MEM_SLOTS = KVM_MEM_SLOTS_NUM - KVM_INTERNAL_MEM_SLOTS   # 32764
 KVM_MEM_MAX_NR_PAGES = (1 << 31) - 1
-#: x86-64 4-level paging: TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE; access_ok() bound.
+#: x86-64 4-level paging: TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE.  Not the access_ok()
+#: bound in v6.5/v6.6, which only checks the sign bit of ptr + size (see vm.py).
 TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE
 
 #: huge page levels that have lpage_info on x86: PG_LEVEL_2M = 2, PG_LEVEL_1G = 3

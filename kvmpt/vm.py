@@ -22,7 +22,7 @@ from .kvmgt import KVMGT
 from .memslot import (CREATE, DELETE, FLAGS_ONLY, HUGE_LEVELS, KVM_ADDRESS_SPACE_NUM,
                       KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_MAX_NR_PAGES, KVM_MEM_READONLY,
                       KVM_MEM_SLOTS_NUM, KVM_USER_MEM_SLOTS, KVM_VALID_FLAGS, MOVE,
-                      PAGE_SHIFT, PAGE_SIZE, TASK_SIZE_MAX, U32_MAX, U64_MAX, MemorySlot,
+                      PAGE_SHIFT, PAGE_SIZE, U64_MAX, MemorySlot,
                       Memslots, SlotArch, gfn_to_index, initial_lpage_info, level_shift)
 from .page_track import (KernelWarning, NotifierNode, gfn_is_write_tracked, gpa_to_gfn,
                          write_track_add_gfn_locked, write_track_remove_gfn_locked)
@@ -333,7 +333,10 @@ class VM:
             raise einval(f"memory_size {size:#x} is not page aligned")
         if gpa & (PAGE_SIZE - 1):
             raise einval(f"guest_phys_addr {gpa:#x} is not page aligned")
-        if ua & (PAGE_SIZE - 1) or size > TASK_SIZE_MAX or ua > TASK_SIZE_MAX - size:
+        # access_ok() on x86-64 in v6.4..v6.12 (arch/x86/include/asm/uaccess_64.h
+        # __access_ok, after 6014bc27561f): sum = ptr + size; (long)sum >= 0 && sum >= ptr.
+        ua_end = (ua + size) & U64_MAX
+        if ua & (PAGE_SIZE - 1) or ua_end >= 1 << 63 or ua_end < ua:
             raise einval(f"userspace_addr {ua:#x} is not page aligned or fails access_ok()")
         if as_id >= KVM_ADDRESS_SPACE_NUM or id >= KVM_MEM_SLOTS_NUM:
             raise einval(f"address space {as_id} >= KVM_ADDRESS_SPACE_NUM ({KVM_ADDRESS_SPACE_NUM})")
@@ -568,8 +571,10 @@ class VM:
         0); each ``disallow_lpage`` equals its initial value plus the write-track
         references inside that huge page; every ``ptable`` gfn is shadowed by GVT
         and has a memslot whose counter traps writes; every shadowed gfn that guest
-        RAM backs (a writable address-space-0 slot) is in ``ptable``.  A shadowed
-        gfn whose slot is gone is not a disagreement (the guest cannot write it;
+        RAM backs (a writable address-space-0 slot) is in ``ptable``.  GVT's shadow
+        follows the guest page, i.e. the host page (hva) it had when shadowed: after
+        a MOVE that page shows up at another gfn, which nothing protects.  A shadowed
+        gfn whose memory is gone is not a disagreement (the guest cannot write it;
         ``gvt.stale_gfns()`` still lists it), but once RAM is created there again
         without protection it is.
         """
@@ -608,13 +613,21 @@ class VM:
             shadowed = {g for g, t in gvt.page_track_tree.items() if t}
             for gfn in sorted(ptable - shadowed):
                 out.append(f"gfn {gfn:#x} is in KVMGT's ptable but GVT does not shadow it")
-            for gfn in sorted(shadowed - ptable):
-                slot = self._as[0].find_gfn(gfn)
-                if slot is None or slot.flags & KVM_MEM_READONLY:
-                    continue      # no RAM backs it: the guest cannot write it
-                out.append(f"gfn {gfn:#x}: GVT shadows it and the guest can write it, but "
-                           f"KVMGT's ptable does not hold it; guest writes will not reach "
-                           f"the handler (stale shadow page table)")
+            for gfn in sorted(shadowed):
+                hva = gvt.shadow_hva.get(gfn)
+                for slot in self._as[0].sorted():
+                    if hva is None or slot.flags & KVM_MEM_READONLY or not \
+                            slot.userspace_addr <= hva < slot.userspace_addr + (slot.npages << PAGE_SHIFT):
+                        continue
+                    seen_at = slot.base_gfn + ((hva - slot.userspace_addr) >> PAGE_SHIFT)
+                    if seen_at != gfn:
+                        out.append(f"gfn {gfn:#x}: GVT shadows it, but the guest page behind it "
+                                   f"(hva {hva:#x}) is now at gfn {seen_at:#x} (the slot moved); "
+                                   f"guest writes there are not trapped for GVT")
+                    elif gfn not in ptable:
+                        out.append(f"gfn {gfn:#x}: GVT shadows it and the guest can write it, "
+                                   f"but KVMGT's ptable does not hold it; guest writes will not "
+                                   f"reach the handler (stale shadow page table)")
             for gfn in sorted(ptable):
                 slot = self._as[0].find_gfn(gfn)
                 if slot is None:
