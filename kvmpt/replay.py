@@ -39,8 +39,9 @@ from .design import Design
 from .trace import (KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, MemslotOp, load_ops)
 
 __all__ = [
-    "KINDS", "OpResult", "auto_track_point", "ReplayResult", "classify", "infer_prologue", "place_tracked",
-    "replay", "replay_designs", "add_arguments", "run", "WORK_FIELDS",
+    "KINDS", "WORK_FIELDS", "OpResult", "ReplayResult", "TrackedSet", "classify",
+    "infer_prologue", "auto_track_point", "place_tracked", "replay", "replay_designs",
+    "cycles_of", "call_cycles", "add_arguments", "run",
 ]
 
 KINDS = ("CREATE", "DELETE", "MOVE", "FLAGS_ONLY", "NOOP", "INVALID")
@@ -273,18 +274,40 @@ def work_of(call) -> dict[str, int]:
     return out
 
 
-def cycles_of(counts: Mapping[str, int], costs) -> float | None:
-    """Cycles for primitive-op counts, given ``costs``: an object with a
-    ``cycles(counts)`` method, a callable taking the counts, a mapping
-    primitive -> cycles per op, or an object with such attributes.  None when
-    no cost table is given (``kvmpt.costs`` is issue 3's)."""
+def cycles_of(counts, costs) -> float | None:
+    """Cycles for primitive-op counts (a mapping, or a ``kvmpt.work.Work``).
+
+    ``costs`` is a ``kvmpt.costs.CostModel`` (anything with ``total(work)``),
+    a callable taking the counts, or a mapping primitive -> cycles per op.
+    None when no cost table is given.
+    """
     if costs is None:
         return None
-    if hasattr(costs, "cycles") and callable(costs.cycles):
-        return float(costs.cycles(dict(counts)))
+    if hasattr(costs, "total") and callable(costs.total):
+        return float(costs.total(counts))
     if callable(costs) and not isinstance(costs, Mapping):
-        return float(costs(dict(counts)))
+        return float(costs(counts if not isinstance(counts, Mapping) else dict(counts)))
+    if not isinstance(counts, Mapping):
+        counts = work_of({"work": counts})
     return float(sum(n * float(_get(costs, k, 0) or 0) for k, n in counts.items()))
+
+
+def call_cycles(call, costs) -> float | None:
+    """Cycles of one hook call: its whole ``Work`` when it has one, else its counts."""
+    w = _get(call, "work", None)
+    if w is not None and hasattr(w, "ops"):
+        return cycles_of(w, costs)
+    return cycles_of(work_of(call), costs)
+
+
+def mmu_lock_hold_cycles(call, costs) -> tuple[float, float] | None:
+    """(cycles under ``mmu_lock``, cycles of the longest hold) of one call, if priced."""
+    w = _get(call, "work", None)
+    if costs is None or w is None or not hasattr(w, "held"):
+        return None
+    if hasattr(costs, "mmu_lock_hold"):
+        return tuple(float(x) for x in costs.mmu_lock_hold(w))
+    return cycles_of(dict(w.held), costs), cycles_of(dict(w.max_hold), costs)
 
 
 @dataclass
@@ -367,10 +390,26 @@ class ReplayResult:
                 row["harmful_calls"] += 1
             for k in WORK_FIELDS:
                 row[k] += w[k]
+            if self.costs is not None:
+                cyc = call_cycles(c, self.costs)
+                row["cycles"] = (row.get("cycles") or 0.0) + (cyc or 0.0)
+                hold = mmu_lock_hold_cycles(c, self.costs)
+                if hold is not None:
+                    row["mmu_lock_cycles"] = row.get("mmu_lock_cycles", 0.0) + hold[0]
+                    row["longest_hold_cycles"] = max(row.get("longest_hold_cycles", 0.0),
+                                                     hold[1])
         for row in table.values():
-            row["cycles"] = cycles_of({k: row[k] for k in WORK_FIELDS}, self.costs)
+            row.setdefault("cycles", None)
+            row.setdefault("mmu_lock_cycles", None)
+            row.setdefault("longest_hold_cycles", None)
             row["wasted_cycles"] = cycles_of(row.pop("_wasted_work"), self.costs)
         return table
+
+    def us(self, cycles: float | None) -> float | None:
+        """Cycles to microseconds with the cost model's clock, when it has one."""
+        if cycles is None or self.costs is None or not hasattr(self.costs, "cycles_to_us"):
+            return None
+        return float(self.costs.cycles_to_us(cycles))
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready dict of the result."""
@@ -598,6 +637,9 @@ def add_arguments(p) -> None:
     p.add_argument("--no-infer", action="store_true",
                    help="do not create slots the trace deletes before creating them")
     p.add_argument("--seed", type=int, default=0, help="seed for placing tracked gfns (default 0)")
+    p.add_argument("--costs", choices=("point", "low", "high", "none"), default="point",
+                   help="price primitive ops with data/costs.toml at its point estimate, "
+                        "the low or high end of every range, or not at all (default point)")
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="output format (default text: tables under 80 columns)")
     p.add_argument("--out", metavar="FILE",
@@ -633,17 +675,20 @@ def parse_design(text: str) -> Design:
     return Design(**knobs)
 
 
-def load_costs():
-    """The cost table from ``kvmpt.costs`` if that module exists, else None."""
+def load_costs(estimate: str = "point"):
+    """``kvmpt.costs.default_costs()`` at the given estimate, or None if there is
+    no cost table; a table that fails to load is reported on stderr, not fatal."""
     try:
         from . import costs as costs_mod  # type: ignore[attr-defined]
     except ImportError:
         return None
-    for name in ("DEFAULT_COSTS", "CYCLES", "default_costs"):
-        c = getattr(costs_mod, name, None)
-        if c is not None:
-            return c() if callable(c) and name == "default_costs" else c
-    return None
+    try:
+        model = costs_mod.default_costs()
+        return model.at(estimate) if estimate != "point" else model
+    except Exception as exc:                    # keep replay usable without prices
+        print(f"kvmpt: warning: cost table not loaded ({exc}); reporting counts only",
+              file=sys.stderr)
+        return None
 
 
 def run(args) -> int:
@@ -688,7 +733,8 @@ def run(args) -> int:
     progress = None if not args.quiet else False
     results = replay_designs(ops, designs, setup_ops=setup, kvmgt=args.kvmgt,
                              tracked=args.tracked, track_after=track_after, seed=args.seed,
-                             costs=load_costs(), infer_missing=not args.no_infer,
+                             costs=None if args.costs == "none" else load_costs(args.costs),
+                             infer_missing=not args.no_infer,
                              roles=roles or None, progress=progress, source=scenario)
     if args.format == "json":
         text = json.dumps({"scenario": scenario, "seed": args.seed,

@@ -214,8 +214,14 @@ def render_replay(results: Sequence[Any], *, scenario: str, seed: int | None,
                                  f"after op {first.tracked.placed_after}"))
     elif first.kvmgt:
         extra.append(("tracked", "KVMGT attached, nothing tracked"))
-    if all(r.costs is None for r in results):
-        extra.append(("costs", "primitive-op counts only (no cost table yet)"))
+    costs = first.costs
+    if costs is None:
+        extra.append(("costs", "primitive-op counts only (no cost table)"))
+    else:
+        est = getattr(costs, "estimate", "")
+        ghz = getattr(costs, "ghz", None)
+        extra.append(("costs", "data/costs.toml" + (f", {est} estimate" if est else "")
+                               + (f", {ghz:g} GHz" if ghz else "")))
     head = header("Memslot trace replay", design=", ".join(names), scenario=scenario,
                   seed=seed, extra=extra)
     sections: list[tuple[str, str]] = []
@@ -250,10 +256,17 @@ def render_replay(results: Sequence[Any], *, scenario: str, seed: int | None,
                     continue
                 hook_rows.append(["  " + label] + [fmt_count(v) for v in vals])
             if have_costs:
-                cyc = [t.get(h, {}).get("cycles") for t in tables]
-                wcy = [t.get(h, {}).get("wasted_cycles") for t in tables]
-                hook_rows.append(["  cycles"] + [fmt_cycles(c) for c in cyc])
-                hook_rows.append(["  wasted cycles"] + [fmt_cycles(c) for c in wcy])
+                for key, label in (("cycles", "cycles"), ("wasted_cycles", "wasted cycles"),
+                                   ("mmu_lock_cycles", "cycles under mmu_lock"),
+                                   ("longest_hold_cycles", "longest mmu_lock hold")):
+                    vals = [t.get(h, {}).get(key) for t in tables]
+                    if key != "cycles" and not any(vals):
+                        continue
+                    hook_rows.append(["  " + label] + [fmt_cycles(v) if h in t else "-"
+                                                       for t, v in zip(tables, vals)])
+                    if key in ("cycles", "longest_hold_cycles"):
+                        hook_rows.append(["    as time"] + [fmt_seconds(_secs(r, v))
+                                                            for r, v in zip(results, vals)])
         if not hooks:
             hook_rows.append(["(no page-track hook ran)"] + ["" for _ in results])
         hook_rows.append(["kernel WARNs"] + [fmt_count(len(r.warnings)) for r in results])
@@ -266,7 +279,7 @@ def render_replay(results: Sequence[Any], *, scenario: str, seed: int | None,
                                                              for r in results])
         hook_rows.append(["invariant violations"] + [fmt_count(len(r.invariant_violations))
                                                      for r in results])
-        sections.append(("Page-track hooks and KVMGT's tracked gfns (counts)",
+        sections.append(("Page-track hooks and KVMGT's tracked gfns",
                          table(["hook / what"] + names, hook_rows)))
 
         for r in results:
@@ -330,6 +343,11 @@ def render_replay(results: Sequence[Any], *, scenario: str, seed: int | None,
                              table(["where", "kind", "AS", "slot", "gpa", "size", "errno",
                                     "match"], rows, align="llllrrrl")))
     return render_document(head, sections)
+
+
+def _secs(result, cycles) -> float | None:
+    us = result.us(cycles) if hasattr(result, "us") else None
+    return None if us is None else us * 1e-6
 
 
 def _wrap(line: str, width: int = MAX_WIDTH) -> str:

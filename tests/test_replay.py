@@ -228,6 +228,7 @@ def test_churn_with_tracked_set():
     table = res.hook_table()["track_remove_region"]
     assert table["calls"] == res.counts["DELETE"]
     assert table["gfn_probes"] > 0 and table["cycles"] is None
+    assert res.hook_table()["track_remove_region"]["wasted_cycles"] is None
 
 
 def test_costs_turn_counts_into_cycles():
@@ -384,10 +385,28 @@ def test_cost_objects_and_progress_bar():
     from kvmpt.replay import cycles_of
 
     class Costs:
-        def cycles(self, counts):
+        def total(self, counts):
             return 3 * counts.get("gfn_probes", 0)
     assert cycles_of({"gfn_probes": 2}, Costs()) == 6
+    assert cycles_of({"gfn_probes": 2}, lambda c: 5) == 5
     assert cycles_of({"gfn_probes": 2}, {"gfn_probes": 1.5}) == 3
     assert cycles_of({"gfn_probes": 2}, None) is None
     res = replay(FakeVM(), load_qemu_trace(VGA), progress=True)
     assert res.mismatches == [] and res.unattributed_stale == 0
+
+
+def test_model_with_the_cost_table(VM):
+    costs_mod = pytest.importorskip("kvmpt.costs", reason="kvmpt/costs.py not written yet")
+    from kvmpt.replay import call_cycles
+    costs = costs_mod.default_costs()
+    res = replay(VM(design=Design.preset("v6.5")), load_qemu_trace(SMM_ON), tracked=2000,
+                 costs=costs)
+    table = res.hook_table()
+    flush = table["track_flush_slot"]
+    assert flush["cycles"] == pytest.approx(
+        sum(call_cycles(c, costs) for c in res.hook_calls() if c.hook == "track_flush_slot"))
+    assert flush["cycles"] > 0 and flush["mmu_lock_cycles"] > 0
+    assert 0 < flush["longest_hold_cycles"] <= flush["mmu_lock_cycles"]
+    assert res.us(flush["cycles"]) == pytest.approx(costs.cycles_to_us(flush["cycles"]))
+    text = render_replay([res], scenario="smm on", seed=0)
+    assert "Mcycles" in text and "as time" in text
