@@ -42,14 +42,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _load(module: str):
-    """Import a subcommand module, or None if it does not exist (yet)."""
+def _exists(module: str) -> bool:
+    """Whether a subcommand module is installed, without importing it."""
     try:
-        if importlib.util.find_spec(module) is None:
-            return None
-    except ModuleNotFoundError:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _load(module: str):
+    """Import a subcommand module: the module, None if it does not exist (yet),
+    or the exception its import raised."""
+    if not _exists(module):
         return None
-    return importlib.import_module(module)
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:                    # a broken module must not break the others
+        return exc
 
 
 def _version() -> str:
@@ -57,7 +66,10 @@ def _version() -> str:
     return __version__
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``kvmpt`` parser.  Subcommand modules are imported only for ``only``
+    (every one when None), so ``kvmpt replay`` does not pay for ``kvmpt sweep``'s
+    imports and a broken module only breaks its own subcommand."""
     parser = _Parser(
         prog="kvmpt",
         description="kvmpt: an executable design review of Linux KVM's x86 page-track hooks "
@@ -66,18 +78,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kvmpt {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, fallback_help) in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            missing = "" if _exists(module) else " [not available yet]"
+            p = sub.add_parser(name, help=fallback_help + missing)
+            p.set_defaults(_run=None, _module=module, _why="not loaded")
+            continue
         mod = _load(module)
-        if mod is None or not hasattr(mod, "add_arguments") or not hasattr(mod, "run"):
+        if isinstance(mod, Exception) or mod is None \
+                or not hasattr(mod, "add_arguments") or not hasattr(mod, "run"):
+            if isinstance(mod, Exception):
+                why = f"{module} failed to import: {type(mod).__name__}: {mod}"
+            elif mod is None:
+                why = f"{module} is missing"
+            else:
+                why = f"{module} has no add_arguments()/run()"
             p = sub.add_parser(name, help=f"{fallback_help} [not available yet]",
                                description=f"{fallback_help}. Not available in this "
-                                           f"installation: {module} is missing.")
+                                           f"installation: {why}.")
             p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-            p.set_defaults(_run=None, _module=module)
+            p.set_defaults(_run=None, _module=module, _why=why)
             continue
         p = sub.add_parser(name, help=getattr(mod, "HELP", fallback_help),
                            description=getattr(mod, "HELP", fallback_help))
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run, _module=module)
+        p.set_defaults(_run=mod.run, _module=module, _why="")
     return parser
 
 
@@ -85,8 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kvmpt`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("KVMPT_DEBUG", "") not in ("", "0")
+    first = next((a for a in argv if not a.startswith("-")), None)
     try:
-        parser = build_parser()
+        parser = build_parser(only=first if first in SUBCOMMANDS else "")
     except Exception as exc:                      # a broken subcommand module
         if debug:
             raise
@@ -101,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args._run is None:
         print(f"kvmpt: error: '{args.command}' is not available in this installation "
-              f"({args._module} is missing)", file=sys.stderr)
+              f"({_one_line(Exception(args._why))})", file=sys.stderr)
         return EXIT_USAGE
     try:
         return int(args._run(args) or 0)

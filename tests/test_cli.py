@@ -220,3 +220,26 @@ def test_header_and_table_width():
     assert doc.endswith("\n") and "\n\nSection\n" in doc
     with pytest.raises(AssertionError, match="columns"):
         render_document(h, [("wide", "z" * 100)])
+
+
+def test_a_broken_subcommand_only_breaks_itself(capsys, monkeypatch, tmp_path):
+    (tmp_path / "kvmpt_broken_sub.py").write_text("raise RuntimeError('half-written')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.SUBCOMMANDS, "broken", ("kvmpt_broken_sub", "a broken command"))
+    rc, out, _ = run(capsys, "--help")
+    assert rc == 0 and "broken" in out
+    rc, out, err = run(capsys, "broken", "x")
+    assert rc == 2 and err.count("\n") == 1
+    assert "failed to import: RuntimeError: half-written" in err
+    rc, out, _ = run(capsys, "replay", "--list-layouts")
+    assert rc == 0
+
+
+def test_replay_does_not_import_other_subcommands():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = ("import sys; from kvmpt.cli import main; main(['replay', '--list-layouts']); "
+            "print(sorted(m for m in sys.modules if m in ('kvmpt.sweep', 'kvmpt.report', "
+            "'kvmpt.bench')))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert p.returncode == 0 and p.stdout.strip().splitlines()[-1] == "[]"
