@@ -1,0 +1,1057 @@
+"""Parameter sweeps: designs x workload parameters x seeds, and the ``kvmpt sweep`` command.
+
+A design question ("how many cycles does the flush hook waste on a 1 TiB
+slot with 100 k tracked gfns?") is answered by running one scenario over a
+grid and reading the table::
+
+    from kvmpt.sweep import Grid, sweep
+    grid = Grid({"ram_gib": [1, 64, 1024], "tracked_gfns": [0, 4000, 100_000]},
+                designs=["v6.5", "v6.6"], seeds=[0, 1])
+    table = sweep(grid, scenario="desktop", out="results.parquet")
+
+:class:`Grid`
+    Workload parameters (each a list of values, passed to
+    ``Scenario.with_overrides``), the designs and the seeds.  Expansion is a
+    cartesian product in a fixed order: parameters in the order given, the
+    first varying slowest, then the design, then the seed (fastest).  Each
+    run has a stable key, a hash of (scenario name, parameters, design knobs,
+    seed), so a run is the same run whatever grid it appears in.
+:func:`sweep`
+    Runs every point and returns a :class:`SweepTable`: one row per run, in
+    grid order, with the parameters, the design (name and its four knobs),
+    the seed, ``status`` ("ok" / "error"), ``error`` and every metric of the
+    run's ``summary``.  Locally it uses a process pool (one worker per core)
+    with a progress bar; given ``scheduler="tcp://HOST:PORT"`` or a
+    ``dask.distributed.Client`` it runs on a Dask cluster, with the same
+    results for the same seeds (each run depends only on its scenario,
+    design and seed).
+Resuming
+    With ``out=`` every finished or failed run is appended to a run log,
+    ``<out>.runs.jsonl``, as it completes.  ``sweep(..., resume=True)``
+    (``kvmpt sweep --resume``) reads that log and skips the runs already in
+    it; a failed run keeps its error string and never stops the others.
+    After a sweep with no failures the log is removed (``keep_log=True``
+    keeps it).
+Saved tables
+    ``.parquet`` (pyarrow) carries the grid, scenario and kvmpt version as
+    schema metadata under the key ``kvmpt.sweep``; ``.csv`` (stdlib) gets a
+    sidecar ``<name>.csv.json`` with the same metadata plus the column types.
+    :func:`load_table` reads either back.
+
+Nothing here imports pandas; :meth:`SweepTable.to_pandas` does if asked.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import dataclasses
+import hashlib
+import io
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+from .design import Design
+
+__all__ = [
+    "Grid", "RunSpec", "SweepTable", "sweep", "load_table", "parse_design", "parse_designs",
+    "parse_seeds", "parse_param", "log_path_for", "bench", "HELP", "add_arguments", "run",
+]
+
+HELP = "sweep design knobs and workload parameters over seeds; write a tidy table"
+
+#: columns every table has, before the parameters and after them
+DESIGN_COLUMNS = ("design", "slot_hook", "move", "kvmgt_lock", "drop_protection_on_remove")
+_LEAD_COLUMNS = ("run", "key", "scenario")
+_STATUS_COLUMNS = ("seed", "status", "error")
+_RESERVED = frozenset(_LEAD_COLUMNS + DESIGN_COLUMNS + _STATUS_COLUMNS + ("designs", "seeds"))
+#: metadata key in Parquet schema metadata and the CSV sidecar
+META_KEY = "kvmpt.sweep"
+_LOG_FORMAT = 1
+_KEY_HEX = 16
+
+
+# ---------------------------------------------------------------------------
+# Designs, seeds and parameter values from text
+
+def parse_design(text: str | Design) -> Design:
+    """A :class:`Design` from a preset (``v6.5``), a compact name as ``Design.name`` prints it
+    (``flush/allow-move/none/drop``) or knobs (``slot_hook=flush,move=allow,...``)."""
+    if isinstance(text, Design):
+        return text
+    if not isinstance(text, str):
+        raise TypeError(f"a design is a Design or a name, got {type(text).__name__}")
+    text = text.strip()
+    if text in Design.PRESETS:
+        return Design.preset(text)
+    if "=" in text:
+        from .replay import parse_design as parse_knobs
+        return parse_knobs(text)
+    for d in Design.all():
+        if d.name == text:
+            return d
+    raise ValueError(f"unknown design {text!r}: use v6.5, v6.6, all, a name such as "
+                     "'flush/allow-move/none/drop', or knobs such as "
+                     "'slot_hook=flush,move=allow,kvmgt_lock=none,drop=1'")
+
+
+def parse_designs(spec: str | Design | Iterable[str | Design] | None) -> tuple[Design, ...]:
+    """Designs from ``"v6.5,v6.6"``, ``"all"`` (the 32 combinations), or a list of names.
+
+    Knob specs contain commas, so in a comma-separated string separate designs with ``;``
+    when any of them uses ``knob=value`` syntax."""
+    if spec is None:
+        return (Design.preset("v6.5"), Design.preset("v6.6"))
+    if isinstance(spec, Design):
+        return (spec,)
+    if isinstance(spec, str):
+        parts = [p for p in spec.split(";" if "=" in spec else ",") if p.strip()]
+    else:
+        parts = list(spec)
+    out: list[Design] = []
+    for p in parts:
+        if isinstance(p, str) and p.strip() == "all":
+            out.extend(Design.all())
+        else:
+            out.append(parse_design(p))
+    if not out:
+        raise ValueError("no designs given")
+    seen: list[Design] = []
+    for d in out:
+        if d not in seen:
+            seen.append(d)
+    return tuple(seen)
+
+
+def parse_seeds(spec: str | int | Iterable[int] | None) -> tuple[int, ...]:
+    """Seeds from ``"0,1,2"`` or ranges in the kernel's cpulist style, ``"0-9,20"``.
+
+    A bare int ``n`` (not a string) means ``range(n)``."""
+    if spec is None:
+        return (0,)
+    if isinstance(spec, bool):
+        raise TypeError("seeds must be ints")
+    if isinstance(spec, int):
+        if spec < 1:
+            raise ValueError(f"seeds={spec}: need at least one seed")
+        return tuple(range(spec))
+    if isinstance(spec, str):
+        seeds: list[int] = []
+        for part in spec.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            lo, dash, hi = part.partition("-")
+            try:
+                if dash and lo:
+                    a, b = int(lo), int(hi)
+                    if b < a:
+                        raise ValueError
+                    seeds.extend(range(a, b + 1))
+                else:
+                    seeds.append(int(part))
+            except ValueError:
+                raise ValueError(f"bad seed list {spec!r}: want e.g. 0,1,2 or 0-9") from None
+    else:
+        seeds = []
+        for s in spec:
+            if isinstance(s, bool) or not isinstance(s, int):
+                raise TypeError(f"seeds must be ints, got {s!r}")
+            seeds.append(int(s))
+    if not seeds:
+        raise ValueError("no seeds given")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"repeated seed in {spec!r}")
+    return tuple(seeds)
+
+
+def _scalar(text: str) -> Any:
+    t = text.strip()
+    low = t.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for conv in (int, float):
+        try:
+            v = conv(t.replace("_", "")) if t else None
+        except ValueError:
+            continue
+        if v is not None and (conv is int or math.isfinite(v)):
+            return v
+    if not t:
+        raise ValueError("empty value")
+    return t
+
+
+def parse_param(text: str) -> tuple[str, list[Any]]:
+    """``"name=v1,v2,..."`` -> ``("name", [v1, v2, ...])``; values become int, float, bool or str
+    (``100_000`` and ``1e5`` are numbers)."""
+    name, eq, values = text.partition("=")
+    name = name.strip()
+    if not eq or not name:
+        raise ValueError(f"--param wants name=v1,v2,..., got {text!r}")
+    try:
+        vals = [_scalar(v) for v in values.split(",")]
+    except ValueError:
+        raise ValueError(f"--param {text!r}: empty value in the list") from None
+    return name, vals
+
+
+# ---------------------------------------------------------------------------
+# The grid
+
+def _json_scalar(v: Any, where: str) -> Any:
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):   # numpy scalar
+        v = v.item()
+    if isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"{where}: {v!r} is not a finite number")
+        return v
+    raise TypeError(f"{where}: values must be int, float, bool or str, got {type(v).__name__}")
+
+
+def _design_knobs(d: Design) -> dict[str, Any]:
+    return {"slot_hook": d.slot_hook, "move": d.move, "kvmgt_lock": d.kvmgt_lock,
+            "drop_protection_on_remove": d.drop_protection_on_remove}
+
+
+def run_key(scenario_name: str, params: Mapping[str, Any], design: Design, seed: int) -> str:
+    """The stable key of one run: a hash of its scenario name, parameters, design and seed."""
+    blob = json.dumps({"scenario": scenario_name, "params": dict(sorted(params.items())),
+                       "design": _design_knobs(design), "seed": seed},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:_KEY_HEX]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One point of a grid: its position, key, parameters, design and seed."""
+
+    index: int
+    key: str
+    params: tuple[tuple[str, Any], ...]
+    design: Design
+    seed: int
+
+    @property
+    def params_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+
+@dataclass(frozen=True, init=False)
+class Grid:
+    """Workload parameters (name -> values), designs and seeds; expands to :class:`RunSpec`\\ s.
+
+    ``Grid({"ram_gib": [1, 1024], "tracked_gfns": [0, 100_000]}, designs="all", seeds=3)``.
+    A scalar value is a one-value list.  ``designs`` takes what :func:`parse_designs` takes
+    (default v6.5 and v6.6); ``seeds`` what :func:`parse_seeds` takes (default ``[0]``)."""
+
+    params: tuple[tuple[str, tuple[Any, ...]], ...]
+    designs: tuple[Design, ...]
+    seeds: tuple[int, ...]
+
+    def __init__(self, params: Mapping[str, Any] | None = None, designs=None, seeds=None):
+        items: list[tuple[str, tuple[Any, ...]]] = []
+        for name, values in (params or {}).items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ValueError(f"parameter name {name!r} is not an identifier")
+            if name in _RESERVED:
+                hint = " (use seeds=)" if name == "seed" else (
+                    " (use designs=)" if name in ("design", "designs") else "")
+                raise ValueError(f"{name!r} cannot be a swept parameter{hint}")
+            if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+                values = [values]
+            vals = tuple(_json_scalar(v, f"parameter {name!r}") for v in values)
+            if not vals:
+                raise ValueError(f"parameter {name!r} has no values")
+            if len({json.dumps(v) for v in vals}) != len(vals):
+                raise ValueError(f"parameter {name!r} repeats a value: {list(vals)}")
+            items.append((name, vals))
+        object.__setattr__(self, "params", tuple(items))
+        object.__setattr__(self, "designs", parse_designs(designs))
+        object.__setattr__(self, "seeds", parse_seeds(seeds))
+
+    # -- construction from files / dicts ------------------------------------
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Grid":
+        """From ``{"params": {...}, "designs": [...], "seeds": [...]}`` (what :meth:`to_dict`
+        gives and a grid TOML file holds); a ``scenario`` key is allowed and ignored here."""
+        unknown = set(d) - {"params", "designs", "seeds", "scenario"}
+        if unknown:
+            raise ValueError(f"unknown grid key(s) {sorted(unknown)}: want params, designs, "
+                             "seeds, scenario")
+        params = d.get("params", {})
+        if not isinstance(params, Mapping):
+            raise ValueError("grid 'params' must be a table of name = [values]")
+        return cls(params, designs=d.get("designs"), seeds=d.get("seeds"))
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> "Grid":
+        """Read a grid file::
+
+            scenario = "desktop"        # optional; kvmpt sweep uses it unless --scenario
+            designs = ["v6.5", "v6.6"]  # or "all"
+            seeds = "0-2"               # or [0, 1, 2]
+            [params]
+            ram_gib = [1, 16, 256, 1024]
+            tracked_gfns = [0, 4000, 100000]
+        """
+        return cls.from_dict(read_grid_file(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"params": {k: list(v) for k, v in self.params},
+                "designs": [d.name for d in self.designs],
+                "seeds": list(self.seeds)}
+
+    # -- expansion ----------------------------------------------------------
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(k for k, _ in self.params)
+
+    def __len__(self) -> int:
+        n = len(self.designs) * len(self.seeds)
+        for _, v in self.params:
+            n *= len(v)
+        return n
+
+    def expand(self, scenario_name: str = "") -> list[RunSpec]:
+        """Every run, in grid order (parameters slowest-first, then design, then seed)."""
+        names = self.param_names
+        runs = []
+        combos = itertools.product(*(v for _, v in self.params))
+        for i, (combo, design, seed) in enumerate(
+                (c, d, s) for c in combos for d in self.designs for s in self.seeds):
+            params = tuple(zip(names, combo))
+            runs.append(RunSpec(i, run_key(scenario_name, dict(params), design, seed),
+                                params, design, seed))
+        return runs
+
+
+def read_grid_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A grid file (TOML, or JSON if it ends in .json) as a dict."""
+    p = Path(path)
+    raw = p.read_bytes()
+    if p.suffix == ".json":
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p}: not valid JSON: {exc}") from None
+    import tomllib
+    try:
+        return tomllib.loads(raw.decode())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{p}: not valid TOML: {exc}") from None
+
+
+# ---------------------------------------------------------------------------
+# The table
+
+def _col_type(values: Iterable[Any]) -> str:
+    kinds = {type(v) for v in values if v is not None}
+    if not kinds:
+        return "str"
+    if kinds == {bool}:
+        return "bool"
+    if kinds <= {int}:
+        return "int"
+    if kinds <= {int, float}:
+        return "float"
+    return "str"
+
+
+class SweepTable:
+    """A tidy table: one row (a dict) per run, in grid order, with fixed columns.
+
+    ``table.rows`` is the list of dicts, ``table.columns`` the column order,
+    ``table.column(name)`` one column as a list, ``table.meta`` what is saved with
+    it (grid, scenario, kvmpt version, which columns are parameters/metrics).
+    ``table.stats`` (not saved) counts the runs done now, resumed from the log, failed."""
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,
+                 meta: Mapping[str, Any] | None = None, stats: Mapping[str, Any] | None = None):
+        self.rows = [dict(r) for r in rows]
+        if columns is None:
+            columns = []
+            for r in self.rows:
+                columns.extend(k for k in r if k not in columns)
+        self.columns = list(columns)
+        self.meta = dict(meta or {})
+        self.stats = dict(stats or {})
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.rows)
+
+    def __getitem__(self, name: str) -> list[Any]:
+        return self.column(name)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SweepTable):
+            return NotImplemented
+        return self.columns == other.columns and self.rows == other.rows
+
+    def __repr__(self) -> str:
+        return (f"SweepTable({len(self.rows)} runs x {len(self.columns)} columns, "
+                f"scenario={self.meta.get('scenario')!r}, failed={len(self.failed())})")
+
+    def column(self, name: str) -> list[Any]:
+        if name not in self.columns:
+            raise KeyError(f"no column {name!r}; columns: {', '.join(self.columns)}")
+        return [r.get(name) for r in self.rows]
+
+    @property
+    def param_columns(self) -> list[str]:
+        return list(self.meta.get("param_columns", []))
+
+    @property
+    def metric_columns(self) -> list[str]:
+        return list(self.meta.get("metric_columns", []))
+
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r.get("status") != "ok"]
+
+    def where(self, **equals: Any) -> "SweepTable":
+        """The rows whose columns equal the given values (a list value means "any of")."""
+        def ok(r):
+            for k, v in equals.items():
+                if isinstance(v, (list, tuple, set, frozenset)):
+                    if r.get(k) not in v:
+                        return False
+                elif r.get(k) != v:
+                    return False
+            return True
+        return SweepTable([r for r in self.rows if ok(r)], self.columns, self.meta)
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """Dict of columns."""
+        return {c: self.column(c) for c in self.columns}
+
+    def column_types(self) -> dict[str, str]:
+        return {c: _col_type(r.get(c) for r in self.rows) for c in self.columns}
+
+    def to_pandas(self):
+        import pandas as pd
+        return pd.DataFrame(self.rows, columns=self.columns)
+
+    def to_arrow(self):
+        import pyarrow as pa
+        types = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(), "str": pa.string()}
+        ctypes = self.column_types()
+        arrays, fields = [], []
+        for c in self.columns:
+            t = ctypes[c]
+            vals = self.column(c)
+            if t == "float":
+                vals = [None if v is None else float(v) for v in vals]
+            elif t == "str":
+                vals = [None if v is None else str(v) for v in vals]
+            arrays.append(pa.array(vals, type=types[t]))
+            fields.append(pa.field(c, types[t]))
+        meta = {META_KEY: json.dumps(self.meta, sort_keys=True)}
+        return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=meta))
+
+    # -- saving -------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``.parquet`` (with metadata) or ``.csv`` (with a ``.csv.json`` sidecar)."""
+        p = Path(path)
+        if p.suffix == ".parquet":
+            self.to_parquet(p)
+        elif p.suffix == ".csv":
+            self.to_csv(p)
+        else:
+            raise ValueError(f"{p}: output must end in .parquet or .csv")
+        return p
+
+    def to_parquet(self, path: str | os.PathLike) -> None:
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError("writing .parquet needs pyarrow (pip install 'kvmpt[dev]'); "
+                             "or write .csv") from None
+        tmp = Path(str(path) + ".tmp")
+        pq.write_table(self.to_arrow(), tmp, compression="zstd")
+        os.replace(tmp, path)
+
+    def to_csv(self, path: str | os.PathLike | None = None) -> str | None:
+        """Write CSV (None is an empty field; floats as ``repr``, so they round-trip) and the
+        sidecar ``<path>.json``; with no path, return the CSV text."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(self.columns)
+        for r in self.rows:
+            w.writerow(["" if r.get(c) is None else repr(r[c]) if isinstance(r[c], float)
+                        else r[c] for c in self.columns])
+        if path is None:
+            return buf.getvalue()
+        p = Path(path)
+        _atomic_write(p, buf.getvalue())
+        side = dict(self.meta)
+        side["column_types"] = self.column_types()
+        _atomic_write(Path(str(p) + ".json"), json.dumps(side, indent=1, sort_keys=True) + "\n")
+        return None
+
+
+def _atomic_write(p: Path, text: str) -> None:
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, p)
+
+
+def load_table(path: str | os.PathLike) -> SweepTable:
+    """Read a table written by :meth:`SweepTable.save` (Parquet, or CSV + its sidecar)."""
+    p = Path(path)
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+        t = pq.read_table(p)
+        md = t.schema.metadata or {}
+        meta = json.loads(md.get(META_KEY.encode(), b"{}"))
+        return SweepTable(t.to_pylist(), t.column_names, meta)
+    if p.suffix == ".csv":
+        side = Path(str(p) + ".json")
+        meta = json.loads(side.read_text()) if side.exists() else {}
+        ctypes = meta.pop("column_types", {})
+        conv = {"int": int, "float": float, "bool": lambda s: s == "True", "str": str}
+        with open(p, newline="") as f:
+            reader = csv.reader(f)
+            columns = next(reader)
+            rows = [{c: (None if v == "" else conv[ctypes.get(c, "str")](v))
+                     for c, v in zip(columns, rec)} for rec in reader]
+        return SweepTable(rows, columns, meta)
+    raise ValueError(f"{p}: a sweep table ends in .parquet or .csv")
+
+
+# ---------------------------------------------------------------------------
+# One run (in a worker)
+
+def _metric(v: Any) -> Any:
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        try:
+            v = v.item()
+        except (TypeError, ValueError):
+            return str(v)
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None if math.isnan(v) else v
+    return str(v)
+
+
+def _execute(scenario: Any, design: Design, seed: int, key: str, run_fn: Callable) -> dict:
+    """Run one point; never raises for an ordinary exception (it is the record's error)."""
+    t0 = time.perf_counter()
+    try:
+        result = run_fn(scenario, design, seed=seed)
+        summary = result.summary if hasattr(result, "summary") else result
+        if not isinstance(summary, Mapping):
+            raise TypeError(f"run returned {type(result).__name__}, not a result with a "
+                            ".summary mapping")
+        metrics = {str(k): _metric(v) for k, v in summary.items()}
+        return {"key": key, "status": "ok", "error": None, "summary": metrics,
+                "wall_s": round(time.perf_counter() - t0, 6)}
+    except Exception as exc:   # noqa: BLE001 - a failed run is data, not a crash
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+        msg = " ".join(str(exc).split()) or "-"
+        return {"key": key, "status": "error", "error": f"{type(exc).__name__}: {msg}{where}",
+                "summary": {}, "wall_s": round(time.perf_counter() - t0, 6)}
+
+
+def _worker_init() -> None:
+    # One process per core already; keep each run's Numba kernels single-threaded.
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+
+# ---------------------------------------------------------------------------
+# The run log
+
+def log_path_for(out: str | os.PathLike) -> Path:
+    """Where :func:`sweep` keeps the run log of a sweep writing ``out``."""
+    return Path(str(out) + ".runs.jsonl")
+
+
+class _RunLog:
+    """JSON lines: a header, then one line per finished or failed run (appended, flushed)."""
+
+    def __init__(self, path: Path, header: dict, resume: bool):
+        self.path = path
+        self.done: dict[str, dict] = {}
+        if resume and path.exists():
+            lines = path.read_text().splitlines()
+            first = _loads(lines[0]) if lines else None
+            if first is not None and first.get("kvmpt_sweep_log") == _LOG_FORMAT:
+                if first.get("fingerprint") != header["fingerprint"]:
+                    raise ValueError(
+                        f"{path}: this run log was made from a different scenario definition "
+                        "or kvmpt version; delete it (or run without --resume) to start over")
+                for line in lines[1:]:
+                    rec = _loads(line)      # a torn last line (killed mid-write) is skipped
+                    if rec and "key" in rec and rec.get("status") in ("ok", "error"):
+                        self.done[rec["key"]] = rec
+                self.f = open(path, "a")
+                if lines and not path.read_text().endswith("\n"):
+                    self.f.write("\n")
+                return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(path, "w")
+        self.f.write(json.dumps(header, sort_keys=True) + "\n")
+        self.f.flush()
+
+    def append(self, rec: dict) -> None:
+        # keys in their order: a run's metrics keep the order its summary gave them
+        self.f.write(json.dumps(rec) + "\n")
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _loads(line: str):
+    try:
+        v = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return v if isinstance(v, dict) else None
+
+
+# ---------------------------------------------------------------------------
+# Executors
+
+class _Interrupted(Exception):
+    pass
+
+
+def _run_local(todo, payload, run_fn, workers, on_done):
+    """Process pool, at most 2 x workers runs in flight.  A worker that dies (os._exit, a
+    segfault) breaks the pool: the runs that were in flight are then retried one at a time
+    in a fresh pool, and the one that kills its pool again is recorded as failed."""
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in
+                                      multiprocessing.get_all_start_methods() else "spawn")
+
+    def new_pool(n):
+        return cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init)
+
+    queue = list(todo)
+    queue.reverse()                          # pop() from the end = grid order
+    pool = new_pool(workers)
+    inflight: dict[cf.Future, RunSpec] = {}
+    try:
+        while queue or inflight:
+            while queue and len(inflight) < 2 * workers:
+                spec = queue.pop()
+                inflight[pool.submit(_execute, payload(spec), spec.design, spec.seed,
+                                     spec.key, run_fn)] = spec
+            done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
+            broken: list[RunSpec] = []
+            for fut in sorted(done, key=lambda f: inflight[f].index):
+                spec = inflight.pop(fut)
+                try:
+                    on_done(spec, fut.result())
+                except cf.process.BrokenProcessPool:
+                    broken.append(spec)
+            if broken:
+                broken.extend(inflight.values())
+                inflight.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                for spec in sorted(broken, key=lambda s: s.index):
+                    solo = new_pool(1)
+                    try:
+                        rec = solo.submit(_execute, payload(spec), spec.design, spec.seed,
+                                          spec.key, run_fn).result()
+                    except cf.process.BrokenProcessPool:
+                        rec = {"key": spec.key, "status": "error", "summary": {},
+                               "error": "WorkerDied: the worker process running this run "
+                                        "exited abruptly", "wall_s": None}
+                    finally:
+                        solo.shutdown(wait=False, cancel_futures=True)
+                    on_done(spec, rec)
+                pool = new_pool(workers)
+    except BaseException:
+        for fut in inflight:
+            fut.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _run_serial(todo, payload, run_fn, on_done):
+    for spec in todo:
+        on_done(spec, _execute(payload(spec), spec.design, spec.seed, spec.key, run_fn))
+
+
+def _run_dask(todo, payload, run_fn, client, on_done):
+    from distributed import as_completed
+    futures = {}
+    batch = []
+    for spec in todo:
+        fut = client.submit(_execute, payload(spec), spec.design, spec.seed, spec.key, run_fn,
+                            pure=False, key=f"kvmpt-sweep-{spec.key}-{os.urandom(4).hex()}")
+        futures[fut] = spec
+        batch.append(fut)
+    try:
+        for fut in as_completed(batch):
+            spec = futures.pop(fut)
+            if fut.status == "error":
+                exc = fut.exception()
+                rec = {"key": spec.key, "status": "error", "summary": {}, "wall_s": None,
+                       "error": f"{type(exc).__name__}: {' '.join(str(exc).split()) or '-'}"}
+            else:
+                rec = fut.result()
+            on_done(spec, rec)
+    finally:
+        for fut in futures:
+            fut.cancel()
+
+
+# ---------------------------------------------------------------------------
+# sweep()
+
+def _default_run_fn():
+    from .scenario import run as scenario_run
+    return scenario_run
+
+
+def _resolve_scenario(scenario):
+    if scenario is None or isinstance(scenario, (str, os.PathLike)):
+        from .scenario import load_scenario
+        if scenario is None:
+            from .scenario import list_scenarios
+            names = list_scenarios()
+            if not names:
+                raise ValueError("no scenarios available")
+            scenario = getattr(sys.modules["kvmpt.scenario"], "DEFAULT_SCENARIO", names[0])
+        return load_scenario(scenario)
+    if not hasattr(scenario, "with_overrides"):
+        raise TypeError("scenario must be a name, a path, or a Scenario (with .with_overrides)")
+    return scenario
+
+
+def _scenario_name(sc) -> str:
+    return str(getattr(sc, "name", None) or type(sc).__name__)
+
+
+def _scenario_description(sc) -> Any:
+    if dataclasses.is_dataclass(sc):
+        try:
+            return json.loads(json.dumps(dataclasses.asdict(sc), sort_keys=True, default=str))
+        except (TypeError, ValueError, RecursionError):
+            pass
+    return repr(sc)
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None, out: str | os.PathLike | None = None,
+          scheduler: str | None = None, client: Any = None, workers: int | None = None,
+          progress: bool = True, run_fn: Callable | None = None, *, resume: bool = False,
+          retry_failed: bool = False, keep_log: bool = False) -> SweepTable:
+    """Run every point of ``grid`` on ``scenario`` and return the tidy :class:`SweepTable`.
+
+    ``grid``: a :class:`Grid`, or a dict as :meth:`Grid.from_dict` takes.
+    ``scenario``: a scenario name or file (``kvmpt.scenario.load_scenario``), or a Scenario;
+    each run is ``run_fn(scenario.with_overrides(**params), design, seed=seed)``.
+    ``out``: save the table there (``.parquet`` or ``.csv``) and keep a run log beside it.
+    ``scheduler``: a Dask scheduler address (``tcp://HOST:PORT``), or pass ``client``;
+    otherwise a local process pool of ``workers`` processes (default: one per core;
+    ``workers=0`` runs in this process, serially).
+    ``progress``: a tqdm bar on stderr when it is a terminal.
+    ``run_fn``: defaults to ``kvmpt.scenario.run``; must be picklable (a module-level function)
+    for the process pool and Dask.
+    ``resume``: skip the runs already in ``out``'s run log (failed ones too, unless
+    ``retry_failed``).  Without it an existing log is started over.
+
+    Same grid, scenario and seeds give the same table, in grid order, whichever executor ran it.
+    A run that raises is a row with ``status="error"`` and the exception in ``error``.
+    """
+    if not isinstance(grid, Grid):
+        grid = Grid.from_dict(grid)
+    if scheduler is not None and client is not None:
+        raise ValueError("give scheduler or client, not both")
+    if workers is not None and (isinstance(workers, bool) or workers < 0):
+        raise ValueError(f"workers={workers!r}: want a count >= 0")
+    if out is not None and Path(out).suffix not in (".parquet", ".csv"):
+        raise ValueError(f"{out}: output must end in .parquet or .csv")
+    base = _resolve_scenario(scenario)
+    run_fn = run_fn or _default_run_fn()
+    name = _scenario_name(base)
+    specs = grid.expand(name)
+
+    # Build every run's scenario up front: a bad parameter name fails before any run.
+    scen_cache: dict[tuple, Any] = {}
+    for spec in specs:
+        if spec.params not in scen_cache:
+            try:
+                scen_cache[spec.params] = base.with_overrides(**spec.params_dict)
+            except TypeError as exc:
+                raise ValueError(f"scenario {name!r} rejects {spec.params_dict}: {exc}") from None
+
+    def payload(spec: RunSpec):
+        return scen_cache[spec.params]
+
+    description = _scenario_description(base)
+    version = _version()
+    meta = {"kvmpt_version": version, "scenario": name, "scenario_definition": description,
+            "grid": grid.to_dict(), "param_columns": list(grid.param_names),
+            "design_columns": list(DESIGN_COLUMNS)}
+    fingerprint = hashlib.sha256(json.dumps([version, name, description], sort_keys=True,
+                                            default=str).encode()).hexdigest()[:_KEY_HEX]
+
+    log = None
+    records: dict[str, dict] = {}
+    if out is not None:
+        header = {"kvmpt_sweep_log": _LOG_FORMAT, "fingerprint": fingerprint, **meta}
+        log = _RunLog(log_path_for(out), header, resume)
+        wanted = {s.key for s in specs}
+        for k, rec in log.done.items():
+            if k in wanted and (rec["status"] == "ok" or not retry_failed):
+                records[k] = rec
+    resumed = len(records)
+    todo = [s for s in specs if s.key not in records]
+
+    bar = None
+    if progress and todo:
+        try:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(specs), initial=resumed, desc=f"sweep {name}", unit="run",
+                       disable=not sys.stderr.isatty(), file=sys.stderr, dynamic_ncols=True)
+        except ImportError:
+            bar = None
+    n_failed_now = 0
+
+    def on_done(spec: RunSpec, rec: dict) -> None:
+        nonlocal n_failed_now
+        rec = dict(rec, index=spec.index, seed=spec.seed, params=spec.params_dict,
+                   design=spec.design.name)
+        records[spec.key] = rec
+        if rec["status"] != "ok":
+            n_failed_now += 1
+        if log is not None:
+            log.append(rec)
+        if bar is not None:
+            bar.update(1)
+            if n_failed_now:
+                bar.set_postfix(failed=n_failed_now, refresh=False)
+
+    t0 = time.perf_counter()
+    own_client = None
+    try:
+        if todo:
+            if scheduler is not None or client is not None:
+                if client is None:
+                    from distributed import Client
+                    own_client = client = Client(scheduler, timeout="20s")
+                _run_dask(todo, payload, run_fn, client, on_done)
+            elif workers == 0 or (workers is None and (os.cpu_count() or 1) == 1) \
+                    or len(todo) == 1 and workers is None:
+                _run_serial(todo, payload, run_fn, on_done)
+            else:
+                _run_local(todo, payload, run_fn, workers or os.cpu_count() or 1, on_done)
+    finally:
+        if bar is not None:
+            bar.close()
+        if own_client is not None:
+            own_client.close()
+        if log is not None:
+            log.close()
+    elapsed = time.perf_counter() - t0
+
+    table = _assemble(specs, records, grid, name, meta)
+    table.stats = {"runs": len(specs), "ran": len(todo), "resumed": resumed,
+                   "failed": len(table.failed()), "elapsed_s": elapsed}
+    if out is not None:
+        table.save(out)
+        if not table.failed() and not keep_log:
+            log_path_for(out).unlink(missing_ok=True)
+    return table
+
+
+def _assemble(specs, records, grid, name, meta) -> SweepTable:
+    pcols = list(grid.param_names)
+    fixed = set(_LEAD_COLUMNS) | set(DESIGN_COLUMNS) | set(_STATUS_COLUMNS) | set(pcols)
+    metric_cols: list[str] = []
+    rows = []
+    for spec in specs:
+        rec = records[spec.key]
+        row: dict[str, Any] = {"run": spec.index, "key": spec.key, "scenario": name,
+                               "design": spec.design.name, **_design_knobs(spec.design)}
+        row.update(spec.params_dict)
+        row.update(seed=spec.seed, status=rec["status"], error=rec.get("error"))
+        for k, v in (rec.get("summary") or {}).items():
+            if k in fixed:
+                if row.get(k) == v:
+                    continue          # the summary echoes a parameter: keep one column
+                k = f"summary_{k}"
+            if k not in metric_cols:
+                metric_cols.append(k)
+            row[k] = v
+        rows.append(row)
+    columns = [*_LEAD_COLUMNS, *DESIGN_COLUMNS, *pcols, *_STATUS_COLUMNS, *metric_cols]
+    for r in rows:
+        for c in metric_cols:
+            r.setdefault(c, None)
+    meta = dict(meta, metric_columns=metric_cols, n_runs=len(rows),
+                n_failed=sum(r["status"] != "ok" for r in rows))
+    return SweepTable(rows, columns, meta)
+
+
+# ---------------------------------------------------------------------------
+# Benchmark: runs/s locally vs on a 2-worker LocalCluster
+
+def bench(grid: Grid | None = None, scenario: Any = None, run_fn: Callable | None = None,
+          n_workers: int = 2, file=None) -> dict[str, float]:
+    """Time the same sweep on a local process pool and on a ``LocalCluster`` of ``n_workers``
+    single-threaded worker processes on 127.0.0.1; print runs/s for each and their ratio."""
+    file = file or sys.stdout
+    if grid is None:
+        grid = Grid(BENCH_PARAMS, designs=["v6.5", "v6.6"], seeds=2)
+    from distributed import Client, LocalCluster
+    t0 = time.perf_counter()
+    local = sweep(grid, scenario, workers=n_workers, progress=False, run_fn=run_fn)
+    t_local = time.perf_counter() - t0
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                      host="127.0.0.1", dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        client.run(_worker_init)
+        t0 = time.perf_counter()
+        dist = sweep(grid, scenario, client=client, progress=False, run_fn=run_fn)
+        t_dask = time.perf_counter() - t0
+    if dist != local:
+        raise RuntimeError("the Dask sweep's table differs from the local one")
+    n = len(local)
+    res = {"runs": n, "local_runs_per_s": n / t_local, "dask_runs_per_s": n / t_dask,
+           "ratio": (n / t_dask) / (n / t_local)}
+    print(f"sweep benchmark: {n} runs of scenario {local.meta['scenario']!r}, "
+          f"{n_workers} workers", file=file)
+    print(f"  local process pool      {res['local_runs_per_s']:8.1f} runs/s  "
+          f"({t_local:.2f} s)", file=file)
+    print(f"  LocalCluster (dask)     {res['dask_runs_per_s']:8.1f} runs/s  "
+          f"({t_dask:.2f} s)", file=file)
+    print(f"  ratio dask/local        {res['ratio']:8.2f}", file=file)
+    return res
+
+
+#: the benchmark's default workload parameters (short runs)
+BENCH_PARAMS: dict[str, list[Any]] = {"tracked_gfns": [0, 1000, 4000, 20000],
+                                      "ram_gib": [1, 8, 64]}
+
+
+# ---------------------------------------------------------------------------
+# kvmpt sweep
+
+def add_arguments(p) -> None:
+    p.description = (
+        "Run one scenario over a grid of designs x workload parameters x seeds and write a "
+        "tidy table: one row per run with its parameters, design knobs, seed, status and "
+        "every summary metric.  Runs in parallel on this machine's cores, or on a Dask "
+        "cluster with --scheduler; with --out, finished runs are logged to OUT.runs.jsonl "
+        "so --resume can skip them after an interruption.")
+    p.add_argument("--grid", metavar="FILE",
+                   help="grid file (TOML: optional scenario, designs, seeds, and a [params] "
+                        "table of name = [values]); --param/--designs/--seeds override it")
+    p.add_argument("--param", "-p", action="append", default=[], metavar="NAME=V1,V2,...",
+                   help="sweep a scenario parameter over these values (repeatable), e.g. "
+                        "ram_gib=1,64,1024 or tracked_gfns=0,4000,100_000")
+    p.add_argument("--scenario", metavar="NAME|FILE",
+                   help="the scenario to run (default: the grid file's, else the default one)")
+    p.add_argument("--designs", metavar="LIST",
+                   help="comma-separated designs: v6.5, v6.6, all (the 32 combinations) or "
+                        "names like flush/allow-move/none/drop; separate knob specs "
+                        "(slot_hook=flush,move=allow,...) with ';' (default: v6.5,v6.6)")
+    p.add_argument("--seeds", metavar="LIST",
+                   help="seeds as a cpulist, e.g. 0-4 or 0,1,7 (default: the grid file's, else 0)")
+    p.add_argument("--out", "-o", metavar="FILE",
+                   help="write the table to FILE.parquet or FILE.csv (with a .csv.json "
+                        "sidecar); default: CSV on stdout, no run log")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on a Dask cluster, e.g. tcp://10.0.0.1:8786, instead of locally")
+    p.add_argument("--workers", "-j", type=int, metavar="N",
+                   help="local worker processes (default: one per core; 0 = serial, in this "
+                        "process)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip runs already in OUT.runs.jsonl (needs --out); without it an "
+                        "existing log is started over")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="with --resume, run again the runs the log records as failed")
+    p.add_argument("--keep-log", action="store_true",
+                   help="keep OUT.runs.jsonl after a sweep with no failures")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the number of runs and the grid, run nothing")
+    p.add_argument("--bench", action="store_true",
+                   help="benchmark: runs/s of a small sweep on a local pool vs a 2-worker "
+                        "LocalCluster on 127.0.0.1, and their ratio")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary line")
+
+
+def _grid_from_args(args) -> tuple[Grid, Any]:
+    spec: dict[str, Any] = {}
+    if args.grid:
+        spec = read_grid_file(args.grid)
+        if not isinstance(spec, dict):
+            raise ValueError(f"{args.grid}: a grid file is a table")
+    params = dict(spec.get("params", {}) or {})
+    for text in args.param:
+        k, vals = parse_param(text)
+        params[k] = vals
+    grid = Grid.from_dict({"params": params,
+                           "designs": args.designs if args.designs else spec.get("designs"),
+                           "seeds": args.seeds if args.seeds else spec.get("seeds")})
+    return grid, args.scenario or spec.get("scenario")
+
+
+def run(args) -> int:
+    if args.retry_failed and not args.resume:
+        raise ValueError("--retry-failed needs --resume")
+    if args.resume and not args.out:
+        raise ValueError("--resume needs --out (the run log lives beside the output)")
+    if args.workers is not None and args.workers < 0:
+        raise ValueError(f"--workers {args.workers}: want 0 or more")
+    if args.bench:
+        grid = None
+        if args.grid or args.param or args.designs or args.seeds:
+            grid, _ = _grid_from_args(args)
+        bench(grid, args.scenario)
+        return 0
+    grid, scenario = _grid_from_args(args)
+    if args.dry_run:
+        print(f"{len(grid)} runs: {json.dumps(grid.to_dict())}")
+        return 0
+    table = sweep(grid, scenario, out=args.out, scheduler=args.scheduler,
+                  workers=args.workers, progress=not args.quiet, resume=args.resume,
+                  retry_failed=args.retry_failed, keep_log=args.keep_log)
+    if args.out is None:
+        sys.stdout.write(table.to_csv())
+    st = table.stats
+    if not args.quiet:
+        where = f" -> {args.out}" if args.out else ""
+        print(f"kvmpt sweep: {st['runs']} runs ({st['ran']} run now, {st['resumed']} from the "
+              f"log), {st['failed']} failed, {st['elapsed_s']:.1f} s{where}", file=sys.stderr)
+        if st["failed"] and args.out:
+            print(f"kvmpt sweep: failed runs are in {args.out} (status=error) and "
+                  f"{log_path_for(args.out)}; rerun with --resume --retry-failed",
+                  file=sys.stderr)
+    return 1 if st["failed"] else 0
+
+
+class _CallableModule(types.ModuleType):
+    """``kvmpt.sweep`` is both this module and the function: ``kvmpt.sweep(grid, ...)`` and
+    ``kvmpt.sweep.Grid`` both work, whichever was touched first."""
+
+    def __call__(self, *args, **kwargs) -> SweepTable:
+        return sweep(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,334 @@
+"""kvmpt.sweep: grid expansion, the tidy table, local pool vs Dask, resuming, the CLI.
+
+Most tests drive :func:`kvmpt.sweep.sweep` with a stand-in scenario and run function
+(``FakeScenario``, ``fake_run``) so they test the sweep machinery, not the model; the
+tests marked ``real`` run the real ``kvmpt.scenario.run`` on tiny scenarios.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from kvmpt import Design, cli
+from kvmpt import sweep as sweep_mod
+from kvmpt.sweep import Grid, SweepTable, load_table, log_path_for, sweep
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+# ---------------------------------------------------------------------------
+# Stand-ins (module level: the process pool and Dask pickle them by reference)
+
+@dataclasses.dataclass(frozen=True)
+class FakeScenario:
+    name: str = "fake"
+    ram_gib: int = 8
+    tracked_gfns: int = 4000
+    write_rate: float = 2000.0
+    churn: str = "boot"
+
+    def with_overrides(self, **params):
+        known = {f.name for f in dataclasses.fields(self)} - {"name"}
+        unknown = set(params) - known
+        if unknown:
+            raise ValueError(f"unknown scenario parameter(s) {sorted(unknown)}")
+        return dataclasses.replace(self, **params)
+
+
+def fake_run(scenario, design, seed=None):
+    """Deterministic metrics from (scenario, design, seed); some parameter values misbehave."""
+    if scenario.churn == "raise":
+        raise RuntimeError("injected failure\nsecond line")
+    if scenario.churn == "die":
+        os._exit(7)                                   # a worker that dies abruptly
+    if scenario.churn == "die-once" and os.environ.get("KVMPT_TEST_DIE") == "1":
+        os._exit(3)                                   # kills a serial sweep mid-way
+    rng = random.Random(f"{scenario!r}|{design!r}|{seed}")
+    flush = design.slot_hook == "flush"
+    return SimpleNamespace(summary={
+        "wasted_cycles": scenario.tracked_gfns * (50 if flush else 2) + rng.randrange(100),
+        "mmu_lock_hold_us": scenario.ram_gib * (2.5 if flush else 0.25) + rng.random(),
+        "missed_writes": int(flush and design.drop_protection_on_remove) * rng.randrange(1, 9),
+        "stale": flush,
+        "ram_gib": scenario.ram_gib,                  # echoes a parameter: not a new column
+    })
+
+
+FAKE = FakeScenario()
+GRID = Grid({"ram_gib": [1, 1024], "tracked_gfns": [0, 100_000], "churn": ["boot", "raise"]},
+            designs=["v6.5", "v6.6"], seeds=[0, 1])
+
+
+# ---------------------------------------------------------------------------
+# Grid
+
+def test_grid_expands_in_a_fixed_order_with_stable_keys():
+    runs = GRID.expand("fake")
+    assert len(runs) == len(GRID) == 2 * 2 * 2 * 2 * 2
+    assert [r.index for r in runs] == list(range(len(runs)))
+    # parameters slowest-first, then design, then seed fastest
+    assert [r.seed for r in runs[:4]] == [0, 1, 0, 1]
+    assert [r.design.name for r in runs[:4]] == ["v6.5", "v6.5", "v6.6", "v6.6"]
+    assert runs[0].params_dict == {"ram_gib": 1, "tracked_gfns": 0, "churn": "boot"}
+    assert runs[-1].params_dict == {"ram_gib": 1024, "tracked_gfns": 100_000, "churn": "raise"}
+    assert len({r.key for r in runs}) == len(runs)
+    # the key is the run's, not its position's: same run in another grid -> same key
+    other = Grid({"churn": ["boot"], "tracked_gfns": [0], "ram_gib": [1]}, designs="v6.5",
+                 seeds=[1]).expand("fake")
+    assert other[0].key == runs[1].key
+    assert Grid(GRID.to_dict()["params"], designs="v6.5,v6.6", seeds="0-1") == GRID
+    assert Grid.from_dict(GRID.to_dict()) == GRID
+    assert GRID.expand("other")[0].key != runs[0].key
+
+
+def test_grid_rejects_bad_input():
+    with pytest.raises(ValueError, match="seeds="):
+        Grid({"seed": [1, 2]})
+    with pytest.raises(ValueError, match="repeats"):
+        Grid({"ram_gib": [1, 1]})
+    with pytest.raises(ValueError, match="no values"):
+        Grid({"ram_gib": []})
+    with pytest.raises(TypeError):
+        Grid({"ram_gib": [[1]]})
+    with pytest.raises(ValueError, match="unknown design"):
+        Grid({}, designs="v6.7")
+    with pytest.raises(ValueError, match="repeated seed"):
+        Grid({}, seeds="0-3,2")
+    with pytest.raises(ValueError, match="unknown grid key"):
+        Grid.from_dict({"parms": {}})
+
+
+def test_design_and_seed_parsing():
+    assert len(sweep_mod.parse_designs("all")) == 32
+    d = sweep_mod.parse_design("flush/allow-move/gfn_lock/keep")
+    assert d == Design("flush", "allow", "gfn_lock", False)
+    assert sweep_mod.parse_design(d.name) == d
+    assert sweep_mod.parse_designs("slot_hook=flush,move=allow;v6.6")[0].move == "allow"
+    assert sweep_mod.parse_designs("v6.6,v6.6") == (Design.preset("v6.6"),)
+    assert sweep_mod.parse_seeds("0-2,7") == (0, 1, 2, 7)
+    assert sweep_mod.parse_seeds(3) == (0, 1, 2)
+    assert sweep_mod.parse_param("tracked_gfns=0,4_000,1e5") == ("tracked_gfns", [0, 4000, 1e5])
+    assert sweep_mod.parse_param("churn=boot,none")[1] == ["boot", "none"]
+    with pytest.raises(ValueError):
+        sweep_mod.parse_param("tracked_gfns")
+
+
+# ---------------------------------------------------------------------------
+# The table
+
+@pytest.fixture(scope="module")
+def serial_table():
+    return sweep(GRID, FAKE, workers=0, progress=False, run_fn=fake_run)
+
+
+def test_table_is_tidy_and_failed_runs_are_rows(serial_table):
+    t = serial_table
+    assert len(t) == len(GRID)
+    assert t.columns[:8] == ["run", "key", "scenario", "design", "slot_hook", "move",
+                             "kvmgt_lock", "drop_protection_on_remove"]
+    assert t.columns[8:14] == ["ram_gib", "tracked_gfns", "churn", "seed", "status", "error"]
+    assert t.metric_columns == ["wasted_cycles", "mmu_lock_hold_us", "missed_writes", "stale"]
+    assert t.column("run") == list(range(len(GRID)))
+    bad = t.failed()
+    assert len(bad) == len(GRID) // 2 and all(r["churn"] == "raise" for r in bad)
+    assert bad[0]["error"].startswith("RuntimeError: injected failure second line (at test_sweep")
+    assert bad[0]["wasted_cycles"] is None
+    ok = t.where(status="ok", design="v6.5", tracked_gfns=100_000)
+    assert ok.column("wasted_cycles") and all(v >= 5_000_000 for v in ok.column("wasted_cycles"))
+    assert t.meta["grid"] == GRID.to_dict() and t.meta["scenario"] == "fake"
+    assert t.meta["kvmpt_version"] and t.stats["failed"] == len(bad)
+
+
+def test_same_grid_and_seeds_same_table(serial_table):
+    assert sweep(GRID, FAKE, workers=0, progress=False, run_fn=fake_run) == serial_table
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_save_and_load_round_trip(serial_table, tmp_path, suffix):
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    path = tmp_path / f"t{suffix}"
+    serial_table.save(path)
+    back = load_table(path)
+    assert back == serial_table
+    assert back.meta["grid"] == GRID.to_dict()
+    assert back.meta["kvmpt_version"] == serial_table.meta["kvmpt_version"]
+    assert back.metric_columns == serial_table.metric_columns
+    first = path.read_bytes()
+    serial_table.save(path)
+    assert path.read_bytes() == first                       # deterministic bytes
+    if suffix == ".csv":
+        assert json.loads(Path(str(path) + ".json").read_text())["scenario"] == "fake"
+
+
+# ---------------------------------------------------------------------------
+# Executors
+
+def test_local_pool_matches_serial(serial_table):
+    t = sweep(GRID, FAKE, workers=2, progress=False, run_fn=fake_run)
+    assert t == serial_table
+
+
+def test_a_worker_that_dies_is_a_failed_row_and_the_rest_finish(tmp_path):
+    grid = Grid({"churn": ["boot", "die", "raise"], "tracked_gfns": [1, 2]}, designs="v6.6")
+    t = sweep(grid, FAKE, workers=2, progress=False, run_fn=fake_run, out=tmp_path / "t.csv")
+    status = dict(zip(zip(t.column("churn"), t.column("tracked_gfns")), t.column("status")))
+    assert status == {("boot", 1): "ok", ("boot", 2): "ok", ("die", 1): "error",
+                      ("die", 2): "error", ("raise", 1): "error", ("raise", 2): "error"}
+    assert all(e.startswith("WorkerDied") for e in t.where(churn="die").column("error"))
+    assert log_path_for(tmp_path / "t.csv").exists()          # kept: there are failures
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_matches_local(serial_table):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            t = sweep(GRID, FAKE, client=client, progress=False, run_fn=fake_run)
+        assert t == serial_table
+        # and by address, as `kvmpt sweep --scheduler tcp://...` does
+        t2 = sweep(GRID, FAKE, scheduler=cluster.scheduler_address, progress=False,
+                   run_fn=fake_run)
+        assert t2 == serial_table
+
+
+# ---------------------------------------------------------------------------
+# Resuming
+
+class _Stop:
+    def __init__(self, at):
+        self.at, self.calls = at, []
+
+    def __call__(self, scenario, design, seed=None):
+        if len(self.calls) == self.at:
+            raise KeyboardInterrupt
+        self.calls.append((scenario, design, seed))
+        return fake_run(scenario, design, seed)
+
+
+def test_interrupted_sweep_resumes_without_redoing_runs(serial_table, tmp_path):
+    out = tmp_path / "s.parquet"
+    pytest.importorskip("pyarrow")
+    first = _Stop(at=11)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(GRID, FAKE, out=out, workers=0, progress=False, run_fn=first)
+    assert not out.exists()
+    lines = log_path_for(out).read_text().splitlines()
+    assert len(lines) == 1 + 11                                  # header + finished runs
+    second = _Stop(at=-1)
+    t = sweep(GRID, FAKE, out=out, workers=0, progress=False, run_fn=second, resume=True,
+              keep_log=True)
+    assert len(second.calls) == len(GRID) - 11
+    assert t.stats["resumed"] == 11 and t == serial_table and load_table(out) == serial_table
+    # a third resume runs nothing; retrying failures re-runs just those
+    third = _Stop(at=-1)
+    sweep(GRID, FAKE, out=out, workers=0, progress=False, run_fn=third, resume=True,
+          keep_log=True)
+    assert third.calls == []
+    sweep(GRID, FAKE, out=out, workers=0, progress=False, run_fn=third, resume=True,
+          retry_failed=True)
+    assert len(third.calls) == len(serial_table.failed())
+    # without resume, the log is started over
+    fourth = _Stop(at=-1)
+    sweep(GRID, FAKE, out=out, workers=0, progress=False, run_fn=fourth)
+    assert len(fourth.calls) == len(GRID)
+
+
+def test_resume_refuses_a_log_from_another_scenario_definition(tmp_path):
+    out = tmp_path / "s.csv"
+    with pytest.raises(KeyboardInterrupt):
+        sweep(GRID, FAKE, out=out, workers=0, progress=False, run_fn=_Stop(at=3))
+    with pytest.raises(ValueError, match="different scenario"):
+        sweep(GRID, dataclasses.replace(FAKE, write_rate=1.0), out=out, workers=0,
+              progress=False, run_fn=fake_run, resume=True)
+
+
+def test_killed_sweep_process_resumes(serial_table, tmp_path):
+    """The sweep process dies (os._exit in a serial run) half-way; a restart finishes it."""
+    out = tmp_path / "k.csv"
+    grid = Grid({"churn": ["boot", "die-once"], "tracked_gfns": [0, 7]}, designs="v6.5,v6.6")
+    script = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {str(HERE)!r})
+        from test_sweep import FAKE, fake_run
+        from kvmpt.sweep import Grid, sweep
+        sweep(Grid.from_dict({json.dumps(grid.to_dict())}), FAKE, out={str(out)!r},
+              workers=0, progress=False, run_fn=fake_run)
+    """)
+    env = dict(os.environ, KVMPT_TEST_DIE="1")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    n_done = len(log_path_for(out).read_text().splitlines()) - 1
+    assert n_done == 4                                           # the "boot" half
+    t = sweep(grid, FAKE, out=out, workers=2, progress=False, run_fn=fake_run, resume=True)
+    assert t.stats == dict(t.stats, resumed=4, ran=4, failed=0)
+    assert t == sweep(grid, FAKE, workers=0, progress=False, run_fn=fake_run)
+    assert not log_path_for(out).exists()                        # done, no failures
+
+
+def test_bad_parameter_fails_before_any_run():
+    calls = _Stop(at=-1)
+    with pytest.raises(ValueError, match="unknown scenario parameter"):
+        sweep(Grid({"tracked_gfns": [1], "ram_gb": [1]}), FAKE, workers=0, run_fn=calls)
+    assert calls.calls == []
+
+
+# ---------------------------------------------------------------------------
+# The command line
+
+def _cli(capsys, *argv):
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_help_documents_every_option(capsys):
+    rc, out, _ = _cli(capsys, "sweep", "--help")
+    assert rc == 0
+    for opt in ("--grid", "--param", "--scenario", "--designs", "--seeds", "--out",
+                "--scheduler", "--workers", "--resume", "--retry-failed", "--keep-log",
+                "--dry-run", "--bench", "--quiet"):
+        assert opt in out
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--param", "tracked_gfns"], "name=v1,v2"),
+    (["--designs", "v9"], "unknown design"),
+    (["--seeds", "3-1"], "bad seed list"),
+    (["--resume"], "--resume needs --out"),
+    (["--grid", "/nonexistent/grid.toml"], "No such file"),
+    (["--param", "seed=1,2"], "seeds="),
+    (["--out", "x.xlsx", "--param", "a=1"], ".parquet or .csv"),
+])
+def test_cli_bad_input_is_one_line(capsys, argv, msg):
+    rc, out, err = _cli(capsys, "sweep", *argv)
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith("kvmpt: error:") and msg in err
+
+
+def test_cli_dry_run_reads_a_grid_file(capsys, tmp_path):
+    g = tmp_path / "g.toml"
+    g.write_text('designs = "all"\nseeds = "0-2"\n[params]\ntracked_gfns = [0, 100000]\n')
+    rc, out, _ = _cli(capsys, "sweep", "--grid", str(g), "--param", "ram_gib=1,1024",
+                      "--dry-run")
+    assert rc == 0 and out.startswith(f"{32 * 3 * 2 * 2} runs:")
+    g.write_text("designs = [\n")
+    rc, _, err = _cli(capsys, "sweep", "--grid", str(g), "--dry-run")
+    assert rc == 2 and "not valid TOML" in err
+
+
+def test_kvmpt_sweep_is_the_module_and_the_function(serial_table):
+    import kvmpt
+    assert kvmpt.sweep.Grid is Grid
+    assert kvmpt.sweep(GRID, FAKE, workers=0, progress=False, run_fn=fake_run) == serial_table
