@@ -455,7 +455,7 @@ def _stale_count(gvt) -> int | None:
     return len(gvt.stale_gfns())
 
 
-def _may_change_staleness(calls, kind: str, err: int, stale_before: int | None) -> bool:
+def _may_change_staleness(calls, kind: str) -> bool:
     """Whether an op can have changed which shadowed gfns are stale, so that
     ``gvt.stale_gfns()`` (a walk over every shadowed gfn) is worth calling:
     a slot hook that hit a tracked gfn or touched a write-track count, or any
@@ -469,8 +469,8 @@ def _may_change_staleness(calls, kind: str, err: int, stale_before: int | None) 
     return kind == "MOVE"
 
 
-def _apply(vm, op: MemslotOp, index: int, gvt, stale_before: int | None,
-           costs=None) -> OpResult:
+def _apply(vm, op: MemslotOp, index: int, gvt, stale_before: int | None) -> OpResult:
+    """Apply one op and record what it did (kind, errno, hook calls, WARNs, staleness)."""
     slots = _slot_table(vm, op.as_id) if op.as_id in _AS_IDS else {}
     kind = classify(op, slots)
     note = ""
@@ -494,7 +494,7 @@ def _apply(vm, op: MemslotOp, index: int, gvt, stale_before: int | None,
         if change is not None:
             kind = "NOOP" if change == "NONE" else str(change)
     stale_after, newly = stale_before, 0
-    if gvt is not None and _may_change_staleness(calls, kind, err, stale_before):
+    if gvt is not None and _may_change_staleness(calls, kind):
         stale_after = _stale_count(gvt)
         newly = max(0, stale_after - (stale_before or 0))
     return OpResult(index=index, op=op, kind=kind, errno=err, expected=op.errno, note=note,
@@ -532,16 +532,21 @@ def replay(vm, ops: Sequence[MemslotOp], *, kvmgt: bool = False, tracked: int = 
         raise ValueError("tracked must be >= 0")
     if track_after is not None and not 0 <= track_after <= len(ops):
         raise ValueError(f"track_after={track_after} is outside 0..{len(ops)}")
-    kvmgt = kvmgt or tracked > 0
     design = getattr(vm, "design", None) or Design.coerce(None)
 
-    gvt = vm.attach_kvmgt() if kvmgt else None
+    # A KVMGT the caller attached (and maybe shadowed gfns with) is observed as is.
+    gvt = getattr(vm, "kvmgt", None)
+    if gvt is not None and not getattr(gvt, "attached", True):
+        gvt = None
+    if gvt is None and (kvmgt or tracked > 0):
+        gvt = vm.attach_kvmgt()
+    kvmgt = gvt is not None
 
     prologue_results: list[OpResult] = []
     if infer_missing:
         present = {(a, s.id) for a in _AS_IDS for s in vm.memslots(a)}
         for op in infer_prologue(ops, present):
-            prologue_results.append(_apply(vm, op, -1, gvt, _stale_count(gvt), costs))
+            prologue_results.append(_apply(vm, op, -1, gvt, _stale_count(gvt)))
 
     tracked_set: TrackedSet | None = None
     target = track_after if track_after is not None else auto_track_point(ops, roles)
@@ -561,7 +566,7 @@ def replay(vm, ops: Sequence[MemslotOp], *, kvmgt: bool = False, tracked: int = 
     maybe_place(0)
     stale = _stale_count(gvt)
     for i, op in enumerate(_progress(ops, len(ops), progress, design.name)):
-        r = _apply(vm, op, i, gvt, stale, costs)
+        r = _apply(vm, op, i, gvt, stale)
         results.append(r)
         if r.stale_after is not None:
             stale = r.stale_after

@@ -213,7 +213,7 @@ def render_replay(results: Sequence[Any], *, scenario: str, seed: int | None,
         extra.append(("tracked", f"{len(first.tracked.gfns):,} gfns in AS0 RAM, placed "
                                  f"after op {first.tracked.placed_after}"))
     elif first.kvmgt:
-        extra.append(("tracked", "KVMGT attached, nothing tracked"))
+        extra.append(("tracked", "KVMGT attached; replay placed no tracked set"))
     costs = first.costs
     if costs is None:
         extra.append(("costs", "primitive-op counts only (no cost table)"))

@@ -92,7 +92,8 @@ class MemslotOp:
 
     @property
     def ioctl_slot(self) -> int:
-        """The ioctl's ``slot`` field: ``as_id << 16 | id`` (api.rst, KVM_SET_USER_MEMORY_REGION)."""
+        """The ioctl's ``slot`` field: ``as_id << 16 | id``
+        (Documentation/virt/kvm/api.rst, KVM_SET_USER_MEMORY_REGION)."""
         return (self.as_id << 16) | self.slot
 
     @property

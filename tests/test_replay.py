@@ -410,3 +410,13 @@ def test_model_with_the_cost_table(VM):
     assert res.us(flush["cycles"]) == pytest.approx(costs.cycles_to_us(flush["cycles"]))
     text = render_replay([res], scenario="smm on", seed=0)
     assert "Mcycles" in text and "as time" in text
+
+
+def test_vm_replay_observes_a_kvmgt_the_caller_attached(VM):
+    vm = _built(VM, "v6.6", "q35-ovmf-smm")
+    gvt = vm.attach_kvmgt()
+    gvt.shadow(0x200)                                 # in AS0 ram-low
+    as1_low = [s for s in load_layout("q35-ovmf-smm").with_role("ram-low") if s.as_id == 1][0]
+    res = vm.replay([op(1, as1_low.slot, as1_low.gpa, 0, ua=as1_low.ua, ret=0)])
+    assert res.kvmgt and res.tracked is None
+    assert res.stale_gfns == (0x200,) and res.staling_ops[0].op.as_id == 1
