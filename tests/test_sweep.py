@@ -332,3 +332,45 @@ def test_kvmpt_sweep_is_the_module_and_the_function(serial_table):
     import kvmpt
     assert kvmpt.sweep.Grid is Grid
     assert kvmpt.sweep(GRID, FAKE, workers=0, progress=False, run_fn=fake_run) == serial_table
+
+
+# ---------------------------------------------------------------------------
+# Figures
+
+def test_heatmap_has_a_trace_and_a_button_per_design(serial_table):
+    from kvmpt.figures import sweep as figs
+    fig = figs.heatmap(serial_table, "wasted_cycles", "ram_gib", "tracked_gfns",
+                       where={"churn": "boot"})
+    assert [t.name for t in fig.data] == ["v6.5", "v6.6"]
+    assert [t.visible for t in fig.data] == [True, False]
+    buttons = fig.layout.updatemenus[0].buttons
+    assert [b.label for b in buttons] == ["v6.5", "v6.6"]
+    assert buttons[1].args[0]["visible"] == [False, True]
+    assert "wasted cycles" in fig.layout.title.text and fig.layout.xaxis.title.text == \
+        "RAM slot size (GiB)"
+    # cells: mean over the two seeds; v6.5 wastes 25x more per tracked gfn than v6.6
+    z65, z66 = fig.data[0].z, fig.data[1].z
+    assert list(fig.data[0].y) == ["0", "100\u2009000"]
+    assert z65[1][0] > 20 * z66[1][0]
+    # failed runs are left out, and a cell with none that succeeded is empty
+    fig2 = figs.heatmap(serial_table, "wasted_cycles", "ram_gib", "churn")
+    assert list(fig2.data[0].z[1]) == [None, None]
+    assert "failed" in fig2.data[0].text[1][0]
+    with pytest.raises(ValueError, match="no column"):
+        figs.heatmap(serial_table, "nope", "ram_gib", "tracked_gfns")
+
+
+def test_faceted_lines(serial_table, tmp_path):
+    from kvmpt.figures import sweep as figs
+    fig = figs.lines(serial_table, "mmu_lock_hold_us", "ram_gib", facet_col="tracked_gfns",
+                     where={"churn": "boot"})
+    assert len(fig.data) == 2 * 2                            # designs x facets
+    assert [t.showlegend for t in fig.data] == [True, True, False, False]
+    assert fig.layout.xaxis.type == "log"                    # 1 .. 1024 GiB
+    assert fig.layout.yaxis.title.text == "mmu_lock hold (µs)"
+    assert [a.text for a in fig.layout.annotations] == ["tracked gfns = 0",
+                                                        "tracked gfns = 100\u2009000"]
+    fig.write_html(tmp_path / "f.html", include_plotlyjs=False)
+    # every supported table type gives the same figure
+    assert figs.lines(serial_table.rows, "mmu_lock_hold_us", "ram_gib").to_dict() == \
+        figs.lines(serial_table, "mmu_lock_hold_us", "ram_gib").to_dict()
