@@ -74,6 +74,8 @@ DESIGN_COLUMNS = ("design", "slot_hook", "move", "kvmgt_lock", "drop_protection_
 _LEAD_COLUMNS = ("run", "key", "scenario")
 _STATUS_COLUMNS = ("seed", "status", "error")
 _RESERVED = frozenset(_LEAD_COLUMNS + DESIGN_COLUMNS + _STATUS_COLUMNS + ("designs", "seeds"))
+#: the scenario a sweep runs when none is named (spec/workloads.md §5's default VM and workload)
+DEFAULT_SCENARIO = "q35-desktop"
 #: metadata key in Parquet schema metadata and the CSV sidecar
 META_KEY = "kvmpt.sweep"
 _LOG_FORMAT = 1
@@ -730,7 +732,8 @@ def _resolve_scenario(scenario):
             names = list_scenarios()
             if not names:
                 raise ValueError("no scenarios available")
-            scenario = getattr(sys.modules["kvmpt.scenario"], "DEFAULT_SCENARIO", names[0])
+            scenario = getattr(sys.modules["kvmpt.scenario"], "DEFAULT_SCENARIO",
+                               DEFAULT_SCENARIO if DEFAULT_SCENARIO in names else names[0])
         return load_scenario(scenario)
     if not hasattr(scenario, "with_overrides"):
         raise TypeError("scenario must be a name, a path, or a Scenario (with .with_overrides)")
@@ -742,9 +745,17 @@ def _scenario_name(sc) -> str:
 
 
 def _scenario_description(sc) -> Any:
+    """The scenario's parameters as JSON (saved with the table, and part of the run log's
+    fingerprint); ``Scenario.parameters()`` when it has one."""
+    if callable(getattr(sc, "parameters", None)):
+        try:
+            return json.loads(json.dumps(sc.parameters(), sort_keys=True, default=str))
+        except (TypeError, ValueError):
+            pass
     if dataclasses.is_dataclass(sc):
         try:
-            return json.loads(json.dumps(dataclasses.asdict(sc), sort_keys=True, default=str))
+            d = {f.name: getattr(sc, f.name) for f in dataclasses.fields(sc) if f.compare}
+            return json.loads(json.dumps(d, sort_keys=True, default=str))
         except (TypeError, ValueError, RecursionError):
             pass
     return repr(sc)
@@ -959,6 +970,8 @@ def add_arguments(p) -> None:
         "every summary metric.  Runs in parallel on this machine's cores, or on a Dask "
         "cluster with --scheduler; with --out, finished runs are logged to OUT.runs.jsonl "
         "so --resume can skip them after an interruption.")
+    p.epilog = ("Exit status: 0 when every run succeeded, 1 when some runs failed (they are "
+                "rows with status=error), 2 for bad input.")
     p.add_argument("--grid", metavar="FILE",
                    help="grid file (TOML: optional scenario, designs, seeds, and a [params] "
                         "table of name = [values]); --param/--designs/--seeds override it")

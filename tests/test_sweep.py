@@ -189,18 +189,25 @@ def test_a_worker_that_dies_is_a_failed_row_and_the_rest_finish(tmp_path):
     assert log_path_for(tmp_path / "t.csv").exists()          # kept: there are failures
 
 
-@pytest.mark.slow
-def test_dask_local_cluster_matches_local(serial_table):
+@pytest.fixture(scope="module")
+def cluster():
+    """A real 2-worker LocalCluster on loopback, shared by this file's Dask tests."""
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster:
-        with distributed.Client(cluster) as client:
-            t = sweep(GRID, FAKE, client=client, progress=False, run_fn=fake_run)
-        assert t == serial_table
-        # and by address, as `kvmpt sweep --scheduler tcp://...` does
-        t2 = sweep(GRID, FAKE, scheduler=cluster.scheduler_address, progress=False,
-                   run_fn=fake_run)
-        assert t2 == serial_table
+                                  host="127.0.0.1", dashboard_address=None) as c:
+        yield c
+
+
+def test_dask_local_cluster_matches_local(serial_table, cluster):
+    import distributed
+    with distributed.Client(cluster) as client:
+        t = sweep(GRID, FAKE, client=client, progress=False, run_fn=fake_run)
+    assert t == serial_table
+    # and by address, as `kvmpt sweep --scheduler tcp://...` does
+    assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+    t2 = sweep(GRID, FAKE, scheduler=cluster.scheduler_address, progress=False,
+               run_fn=fake_run)
+    assert t2 == serial_table
 
 
 # ---------------------------------------------------------------------------
@@ -374,3 +381,54 @@ def test_faceted_lines(serial_table, tmp_path):
     # every supported table type gives the same figure
     assert figs.lines(serial_table.rows, "mmu_lock_hold_us", "ram_gib").to_dict() == \
         figs.lines(serial_table, "mmu_lock_hold_us", "ram_gib").to_dict()
+
+
+# ---------------------------------------------------------------------------
+# With the real model (tiny runs)
+
+TINY = Grid({"duration_s": [0.02], "tracked_gfns": [0, 500], "churn": ["quiet", "adversarial"]},
+            designs="v6.5,v6.6", seeds=[0])
+
+
+@pytest.fixture(scope="module")
+def real_table():
+    pytest.importorskip("kvmpt.scenario")
+    return sweep(TINY, "q35-desktop", workers=2, progress=False)
+
+
+def test_real_sweep_runs_and_is_deterministic(real_table):
+    assert real_table.failed() == []
+    assert real_table.meta["scenario"] == "q35-desktop"
+    assert {"wasted_cycles", "mmu_lock_max_hold_us", "missed_writes"} <= \
+        set(real_table.metric_columns)
+    again = sweep(TINY, "q35-desktop", workers=0, progress=False)
+    assert again == real_table
+
+
+def test_real_sweep_on_dask_matches_local(real_table, cluster):
+    t = sweep(TINY, "q35-desktop", scheduler=cluster.scheduler_address, progress=False)
+    assert t == real_table
+
+
+def test_real_sweep_rejects_an_unknown_parameter():
+    pytest.importorskip("kvmpt.scenario")
+    with pytest.raises(ValueError, match="ram_gb"):
+        sweep(Grid({"ram_gb": [1]}), "q35-desktop", workers=0, progress=False)
+
+
+def test_cli_sweep_writes_csv_with_sidecar_and_resumes(capsys, tmp_path):
+    pytest.importorskip("kvmpt.scenario")
+    out = tmp_path / "s.csv"
+    argv = ["sweep", "--scenario", "q35-desktop", "-p", "duration_s=0.02", "-p",
+            "tracked_gfns=0,200", "--designs", "v6.6", "--workers", "0", "--out", str(out)]
+    rc, _, err = _cli(capsys, *argv)
+    assert rc == 0, err
+    assert "4 runs" not in err and "2 runs (2 run now, 0 from the log), 0 failed" in err
+    t = load_table(out)
+    assert len(t) == 2 and t.meta["grid"]["designs"] == ["v6.6"]
+    rc, _, err = _cli(capsys, *argv, "--resume", "--keep-log")
+    assert rc == 0 and "(2 run now" in err                   # the log was removed when done
+    rc, _, err = _cli(capsys, *argv, "--resume")
+    assert rc == 0 and "(0 run now, 2 from the log)" in err
+    rc, out_csv, _ = _cli(capsys, *argv[:-2], "--quiet")      # no --out: CSV on stdout
+    assert rc == 0 and out_csv == t.to_csv()
