@@ -1,0 +1,332 @@
+"""The cost model: cycles per primitive operation, and cycles to time.
+
+The model (``kvmpt.vm``, ``kvmpt.kvmgt``) counts primitive operations in a
+:class:`kvmpt.work.Work`; this module prices them from ``data/costs.toml``.
+Each entry there carries a point estimate, a low..high range, a source tag
+(``[S]``/``[D]``/``[G]``/``[M]``/``[R]`` as in ``spec/workloads.md``) and its
+source, and names the Work counter(s) it prices::
+
+    from kvmpt.costs import default_costs
+    c = default_costs()
+    c.price(call.work)            # {"hash_probe": 707_443.2, "zap": 15000.0, ...} cycles
+    c.cycles_to_us(c.total(call.work))
+    c.mmu_lock_hold(call.work)    # (cycles held in total, cycles of the longest hold)
+    c.at("high")                  # the same table at the high end of every range
+
+A trapped guest write is priced as ``vm_exit + emulation`` per
+``emulated_writes`` plus ``gvt_handler`` per ``handler_calls`` (≈ 5 µs at
+3 GHz, the [G] figure of workloads.md §2.3).  ``mmu_lock`` hold time is the
+cycles of the primitives done while it was held (``Work.held``,
+``Work.max_hold``): what a vCPU fault that needs the lock waits behind.
+
+The loader validates the file and reports errors as ``file:line: [table]
+field 'key': problem`` (``tomllib`` gives no positions for values, so the
+line is found by scanning the text, see :class:`TomlLocator`).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+from .work import PRIMITIVES, Work
+
+__all__ = [
+    "COSTS_PATH", "TAGS", "Cost", "CostModel", "CostError", "TomlLocator",
+    "load_costs", "default_costs", "price", "cycles_to_us", "COUNTERS",
+]
+
+COSTS_PATH = Path(__file__).resolve().parent / "data" / "costs.toml"
+TAGS = ("[S]", "[D]", "[G]", "[M]", "[R]")
+#: the Work counters a cost entry may price
+COUNTERS = PRIMITIVES + ("mmu_lock_acquisitions",)
+ESTIMATES = ("point", "low", "high")
+
+
+class CostError(ValueError):
+    """A cost file is malformed; the message names file, line, table and field."""
+
+
+class TomlLocator:
+    """Line numbers of tables and keys in a TOML text, found by scanning it.
+
+    ``tomllib`` returns plain values without positions, so each ``key =`` line
+    is attributed to the table header above it: ``[a.b]`` gives the table
+    path ``("a", "b")``, the n-th ``[[x]]`` gives ``("x", n)``.  Keys inside
+    multi-line strings or arrays are not confused with assignments because
+    only lines outside such constructs are scanned.
+    """
+
+    _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    _KEY = re.compile(r'^\s*("[^"]*"|[A-Za-z0-9_\-]+)\s*=')
+
+    def __init__(self, text: str):
+        self.tables: dict[tuple, int] = {}
+        self.keys: dict[tuple, int] = {}
+        counts: dict[str, int] = {}
+        current: tuple = ()
+        depth = 0            # open [ ... ] of a multi-line array
+        in_string = None     # the delimiter of an open multi-line string
+        for n, line in enumerate(text.splitlines(), start=1):
+            if in_string:
+                if in_string in line:
+                    in_string = None
+                continue
+            if depth == 0:
+                m = self._HEADER.match(line)
+                if m:
+                    name = tuple(p.strip().strip('"') for p in m.group(2).split("."))
+                    if m.group(1) == "[[":
+                        i = counts.get(".".join(name), 0)
+                        counts[".".join(name)] = i + 1
+                        current = name + (i,)
+                    else:
+                        current = name
+                    self.tables.setdefault(current, n)
+                    continue
+                m = self._KEY.match(line)
+                if m:
+                    self.keys.setdefault(current + (m.group(1).strip('"'),), n)
+            value = line.split("=", 1)[1] if depth == 0 and "=" in line else line
+            value = re.sub(r'"(\\.|[^"\\])*"', '""', value)      # drop string contents
+            value = value.split("#", 1)[0]
+            for delim in ('"""', "'''"):
+                if value.count(delim) % 2 == 1:
+                    in_string = delim
+            depth = max(0, depth + value.count("[") - value.count("]"))
+
+    def line(self, table: tuple, key: str | None = None) -> int | None:
+        """The line of ``key`` in ``table``, else of the table header, else None."""
+        if key is not None and table + (key,) in self.keys:
+            return self.keys[table + (key,)]
+        return self.tables.get(table)
+
+
+def _fmt_table(table: tuple) -> str:
+    out = []
+    for p in table:
+        if isinstance(p, int):
+            out[-1] = f"{out[-1]}[{p}]"
+        else:
+            out.append(str(p))
+    return "[" + ".".join(out) + "]" if out else "top level"
+
+
+def located(path, loc: TomlLocator, table: tuple, key: str | None, msg: str) -> str:
+    line = loc.line(table, key)
+    where = f"{path}:{line if line is not None else '?'}: {_fmt_table(table)}"
+    if key is not None:
+        where += f" field '{key}'"
+    return f"{where}: {msg}"
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One priced primitive: ``cycles`` (point estimate) within ``low``..``high``."""
+
+    name: str
+    counts: tuple[str, ...]
+    cycles: float
+    low: float
+    high: float
+    tag: str
+    source: str
+
+    def value(self, estimate: str = "point") -> float:
+        return {"point": self.cycles, "low": self.low, "high": self.high}[estimate]
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """The priced primitives and the clock rate (``ghz``) that turns cycles into time."""
+
+    costs: Mapping[str, Cost]
+    ghz: float
+    clock: Cost
+    path: Path | None = field(default=None, compare=False)
+    estimate: str = "point"
+
+    # ---------------------------------------------------------------- views
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return tuple(self.costs)
+
+    def cycles(self, name: str) -> float:
+        """Cycles of one primitive (e.g. ``"tlb_flush"``) at this model's estimate."""
+        return self.costs[name].cycles
+
+    def at(self, estimate: str) -> "CostModel":
+        """The same table with every primitive (and the clock) at ``"low"``,
+        ``"high"`` or ``"point"``.  Low cost means a fast clock too."""
+        if estimate not in ESTIMATES:
+            raise ValueError(f"estimate must be one of {ESTIMATES}, got {estimate!r}")
+        src = self.costs
+        new = {k: replace(c, cycles=c.value(estimate)) for k, c in src.items()}
+        ghz = {"point": self.clock.cycles, "low": self.clock.high,
+               "high": self.clock.low}[estimate]
+        return replace(self, costs=new, ghz=ghz, estimate=estimate)
+
+    def with_cycles(self, **cycles: float) -> "CostModel":
+        """Override point estimates: ``with_cycles(tlb_flush=30000)``; unknown names raise."""
+        new = dict(self.costs)
+        for k, v in cycles.items():
+            if k == "ghz":
+                if not v > 0:
+                    raise ValueError("ghz must be > 0")
+                continue
+            if k not in new:
+                raise ValueError(f"unknown primitive {k!r}; known: {', '.join(new)}")
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0):
+                raise ValueError(f"cycles for {k!r} must be a number >= 0, got {v!r}")
+            new[k] = replace(new[k], cycles=float(v))
+        return replace(self, costs=new, ghz=float(cycles.get("ghz", self.ghz)))
+
+    # -------------------------------------------------------------- pricing
+    @staticmethod
+    def _counts(work) -> dict[str, float]:
+        if isinstance(work, Work):
+            d = dict(work.ops)
+            d["mmu_lock_acquisitions"] = work.mmu_lock_acquisitions
+            return d
+        if isinstance(work, Mapping):
+            return {k: v for k, v in work.items() if k in COUNTERS}
+        raise TypeError(f"price() wants a kvmpt.work.Work or a mapping of counts, "
+                        f"got {type(work).__name__}")
+
+    def price(self, work) -> dict[str, float]:
+        """Cycles per category (one per cost entry) for a Work or a mapping of
+        Work counters (unknown keys such as ``mmu_lock_held_steps`` are ignored)."""
+        counts = self._counts(work)
+        return {name: float(sum(counts.get(k, 0) for k in c.counts)) * c.cycles
+                for name, c in self.costs.items()}
+
+    def total(self, work) -> float:
+        return float(sum(self.price(work).values()))
+
+    __call__ = total          # kvmpt.replay.cycles_of() accepts a callable
+
+    def mmu_lock_hold(self, work: Work) -> tuple[float, float]:
+        """(cycles done under ``mmu_lock`` in total, cycles of the longest single hold)."""
+        return self.total(work.held), self.total(work.max_hold)
+
+    def cycles_to_us(self, cycles: float) -> float:
+        return float(cycles) / (self.ghz * 1e3)
+
+    def us_to_cycles(self, us: float) -> float:
+        return float(us) * self.ghz * 1e3
+
+    def table(self) -> str:
+        """The cost table as text: name, cycles, range, tag."""
+        rows = [f"{'primitive':18s} {'cycles':>10s} {'low':>9s} {'high':>9s} tag"]
+        for c in self.costs.values():
+            rows.append(f"{c.name:18s} {c.cycles:10.2f} {c.low:9.2f} {c.high:9.2f} {c.tag}")
+        rows.append(f"{'clock (GHz)':18s} {self.ghz:10.2f} {self.clock.low:9.2f} "
+                    f"{self.clock.high:9.2f} {self.clock.tag}")
+        return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+_ENTRY = {"counts": list, "cycles": (int, float), "low": (int, float), "high": (int, float),
+          "tag": str, "source": str}
+_CLOCK = {"ghz": (int, float), "low": (int, float), "high": (int, float), "tag": str,
+          "source": str}
+
+
+def _check_entry(path, loc, table: tuple, entry, spec: dict) -> None:
+    if not isinstance(entry, dict):
+        raise CostError(located(path, loc, table, None, "must be a table"))
+    for key in entry:
+        if key not in spec:
+            raise CostError(located(path, loc, table, key,
+                                    f"unknown field (known: {', '.join(spec)})"))
+    for key, typ in spec.items():
+        if key not in entry:
+            raise CostError(located(path, loc, table, None, f"missing field '{key}'"))
+        v = entry[key]
+        if isinstance(v, bool) or not isinstance(v, typ):
+            want = typ.__name__ if isinstance(typ, type) else "a number"
+            raise CostError(located(path, loc, table, key,
+                                    f"must be {want}, got {type(v).__name__} {v!r}"))
+        if typ == (int, float) and not (math.isfinite(v) and v >= 0):
+            raise CostError(located(path, loc, table, key, f"must be finite and >= 0, got {v}"))
+    if entry["tag"] not in TAGS:
+        raise CostError(located(path, loc, table, "tag",
+                                f"{entry['tag']!r} is not one of {' '.join(TAGS)}"))
+    if not entry["source"].strip():
+        raise CostError(located(path, loc, table, "source", "must not be empty"))
+    point = "ghz" if "ghz" in spec else "cycles"
+    if not entry["low"] <= entry[point] <= entry["high"]:
+        bad = "low" if entry["low"] > entry[point] else "high"
+        raise CostError(located(path, loc, table, bad,
+                                f"range low={entry['low']} .. high={entry['high']} does not "
+                                f"contain {point}={entry[point]}"))
+
+
+def load_costs(path=None) -> CostModel:
+    """Load and validate a cost file (default ``data/costs.toml``)."""
+    path = Path(path) if path is not None else COSTS_PATH
+    text = path.read_text(encoding="utf-8")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CostError(f"{path}: not valid TOML: {exc}") from None
+    loc = TomlLocator(text)
+    for key in doc:
+        if key not in ("clock", "primitive"):
+            raise CostError(located(path, loc, (key,) if isinstance(doc[key], dict) else (),
+                                    None if isinstance(doc[key], dict) else key,
+                                    "unknown top-level entry (known: [clock], [primitive.NAME])"))
+    if "clock" not in doc:
+        raise CostError(f"{path}: missing [clock] table")
+    _check_entry(path, loc, ("clock",), doc["clock"], _CLOCK)
+    if not doc["clock"]["ghz"] > 0 or not doc["clock"]["low"] > 0:
+        raise CostError(located(path, loc, ("clock",), "ghz", "clock rate must be > 0"))
+    prims = doc.get("primitive")
+    if not isinstance(prims, dict) or not prims:
+        raise CostError(f"{path}: no [primitive.NAME] tables")
+    costs: dict[str, Cost] = {}
+    priced: set[str] = set()
+    for name, e in prims.items():
+        table = ("primitive", name)
+        _check_entry(path, loc, table, e, _ENTRY)
+        if not e["counts"] or not all(isinstance(c, str) for c in e["counts"]):
+            raise CostError(located(path, loc, table, "counts",
+                                    "must be a non-empty list of Work counter names"))
+        for c in e["counts"]:
+            if c not in COUNTERS:
+                raise CostError(located(path, loc, table, "counts",
+                                        f"{c!r} is not a Work counter (known: "
+                                        f"{', '.join(COUNTERS)})"))
+        priced.update(e["counts"])
+        costs[name] = Cost(name, tuple(e["counts"]), float(e["cycles"]), float(e["low"]),
+                           float(e["high"]), e["tag"], e["source"])
+    missing = [c for c in COUNTERS if c not in priced]
+    if missing:
+        raise CostError(f"{path}: no [primitive.*] entry prices {', '.join(missing)} "
+                        "(every Work counter needs a cost)")
+    c = doc["clock"]
+    clock = Cost("clock", (), float(c["ghz"]), float(c["low"]), float(c["high"]), c["tag"],
+                 c["source"])
+    return CostModel(costs=costs, ghz=float(c["ghz"]), clock=clock, path=path)
+
+
+@functools.lru_cache(maxsize=1)
+def default_costs() -> CostModel:
+    """``data/costs.toml``, loaded once."""
+    return load_costs()
+
+
+def price(work, costs: CostModel | None = None) -> dict[str, float]:
+    """Cycles per category for ``work`` under ``costs`` (default: ``data/costs.toml``)."""
+    return (costs or default_costs()).price(work)
+
+
+def cycles_to_us(cycles: float, costs: CostModel | None = None) -> float:
+    """Cycles to microseconds at the cost model's clock rate (default 3 GHz)."""
+    return (costs or default_costs()).cycles_to_us(cycles)

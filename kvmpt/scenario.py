@@ -1,0 +1,1009 @@
+"""Named, seeded scenarios and ``run(scenario, design)``: the numbers of the review.
+
+A scenario (a TOML file in ``data/scenarios/``) names
+
+* a VM **layout** from ``data/layouts/`` (``kvmpt.layouts``) and how it boots:
+  ``boot = "layout"`` builds the layout and replays its ``[[churn]]`` entries,
+  ``boot = "trace:NAME"`` replays a real QEMU boot trace from ``data/traces/``
+  (then adds layout slots the trace lacks, such as the vGPU aperture);
+* a **tracked set**: ``tracked_gfns`` guest page-table pages GVT shadows once
+  the guest i915 driver loads, placed in the RAM slots in runs of 1-64
+  (``kvmpt.replay.place_tracked``, workloads.md §2.2);
+* a **guest write stream**: ``write_rate`` writes/s for ``duration_s``
+  seconds, a fraction ``pt_fraction`` aimed at shadowed page-table pages
+  (``hot_share`` of those at the hottest ``hot_fraction`` of them), the rest
+  spread over RAM;
+* a **memslot op schedule** after the driver loads, from a churn
+  **profile** (:data:`PROFILES`) whose rates the file may override: OVMF
+  variable writes (pflash VARS slot DELETE/CREATE pairs), vGPU BAR toggle
+  bursts, reboots, and for the adversarial VMM MOVEs of RAM slots with a
+  fraction failing in prepare (``vm.fail_next_prepare(ENOMEM)``).  QEMU never
+  MOVEs (workloads.md §1.6), so only the ``adversarial`` profile does.
+
+Every figure in a scenario file is an inline table ``{ value, low, high, tag,
+source }`` so its source tag and range travel with it.  Errors name the file,
+the line, the table and the field.
+
+:func:`run` applies the schedule to a fresh ``VM(design)`` in time order;
+the guest writes that fall between two memslot ops run as one batch
+(``vm.guest_write_batch`` when the Numba kernels are there, else a loop over
+``vm.guest_write``).  Each op's work is priced by ``kvmpt.costs``.  The
+result has a flat ``summary`` and a per-op ``timeseries`` of NumPy columns.
+"""
+from __future__ import annotations
+
+import errno as errno_mod
+import math
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .costs import TAGS, CostModel, TomlLocator, default_costs, located
+from .design import Design
+from .layouts import Churn, Layout, build_ops, churn_ops, final_state, load_layout
+from .trace import MemslotOp, load_qemu_trace
+
+__all__ = [
+    "SCENARIO_DIR", "TRACE_DIR", "PROFILES", "Figure", "Scenario", "ScenarioError",
+    "RunResult", "load_scenario", "list_scenarios", "run", "compare",
+]
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "data" / "scenarios"
+TRACE_DIR = Path(__file__).resolve().parent / "data" / "traces"
+RAM_ROLES = ("ram-low", "ram-high")
+GIB = 1 << 30
+IOCTL_SPACING_S = 57e-6     # median spacing of back-to-back memslot ioctls [D] workloads.md §1.5
+
+
+class ScenarioError(ValueError):
+    """A scenario file is malformed; the message names the file, line, table and field."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A number with its provenance: point value, range, tag and source."""
+
+    value: float
+    low: float | None = None
+    high: float | None = None
+    tag: str = "[G]"
+    source: str = ""
+
+
+# ---------------------------------------------------------------------------
+# Churn profiles (rates of runtime memslot events after the guest driver loads)
+
+def _f(value, low, high, tag, source) -> Figure:
+    return Figure(value, low, high, tag, source)
+
+
+_VARS_SRC = ("OVMF SetVariable at runtime: ~0.01-1 writes/s [G], each 3-5 VARS slot "
+             "DELETE/CREATE pairs [G] (workloads.md §1.5, §5)")
+_BAR_SRC = ("BAR toggle burst (7 DELETE/CREATE pairs of the vGPU BAR2 slot) on a guest "
+            "driver reload [G]; burst shape [S] Peter Xu, kvm list, 27 Apr 2020 (workloads.md §1.5)")
+_REBOOT_SRC = "guest reboot: most boot churn repeats (workloads.md §1.5 [D]); rate [G]"
+_MOVE_SRC = ("adversarial VMM: 1 MOVE per 100-1,000 ops, 0.1-1% failing in prepare "
+             "(workloads.md §5 [G]); QEMU issues none (§1.6 [S])")
+
+#: profile -> default rates; a scenario may override each one.
+PROFILES: dict[str, dict[str, Figure]] = {
+    "quiet": {
+        "vars_write_rate": _f(0.0, 0.0, 0.0, "[G]", "no runtime churn"),
+        "bar_toggle_rate": _f(0.0, 0.0, 0.0, "[G]", "no runtime churn"),
+        "reboot_rate": _f(0.0, 0.0, 0.0, "[G]", "no runtime churn"),
+        "move_rate": _f(0.0, 0.0, 0.0, "[S]", "QEMU never MOVEs (workloads.md §1.6)"),
+        "prepare_fail_rate": _f(0.0, 0.0, 0.0, "[G]", "no MOVE, nothing to fail"),
+    },
+    "desktop": {
+        "vars_write_rate": _f(1.0, 0.01, 1.0, "[G]", _VARS_SRC),
+        "bar_toggle_rate": _f(0.0, 0.0, 0.1, "[G]", _BAR_SRC),
+        "reboot_rate": _f(0.0, 0.0, 0.0, "[G]", _REBOOT_SRC),
+        "move_rate": _f(0.0, 0.0, 0.0, "[S]", "QEMU never MOVEs (workloads.md §1.6)"),
+        "prepare_fail_rate": _f(0.0, 0.0, 0.0, "[G]", "no MOVE, nothing to fail"),
+    },
+    "driver-reload": {
+        "vars_write_rate": _f(1.0, 0.01, 1.0, "[G]", _VARS_SRC),
+        "bar_toggle_rate": _f(1.0, 0.1, 2.0, "[G]", _BAR_SRC),
+        "reboot_rate": _f(0.0, 0.0, 0.0, "[G]", _REBOOT_SRC),
+        "move_rate": _f(0.0, 0.0, 0.0, "[S]", "QEMU never MOVEs (workloads.md §1.6)"),
+        "prepare_fail_rate": _f(0.0, 0.0, 0.0, "[G]", "no MOVE, nothing to fail"),
+    },
+    "reboot": {
+        "vars_write_rate": _f(1.0, 0.01, 1.0, "[G]", _VARS_SRC),
+        "bar_toggle_rate": _f(0.0, 0.0, 0.1, "[G]", _BAR_SRC),
+        "reboot_rate": _f(1.0, 0.1, 2.0, "[G]", _REBOOT_SRC),
+        "move_rate": _f(0.0, 0.0, 0.0, "[S]", "QEMU never MOVEs (workloads.md §1.6)"),
+        "prepare_fail_rate": _f(0.0, 0.0, 0.0, "[G]", "no MOVE, nothing to fail"),
+    },
+    "adversarial": {
+        "vars_write_rate": _f(1.0, 0.01, 1.0, "[G]", _VARS_SRC),
+        "bar_toggle_rate": _f(0.0, 0.0, 0.1, "[G]", _BAR_SRC),
+        "reboot_rate": _f(0.0, 0.0, 0.0, "[G]", _REBOOT_SRC),
+        "move_rate": _f(20.0, 0.1, 100.0, "[G]", _MOVE_SRC),
+        "prepare_fail_rate": _f(0.01, 0.001, 0.01, "[G]", _MOVE_SRC),
+    },
+}
+CHURN_RATES = tuple(PROFILES["quiet"])
+
+# ---------------------------------------------------------------------------
+# The Scenario value
+
+#: file layout: table -> {field: kind}.  "figure" = inline table {value, low, high, tag, source}
+_SCHEMA: dict[str, dict[str, str]] = {
+    "scenario": {"name": "str", "description": "str", "seed": "int"},
+    "vm": {"layout": "str", "boot": "str", "ram_gib": "figure"},
+    "tracking": {"tracked_gfns": "figure", "track_at": "str"},
+    "writes": {"write_rate": "figure", "pt_fraction": "figure", "hot_fraction": "figure",
+               "hot_share": "figure", "duration_s": "figure"},
+    "churn": {"profile": "str", "vars_pairs": "figure", "reboot_order": "str",
+              **{k: "figure" for k in CHURN_RATES}},
+}
+_REQUIRED = {
+    "scenario": ("name", "description", "seed"),
+    "vm": ("layout",),
+    "tracking": ("tracked_gfns",),
+    "writes": ("write_rate", "duration_s"),
+    "churn": ("profile",),
+}
+_DEFAULTS: dict[str, Figure] = {
+    "pt_fraction": _f(0.95, 0.5, 1.0, "[G]", "most writes of a 3D workload hit shadowed "
+                      "PT pages; the rest land in ordinary RAM (issue 3)"),
+    "hot_fraction": _f(0.2, 0.05, 1.0, "[G]", "locality: a hot subset of PT pages"),
+    "hot_share": _f(0.8, 0.0, 1.0, "[G]", "locality: share of PT writes to the hot subset"),
+    "vars_pairs": _f(4, 3, 5, "[G]", _VARS_SRC),
+}
+TRACK_AT = ("after-boot", "after-ram-layout")
+REBOOT_ORDERS = ("relayout-first", "vgpu-first")
+#: bounds checked on every figure (and on overrides): name -> (min, max, integer?)
+_BOUNDS = {
+    "seed": (0, 2**63 - 1, True), "ram_gib": (0.001, 8192, False),
+    "tracked_gfns": (0, 10**6, True), "write_rate": (0, 1e7, False),
+    "pt_fraction": (0, 1, False), "hot_fraction": (0, 1, False), "hot_share": (0, 1, False),
+    "duration_s": (0, 3600, False), "vars_pairs": (1, 100, True),
+    "vars_write_rate": (0, 1000, False), "bar_toggle_rate": (0, 1000, False),
+    "reboot_rate": (0, 100, False), "move_rate": (0, 10000, False),
+    "prepare_fail_rate": (0, 1, False),
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One seeded workload.  Figures (numbers) keep their provenance in ``figures``.
+
+    ``with_overrides(seed=, ram_gib=, tracked_gfns=, write_rate=, duration_s=,
+    churn=, move_rate=, prepare_fail_rate=, ...)`` returns a changed copy;
+    unknown keys raise ValueError naming the key.
+    """
+
+    name: str
+    description: str
+    seed: int
+    layout: str
+    boot: str = "layout"
+    ram_gib: float | None = None          # None: the layout's own RAM
+    tracked_gfns: int = 4000
+    track_at: str = "after-boot"
+    write_rate: float = 2000.0
+    pt_fraction: float = 0.95
+    hot_fraction: float = 0.2
+    hot_share: float = 0.8
+    duration_s: float = 1.0
+    churn: str = "desktop"
+    vars_pairs: int = 4
+    reboot_order: str = "relayout-first"
+    vars_write_rate: float | None = None   # None: from the churn profile
+    bar_toggle_rate: float | None = None
+    reboot_rate: float | None = None
+    move_rate: float | None = None
+    prepare_fail_rate: float | None = None
+    figures: Mapping[str, Figure] = field(default_factory=dict, compare=False, repr=False)
+    path: Path | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # ------------------------------------------------------------------ rates
+    def rate(self, name: str) -> float:
+        """An effective churn rate: the scenario's own value, else its profile's."""
+        v = getattr(self, name)
+        return float(PROFILES[self.churn][name].value if v is None else v)
+
+    def figure(self, name: str) -> Figure:
+        """The provenance of a parameter's value (profile figures for unset rates)."""
+        if name in CHURN_RATES and getattr(self, name) is None:
+            return PROFILES[self.churn][name]
+        fig = self.figures.get(name) or _DEFAULTS.get(name)
+        if fig is None:
+            return Figure(getattr(self, name), tag="[G]", source="scenario default")
+        if fig.value != getattr(self, name):
+            return Figure(getattr(self, name), fig.low, fig.high, fig.tag,
+                          f"override of {fig.value} ({fig.source})")
+        return fig
+
+    def parameters(self) -> dict[str, Any]:
+        """Every parameter with its effective value (rates resolved from the profile)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("figures", "path", "description")}
+        for k in CHURN_RATES:
+            out[k] = self.rate(k)
+        return out
+
+    def with_overrides(self, **params) -> "Scenario":
+        """A copy with parameters changed.  ``churn`` names a profile; ``ram_gib``
+        resizes the RAM above 4G; unknown keys raise ValueError."""
+        known = {f.name for f in fields(self)} - {"figures", "path"}
+        for k in params:
+            if k not in known:
+                raise ValueError(f"unknown scenario parameter {k!r}; known: "
+                                 f"{', '.join(sorted(known))}")
+        return replace(self, **params)
+
+    def layout_obj(self) -> Layout:
+        """The layout with ``ram_gib`` applied (the ram-high slots resized)."""
+        lay = load_layout(self.layout)
+        if self.ram_gib is None:
+            return lay
+        return _resize_ram(lay, self.ram_gib)
+
+
+def _validate(s: Scenario) -> None:
+    def bad(msg):
+        src = f"{s.path}: " if s.path else ""
+        raise ValueError(f"{src}scenario {s.name!r}: {msg}")
+
+    if s.churn not in PROFILES:
+        bad(f"churn profile {s.churn!r} is not one of {', '.join(PROFILES)}")
+    if s.track_at not in TRACK_AT:
+        bad(f"track_at {s.track_at!r} is not one of {', '.join(TRACK_AT)}")
+    if s.reboot_order not in REBOOT_ORDERS:
+        bad(f"reboot_order {s.reboot_order!r} is not one of {', '.join(REBOOT_ORDERS)}")
+    if not (s.boot == "layout" or s.boot.startswith("trace:")):
+        bad(f"boot {s.boot!r} must be 'layout' or 'trace:NAME' (a file in data/traces/)")
+    for name, (lo, hi, integer) in _BOUNDS.items():
+        v = getattr(s, name)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            bad(f"{name} must be a number, got {type(v).__name__} {v!r}")
+        if integer and int(v) != v:
+            bad(f"{name} must be an integer, got {v!r}")
+        if not (lo <= v <= hi) or (isinstance(v, float) and not math.isfinite(v)):
+            bad(f"{name}={v!r} is outside {lo}..{hi}")
+
+
+def _resize_ram(lay: Layout, ram_gib: float) -> Layout:
+    """Resize the RAM above 4G so that guest RAM totals ``ram_gib`` GiB.
+
+    The below-4G part stays as the layout has it (q35: 2 GiB, i440fx: 3 GiB,
+    workloads.md §1.2 [S]): it is the AS0 RAM below 4G rounded up to 256 MiB.
+    """
+    below = sum(s.size for s in lay.slots
+                if s.as_id == 0 and s.role in ("ram-legacy", "pam", "ram-low"))
+    below = -(-below // (256 << 20)) * (256 << 20)
+    high = (int(ram_gib * GIB) - below) // (2 << 20) * (2 << 20)
+    highs = lay.with_role("ram-high")
+    if not highs:
+        raise ValueError(f"layout {lay.name} has no ram-high slot to resize")
+    if high <= 0:
+        raise ValueError(f"ram_gib={ram_gib} is not above the layout's {below / GIB:g} GiB "
+                         "below 4G (smaller guests change the below-4G split, workloads.md §1.2)")
+    slots = tuple(replace(s, size=high, note=f"resized to ram_gib={ram_gib}")
+                  if s.role == "ram-high" else s for s in lay.slots)
+    return replace(lay, slots=slots)
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+def list_scenarios() -> list[str]:
+    """The scenarios shipped in ``data/scenarios/``."""
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
+
+
+def _resolve(name_or_path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".toml" and p.exists():
+        return p
+    cand = SCENARIO_DIR / f"{name_or_path}.toml"
+    if cand.exists():
+        return cand
+    raise ScenarioError(f"unknown scenario {str(name_or_path)!r}; known: "
+                        f"{', '.join(list_scenarios())}")
+
+
+def _figure(path, loc, table, key, raw) -> Figure:
+    def err(msg):
+        return ScenarioError(located(path, loc, (table,), key, msg))
+
+    if not isinstance(raw, dict):
+        raise err("must be an inline table { value = ..., low = ..., high = ..., tag = "
+                  "\"[G]\", source = \"...\" } so the figure keeps its tag and range")
+    for k in raw:
+        if k not in ("value", "low", "high", "tag", "source"):
+            raise err(f"unknown key {k!r} in the figure (known: value, low, high, tag, source)")
+    for k in ("value", "tag", "source"):
+        if k not in raw:
+            raise err(f"the figure lacks '{k}'")
+    for k in ("value", "low", "high"):
+        if k in raw and (isinstance(raw[k], bool) or not isinstance(raw[k], (int, float))):
+            raise err(f"'{k}' must be a number, got {type(raw[k]).__name__} {raw[k]!r}")
+    if raw["tag"] not in TAGS:
+        raise err(f"tag {raw['tag']!r} is not one of {' '.join(TAGS)}")
+    if not isinstance(raw["source"], str) or not raw["source"].strip():
+        raise err("source must be a non-empty string")
+    lo, hi, v = raw.get("low"), raw.get("high"), raw["value"]
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise err(f"value {v} is outside its range low={lo} .. high={hi}")
+    bounds = _BOUNDS.get(key)
+    if bounds:
+        bmin, bmax, integer = bounds
+        if not bmin <= v <= bmax:
+            raise err(f"value {v} is outside {bmin}..{bmax}")
+        if integer and int(v) != v:
+            raise err(f"value must be an integer, got {v!r}")
+    return Figure(v, lo, hi, raw["tag"], raw["source"])
+
+
+def load_scenario(name_or_path) -> Scenario:
+    """Load and validate a scenario by name (a file in ``data/scenarios/``) or path."""
+    if isinstance(name_or_path, Scenario):
+        return name_or_path
+    path = _resolve(name_or_path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    loc = TomlLocator(text)
+    for key, val in doc.items():
+        if key not in _SCHEMA:
+            raise ScenarioError(located(path, loc, (key,) if isinstance(val, dict) else (),
+                                        None if isinstance(val, dict) else key,
+                                        f"unknown top-level entry (known tables: "
+                                        f"{', '.join('[' + t + ']' for t in _SCHEMA)})"))
+    kw: dict[str, Any] = {}
+    figs: dict[str, Figure] = {}
+    for table, spec in _SCHEMA.items():
+        if table not in doc:
+            raise ScenarioError(f"{path}: missing [{table}] table")
+        entries = doc[table]
+        if not isinstance(entries, dict):
+            raise ScenarioError(located(path, loc, (), table, "must be a table"))
+        for key in entries:
+            if key not in spec:
+                raise ScenarioError(located(path, loc, (table,), key,
+                                            f"unknown field (known: {', '.join(spec)})"))
+        for key in _REQUIRED[table]:
+            if key not in entries:
+                raise ScenarioError(located(path, loc, (table,), None,
+                                            f"missing field '{key}'"))
+        for key, kind in spec.items():
+            if key not in entries:
+                continue
+            raw = entries[key]
+            if kind == "figure":
+                fig = _figure(path, loc, table, key, raw)
+                figs[key] = fig
+                kw[key] = fig.value
+            elif kind == "int":
+                if isinstance(raw, bool) or not isinstance(raw, int):
+                    raise ScenarioError(located(path, loc, (table,), key,
+                                                f"must be an integer, got {raw!r}"))
+                kw[key] = raw
+            else:
+                if not isinstance(raw, str):
+                    raise ScenarioError(located(path, loc, (table,), key,
+                                                f"must be a string, got {raw!r}"))
+                kw[key] = raw
+    # references and enumerations, reported at their line
+    if kw["name"] != path.stem:
+        raise ScenarioError(located(path, loc, ("scenario",), "name",
+                                    f"{kw['name']!r} differs from the file name {path.stem!r}"))
+    checks = (("churn", "profile", kw["profile"], tuple(PROFILES)),
+              ("tracking", "track_at", kw.get("track_at", "after-boot"), TRACK_AT),
+              ("churn", "reboot_order", kw.get("reboot_order", "relayout-first"), REBOOT_ORDERS))
+    for table, key, val, allowed in checks:
+        if val not in allowed:
+            raise ScenarioError(located(path, loc, (table,), key,
+                                        f"{val!r} is not one of {', '.join(allowed)}"))
+    try:
+        lay = load_layout(kw["layout"])
+    except ValueError as exc:
+        raise ScenarioError(located(path, loc, ("vm",), "layout", str(exc))) from None
+    boot = kw.get("boot", "layout")
+    if boot != "layout":
+        if not boot.startswith("trace:") or not (TRACE_DIR / f"{boot[6:]}.trace").exists():
+            known = ", ".join("trace:" + p.stem for p in sorted(TRACE_DIR.glob("*.trace")))
+            raise ScenarioError(located(path, loc, ("vm",), "boot",
+                                        f"{boot!r} is neither 'layout' nor one of {known}"))
+    if "ram_gib" in kw:
+        try:
+            _resize_ram(lay, kw["ram_gib"])
+        except ValueError as exc:
+            raise ScenarioError(located(path, loc, ("vm",), "ram_gib", str(exc))) from None
+    kw["churn"] = kw.pop("profile")
+    try:
+        return Scenario(**kw, figures=figs, path=path)
+    except ValueError as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------
+# The schedule
+
+@dataclass
+class Event:
+    """One thing that happens at time ``t`` (seconds): a memslot ``op``, a MOVE
+    decided at run time (``move``), KVMGT ``attach``, GVT shadowing the tracked
+    set (``track``) or dropping every shadow at a vGPU reset (``untrack``)."""
+
+    t: float
+    kind: str
+    phase: str
+    cause: str
+    op: MemslotOp | None = None
+    slot_key: tuple[int, int] | None = None
+    fail: bool = False
+
+
+def _burst(layout: Layout, roles, pairs: int, gap_us: float, period_us: float, t: float,
+           tag: str | None) -> tuple[list[MemslotOp], float]:
+    """``pairs`` rounds of DELETE + CREATE of every slot with one of ``roles``, from
+    ``t`` on (``kvmpt.layouts.churn_ops`` timing); returns the ops and the end time."""
+    one = replace(layout, churn=(Churn("burst", tuple(roles), int(pairs), float(gap_us),
+                                       float(period_us), tag or "[G]", "scenario"),))
+    ops = churn_ops(one, t0=t)
+    end = (ops[-1].timestamp if ops else t) + IOCTL_SPACING_S
+    return ops, end
+
+
+def _churn_entry(layout: Layout, role: str):
+    for c in layout.churn:
+        if role in c.roles:
+            return c
+    return None
+
+
+def _poisson_times(rng, rate: float, t0: float, t1: float) -> np.ndarray:
+    if rate <= 0 or t1 <= t0:
+        return np.zeros(0)
+    n = int(rng.poisson(rate * (t1 - t0)))
+    return np.sort(rng.uniform(t0, t1, n))
+
+
+def _boot_events(sc: Scenario, layout: Layout, t0: float, phase: str, cause: str,
+                 with_build: bool) -> tuple[list[Event], float]:
+    """Build (optionally) + the layout's boot churn, or a trace replay."""
+    ev: list[Event] = []
+    t = t0
+    if sc.boot.startswith("trace:") and with_build:
+        ops = load_qemu_trace(TRACE_DIR / f"{sc.boot[6:]}.trace")
+        # KVMGT's notifier registers at vfio device realize, after machine init: after the
+        # trace's first two DELETEs (the initial RAM split) [D] workloads.md §3.3.
+        dels = [i for i, o in enumerate(ops) if o.size == 0]
+        attach_at = dels[1] + 1 if len(dels) >= 2 else 0
+        for i, o in enumerate(ops):
+            if i == attach_at:
+                ev.append(Event(t, "attach", phase, "vfio realize"))
+            ev.append(Event(t, "op", phase, "boot trace", op=o))
+            t += IOCTL_SPACING_S
+        if attach_at >= len(ops):
+            ev.append(Event(t, "attach", phase, "vfio realize"))
+        live = {(o.as_id, o.slot) for o in _final(ops)}
+        for s in sorted(layout.slots, key=lambda s: (s.as_id, s.gpa)):
+            if (s.as_id, s.slot) not in live:
+                ev.append(Event(t, "op", phase, "layout slot absent from the trace",
+                                op=MemslotOp(s.as_id, s.slot, s.flags, s.gpa, s.size, s.ua,
+                                             ret=0, tag=s.tag)))
+                t += IOCTL_SPACING_S
+        return ev, t
+    if with_build:
+        for o in build_ops(layout):
+            ev.append(Event(t, "op", phase, "build", op=o))
+            t += IOCTL_SPACING_S
+        ev.append(Event(t, "attach", phase, "vfio realize"))
+    for o in churn_ops(layout, t0=t):
+        ev.append(Event(o.timestamp, "op", phase, cause, op=o))
+    if ev:
+        t = max(t, ev[-1].t) + IOCTL_SPACING_S
+    return ev, t
+
+
+def _final(ops):
+    return final_state(ops).values()
+
+
+def build_schedule(sc: Scenario, layout: Layout, rng: np.random.Generator) -> tuple[list[Event], float, float]:
+    """The event list in time order, the time the runtime phase starts, and when it ends."""
+    events, t = _boot_events(sc, layout, 0.0, "boot", "boot churn", with_build=True)
+    if sc.track_at == "after-ram-layout":
+        # the driver loads right after the last AS0 RAM slot is (re)created
+        last = max((i for i, e in enumerate(events) if e.kind == "op" and e.op.size
+                    and e.op.as_id == 0 and _role(layout, e.op) in RAM_ROLES), default=None)
+        pos = (last + 1) if last is not None else len(events)
+        at = events[last].t if last is not None else t
+        events.insert(pos, Event(at, "track", "boot", "guest i915 loads"))
+        t_run = t
+    else:
+        events.append(Event(t, "track", "boot", "guest i915 loads"))
+        t_run = t + IOCTL_SPACING_S
+    t_end = t_run + sc.duration_s
+
+    # runtime arrivals, then laid out one after the other (QEMU serializes memory
+    # transactions under the BQL)
+    arrivals: list[tuple[float, str, int]] = []
+    for kind, rate in (("vars", sc.rate("vars_write_rate")), ("bar", sc.rate("bar_toggle_rate")),
+                       ("reboot", sc.rate("reboot_rate")), ("move", sc.rate("move_rate"))):
+        for x in _poisson_times(rng, rate, t_run, t_end):
+            arrivals.append((float(x), kind, 0))
+    arrivals.sort()
+    fails = rng.random(len(arrivals)) < sc.rate("prepare_fail_rate")
+    picks = rng.integers(0, 1 << 30, len(arrivals))
+    ram_slots = sorted((s for s in layout.slots if s.as_id == 0 and s.role in RAM_ROLES),
+                       key=lambda s: s.gpa)
+    free = t_run
+    for (x, kind, _), fail, pick in zip(arrivals, fails, picks):
+        start = max(x, free)
+        if kind == "vars":
+            c = _churn_entry(layout, "flash-vars")
+            if not layout.with_role("flash-vars"):
+                continue            # SeaBIOS: no pflash VARS slot
+            ops, free = _burst(layout, ["flash-vars"], int(sc.vars_pairs),
+                               c.gap_us if c else 50, c.period_us if c else 200, start,
+                               c.tag if c else "[G]")
+            events += [Event(o.timestamp, "op", "runtime", "OVMF variable write", op=o)
+                       for o in ops]
+        elif kind == "bar":
+            if not layout.with_role("vgpu-aperture"):
+                continue
+            c = _churn_entry(layout, "vgpu-aperture")
+            ops, free = _burst(layout, ["vgpu-aperture"], c.pairs if c else 7,
+                               c.gap_us if c else 1000, c.period_us if c else 1900, start,
+                               c.tag if c else "[D]")
+            events += [Event(o.timestamp, "op", "runtime", "vGPU BAR toggle", op=o)
+                       for o in ops]
+        elif kind == "move":
+            if not ram_slots:
+                continue
+            s = ram_slots[int(pick) % len(ram_slots)]
+            events.append(Event(start, "move", "runtime", "adversarial MOVE",
+                                slot_key=(0, s.slot), fail=bool(fail)))
+            free = start + IOCTL_SPACING_S
+        elif kind == "reboot":
+            free = _reboot(sc, layout, start, events)
+    events.sort(key=lambda e: e.t)          # stable: equal times keep their order
+    return events, t_run, t_end
+
+
+def _role(layout: Layout, op: MemslotOp) -> str | None:
+    for s in layout.slots:
+        if s.as_id == op.as_id and s.slot == op.slot:
+            return s.role
+    return None
+
+
+def _reboot(sc: Scenario, layout: Layout, t: float, events: list[Event]) -> float:
+    """system_reset: the reset-time memory re-layout (PAM/SMRAM back to their reset
+    values: one round of each RAM-role churn entry), the vGPU reset (GVT drops every
+    PPGTT shadow), the firmware's boot churn, and the guest driver loading again.
+    Which of the first two QEMU does first is not established [G]: ``reboot_order``."""
+    relayout = [c for c in layout.churn if any(r in RAM_ROLES for r in c.roles)]
+    seq = ["relayout", "untrack"] if sc.reboot_order == "relayout-first" else ["untrack", "relayout"]
+    for step in seq:
+        if step == "untrack":
+            events.append(Event(t, "untrack", "reboot", "vGPU reset"))
+            t += IOCTL_SPACING_S
+        else:
+            for c in relayout:
+                ops, t = _burst(layout, c.roles, 1, c.gap_us, c.period_us, t, c.tag)
+                events += [Event(o.timestamp, "op", "reboot", "reset re-layout", op=o)
+                           for o in ops]
+    ev, t = _boot_events(sc, layout, t, "reboot", "firmware boot churn", with_build=False)
+    events += ev
+    events.append(Event(t, "track", "reboot", "guest i915 loads again"))
+    return t + IOCTL_SPACING_S
+
+
+# ---------------------------------------------------------------------------
+# Running
+
+@dataclass
+class RunResult:
+    """What :func:`run` measured.
+
+    ``summary``: flat dict of scalars.  ``timeseries``: dict of NumPy columns,
+    one row per memslot op (``t_s``, ``kind``, ``errno``, cycles by category
+    ``cyc_<primitive>``, ``hook_cycles``, ``wasted_cycles``, ``mmu_lock_hold_us``
+    (longest single hold in the op), ``mmu_lock_held_us`` (all holds),
+    ``trapped_write_cycles`` (writes since the previous op), ``missed_writes``
+    and ``stale_gfns`` and ``violations`` so far).
+    """
+
+    scenario: Scenario
+    design: Design
+    seed: int
+    summary: dict[str, Any]
+    timeseries: dict[str, np.ndarray]
+    costs: CostModel = field(repr=False)
+    warnings: list[str] = field(default_factory=list, repr=False)
+    violations: list[str] = field(default_factory=list, repr=False)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The time series as a list of dicts (one per op)."""
+        cols = self.timeseries
+        n = len(next(iter(cols.values()))) if cols else 0
+        return [{k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in cols.items()}
+                for i in range(n)]
+
+    def summary_table(self) -> str:
+        """The summary as an aligned two-column text table."""
+        return _table([self])
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"RunResult({self.scenario.name!r}, {self.design.name!r}, seed={self.seed}, "
+                f"ops={s['ops_total']}, missed_writes={s['missed_writes']}, "
+                f"hook_us_per_delete={s['hook_us_per_delete']:.1f})")
+
+
+_SUMMARY_ROWS = (
+    ("ops_total", "memslot ops", "d"), ("ops_DELETE", "  DELETE", "d"),
+    ("ops_CREATE", "  CREATE", "d"), ("ops_MOVE", "  MOVE (attempted)", "d"),
+    ("ops_failed", "  failed", "d"), ("moves_rejected", "MOVEs rejected (EINVAL)", "d"),
+    ("prepare_failures", "prepare failures (ENOMEM)", "d"),
+    ("hook_calls", "KVMGT slot-hook calls", "d"),
+    ("hook_us_per_delete", "hook time per DELETE (us)", ".2f"),
+    ("hook_cycles_per_delete", "hook cycles per DELETE", ".0f"),
+    ("wasted_cycles", "wasted cycles", ".0f"),
+    ("mmu_lock_max_hold_us", "mmu_lock longest hold (us)", ".2f"),
+    ("mmu_lock_hold_us_total", "mmu_lock held, total (us)", ".2f"),
+    ("memslot_us_total", "memslot ioctl work (us)", ".1f"),
+    ("writes_total", "guest writes", "d"), ("trapped_writes", "  trapped", "d"),
+    ("trapped_write_us", "trapped-write time (us)", ".1f"),
+    ("missed_writes", "missed writes", "d"), ("stale_gfns_end", "stale gfns at end", "d"),
+    ("violations_end", "invariant violations at end", "d"),
+    ("kernel_warnings", "kernel WARNs", "d"),
+)
+
+
+def _table(results: list[RunResult]) -> str:
+    head = ["", *[f"{r.design.name}" for r in results]]
+    rows = [head]
+    for key, label, fmt in _SUMMARY_ROWS:
+        rows.append([label, *[format(r.summary[key], fmt) for r in results]])
+    w0 = max(len(r[0]) for r in rows)
+    ws = [max(len(r[i]) for r in rows) for i in range(1, len(head))]
+    r0 = results[0]
+    title = (f"scenario {r0.scenario.name} (seed {r0.seed}), clock "
+             f"{r0.costs.ghz:g} GHz, costs: {r0.costs.estimate}")
+    lines = [title]
+    for r in rows:
+        lines.append(f"{r[0]:<{w0}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(r[1:], ws)))
+    return "\n".join(lines)
+
+
+def _work_snapshot(work) -> dict[str, int]:
+    d = dict(work.ops)
+    d["mmu_lock_acquisitions"] = work.mmu_lock_acquisitions
+    return d
+
+
+def _diff(a: dict, b: dict) -> dict:
+    return {k: b[k] - a.get(k, 0) for k in b}
+
+
+class _Writes:
+    """The guest write stream: times, and targets drawn per batch."""
+
+    def __init__(self, sc: Scenario, layout: Layout, rng: np.random.Generator,
+                 t_run: float, t_end: float):
+        self.sc, self.rng = sc, rng
+        n = int(round(sc.write_rate * sc.duration_s))
+        self.times = np.sort(rng.uniform(t_run, t_end, n)) if n else np.zeros(0)
+        self.pos = 0
+        ram = [s for s in layout.slots if s.as_id == 0 and s.role in RAM_ROLES]
+        self.ram_base = np.array([s.base_gfn for s in ram], dtype=np.int64)
+        self.ram_np = np.array([s.npages for s in ram], dtype=np.int64)
+        self.pt = np.zeros(0, dtype=np.int64)
+        self.hot = np.zeros(0, dtype=np.int64)
+
+    def set_shadowed(self, gfns) -> None:
+        self.pt = np.array(sorted(gfns), dtype=np.int64)
+        perm = self.rng.permutation(self.pt.size)
+        k = int(math.ceil(self.sc.hot_fraction * self.pt.size))
+        self.hot = self.pt[perm[:k]] if k else self.pt
+
+    def take_until(self, t: float) -> int:
+        end = int(np.searchsorted(self.times, t, side="right"))
+        n, self.pos = end - self.pos, end
+        return n
+
+    def rest(self) -> int:
+        n, self.pos = self.times.size - self.pos, self.times.size
+        return n
+
+    def gpas(self, n: int) -> np.ndarray:
+        rng, sc = self.rng, self.sc
+        k = int(rng.binomial(n, sc.pt_fraction)) if self.pt.size else 0
+        k_hot = int(rng.binomial(k, sc.hot_share)) if k else 0
+        parts = []
+        if k_hot:
+            parts.append(self.hot[rng.integers(0, self.hot.size, k_hot)])
+        if k - k_hot:
+            parts.append(self.pt[rng.integers(0, self.pt.size, k - k_hot)])
+        m = n - k
+        if m and self.ram_np.size:
+            w = self.ram_np / self.ram_np.sum()
+            which = rng.choice(self.ram_np.size, size=m, p=w)
+            parts.append(self.ram_base[which] + (rng.random(m) * self.ram_np[which]).astype(np.int64))
+        gfns = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        offs = rng.integers(0, 512, gfns.size, dtype=np.int64) << 3     # 8-byte PTE stores
+        return ((gfns << 12) | offs).astype(np.uint64)
+
+
+def _write_batch(vm, gpas: np.ndarray) -> dict[str, int]:
+    if gpas.size == 0:
+        return dict.fromkeys(("direct", "ignored", "handled", "missed"), 0)
+    if hasattr(vm, "guest_write_batch"):
+        got = vm.guest_write_batch(gpas)
+        return {k: int(got[k]) for k in ("direct", "ignored", "handled", "missed")}
+    before = dict(vm.write_stats)
+    for g in gpas.tolist():
+        vm.guest_write(g)
+    return {k: vm.write_stats[k] - before[k] for k in ("direct", "ignored", "handled", "missed")}
+
+
+def _park_gpa(layout: Layout) -> dict[int, int]:
+    """Where the adversarial VMM MOVEs each AS0 RAM slot: past the top of the layout,
+    1 GiB aligned, one window per slot."""
+    top = max(s.gpa + s.size for s in layout.slots)
+    base = (-(-top // GIB) + 1) * GIB
+    out = {}
+    for s in sorted((s for s in layout.slots if s.as_id == 0 and s.role in RAM_ROLES),
+                    key=lambda s: s.gpa):
+        out[s.slot] = base
+        base += (-(-s.size // GIB) + 1) * GIB
+    return out
+
+
+def _may_change_invariants(vm, gvt, op: MemslotOp) -> bool:
+    """Whether ``op`` can change ``vm.check_invariants()`` or ``gvt.stale_gfns()``
+    beyond what its hook calls show (hits, counter updates, errors are checked by
+    the caller).  CREATE and FLAGS_ONLY cannot: a new slot starts with zero counts
+    and initial lpage values, a flags change keeps the arrays and READONLY.  A
+    DELETE or MOVE can, when the old slot held write-track counts or shadowed
+    gfns; small slots without either are skipped (a lone lpage mismatch there
+    would go unnoticed until the next check)."""
+    if gvt is None:
+        return False
+    slot = next((s for s in vm.memslots(op.as_id) if s.id == op.slot), None)
+    if slot is None:
+        return False                                   # CREATE (or an invalid op)
+    if op.size and op.base_gfn == slot.base_gfn:
+        return False                                   # FLAGS_ONLY or no-op
+    if slot.npages > 1 << 16:
+        return True
+    arr = slot.arch.gfn_write_track
+    if arr is not None and arr.any():
+        return True
+    lo, hi = slot.base_gfn, slot.base_gfn + slot.npages
+    return any(lo <= g < hi for g in gvt.page_track_tree) or \
+        any(lo <= g < hi for g in gvt.ptable.gfns())
+
+
+def run(scenario, design, seed: int | None = None, costs: CostModel | None = None,
+        check: str = "ops") -> RunResult:
+    """Run ``scenario`` (a Scenario or a name) under ``design`` (a Design or preset name).
+
+    Deterministic for a given (scenario, design, seed); ``seed`` defaults to the
+    scenario's.  ``costs`` defaults to ``data/costs.toml``.  ``check="ops"``
+    counts invariant violations after every op once anything was tracked;
+    ``"end"`` only at the end (faster; the ``violations`` column is then -1
+    until the last row); ``"all"`` recomputes after every op instead of only
+    after ops that can change them (a cross-check, slower).
+    """
+    from .vm import VM
+
+    sc = load_scenario(scenario) if not isinstance(scenario, Scenario) else scenario
+    design = Design.coerce(design)
+    seed = sc.seed if seed is None else int(seed)
+    if check not in ("ops", "end", "all"):
+        raise ValueError("check must be 'ops', 'end' or 'all'")
+    costs = costs or default_costs()
+    layout = sc.layout_obj()
+    ss = np.random.SeedSequence(seed)
+    rng_sched, rng_track, rng_write = (np.random.default_rng(s) for s in ss.spawn(3))
+    events, t_run, t_end = build_schedule(sc, layout, rng_sched)
+    roles = {(s.as_id, s.slot): s.role for s in layout.slots}
+    homes = {s.slot: s.gpa for s in layout.slots if s.as_id == 0}
+    parks = _park_gpa(layout)
+    writes = _Writes(sc, layout, rng_write, t_run, t_end)
+    price = costs.price
+    cats = costs.categories
+
+    vm = VM(design)
+    gvt = None
+    tracked_ever = False
+    cols: dict[str, list] = {k: [] for k in (
+        "op", "t_s", "phase", "cause", "kind", "as_id", "slot", "npages", "errno", "hits",
+        "hook_cycles", "zap_cycles", "ioctl_cycles", "wasted_cycles", "mmu_lock_hold_us",
+        "mmu_lock_held_us", "writes", "trapped_write_cycles", "missed_writes", "stale_gfns",
+        "violations")}
+    for c in cats:
+        cols[f"cyc_{c}"] = []
+    totals = dict(hook=0.0, zap=0.0, ioctl=0.0, wasted=0.0, held=0.0, max_hold=0.0,
+                  trapped=0.0, shadow=0.0, delete_hook=0.0)
+    wcounts = dict.fromkeys(("direct", "ignored", "handled", "missed"), 0)
+    n_deletes = hooks = harmful = 0
+    pending_writes = 0
+    pending_trapped = 0.0
+    per_trap = costs.cycles("vm_exit") + costs.cycles("emulation") + costs.cycles("hash_probe")
+    per_handled = costs.cycles("gvt_handler")
+    violations_now = stale_now = 0
+    recheck = False
+    check_all = check == "all"
+
+    def flush_writes(n: int) -> None:
+        nonlocal pending_writes, pending_trapped
+        if n <= 0:
+            return
+        got = _write_batch(vm, writes.gpas(n))
+        for k in wcounts:
+            wcounts[k] += got[k]
+        cyc = (got["handled"] + got["ignored"]) * per_trap + got["handled"] * per_handled
+        pending_writes += n
+        pending_trapped += cyc
+        totals["trapped"] += cyc
+
+    for ev in events:
+        if ev.t >= t_run:
+            flush_writes(writes.take_until(ev.t))
+        if ev.kind == "attach":
+            gvt = vm.attach_kvmgt()
+            continue
+        if ev.kind in ("track", "untrack"):
+            if gvt is None:
+                continue
+            before = _work_snapshot(vm.work)
+            if ev.kind == "track" and sc.tracked_gfns:
+                from .replay import place_tracked
+                place_tracked(vm, gvt, int(sc.tracked_gfns),
+                              seed=int(rng_track.integers(0, 2**31)), roles=roles)
+                tracked_ever = True
+            elif ev.kind == "untrack":
+                for g in gvt.shadowed_gfns():
+                    gvt.unshadow(g)
+            totals["shadow"] += sum(price(_diff(before, _work_snapshot(vm.work))).values())
+            recheck = True
+            writes.set_shadowed(gvt.shadowed_gfns())
+            continue
+        # a memslot op
+        if ev.kind == "move":
+            as_id, sid = ev.slot_key
+            cur = {s.id: s for s in vm.memslots(as_id)}.get(sid)
+            if cur is None:
+                continue                     # deleted right now: nothing to move
+            gpa = homes[sid] if cur.base_gfn << 12 != homes[sid] else parks[sid]
+            op = MemslotOp(as_id, sid, cur.flags, gpa, cur.npages << 12, cur.userspace_addr)
+            if ev.fail:
+                vm.fail_next_prepare(errno_mod.ENOMEM)
+        else:
+            op = ev.op
+        dirty = check_all or _may_change_invariants(vm, gvt, op)
+        before = _work_snapshot(vm.work)
+        err = 0
+        try:
+            vm.set_user_memory_region(op.ioctl_slot, op.flags, op.gpa, op.size, op.ua)
+        except OSError as exc:
+            err = exc.errno
+        if getattr(vm, "_fail_next_prepare", None) is not None:
+            # the injection was not consumed (MOVE rejected before prepare allocates):
+            # do not let it leak into the next op
+            vm._fail_next_prepare = None
+        rec = vm.op_log[-1] if vm.op_log and vm.op_log[-1].slot == op.ioctl_slot else None
+        ioctl = price(_diff(before, _work_snapshot(vm.work)))
+        by_cat = dict(ioctl)
+        hook_c = zap_c = wasted_c = held_c = hold_max = 0.0
+        hits = 0
+        for call in (rec.hook_calls if rec is not None else ()):
+            p = price(call.work)
+            for k, v in p.items():
+                by_cat[k] += v
+            tot = sum(p.values())
+            if call.node == "kvmgt":
+                hook_c += tot
+                hits += call.hits
+                hooks += 1
+                harmful += bool(call.harmful)
+            else:
+                zap_c += tot
+            if call.wasted:
+                wasted_c += (call.work.ops["counter_updates"] * costs.cycles("counter_update")
+                             + call.work.ops["lpage_updates"] * costs.cycles("lpage_update"))
+            h_tot, h_max = costs.mmu_lock_hold(call.work)
+            held_c += h_tot
+            hold_max = max(hold_max, h_max)
+        kind = rec.change if rec is not None and rec.change else "INVALID"
+        if kind == "DELETE" and err == 0:
+            n_deletes += 1
+            totals["delete_hook"] += hook_c
+        ioc = sum(ioctl.values())
+        totals["hook"] += hook_c
+        totals["zap"] += zap_c
+        totals["ioctl"] += ioc
+        totals["wasted"] += wasted_c
+        totals["held"] += held_c
+        totals["max_hold"] = max(totals["max_hold"], hold_max)
+        if gvt is not None and tracked_ever:
+            if recheck or dirty or hits or err:
+                stale_now = len(gvt.stale_gfns())
+                violations_now = len(vm.check_invariants()) if check != "end" else -1
+                recheck = False
+        else:
+            stale_now = 0
+        row = dict(op=len(cols["op"]), t_s=ev.t, phase=ev.phase, cause=ev.cause, kind=kind,
+                   as_id=op.as_id, slot=op.slot, npages=op.npages, errno=err, hits=hits,
+                   hook_cycles=hook_c, zap_cycles=zap_c, ioctl_cycles=ioc,
+                   wasted_cycles=wasted_c, mmu_lock_hold_us=costs.cycles_to_us(hold_max),
+                   mmu_lock_held_us=costs.cycles_to_us(held_c), writes=pending_writes,
+                   trapped_write_cycles=pending_trapped, missed_writes=wcounts["missed"],
+                   stale_gfns=stale_now, violations=violations_now)
+        for k, v in row.items():
+            cols[k].append(v)
+        for c in cats:
+            cols[f"cyc_{c}"].append(by_cat[c])
+        pending_writes, pending_trapped = 0, 0.0
+    flush_writes(writes.rest())
+
+    violations = vm.check_invariants()
+    if cols["violations"] and check == "end":
+        cols["violations"][-1] = len(violations)
+    stale_end = len(gvt.stale_gfns()) if gvt is not None else 0
+    ts = {k: np.array(v) for k, v in cols.items()}
+    kinds = ts["kind"] if len(ts["kind"]) else np.array([], dtype=str)
+    errs = ts["errno"] if len(ts["errno"]) else np.array([], dtype=int)
+    us = costs.cycles_to_us
+    summary: dict[str, Any] = {
+        "scenario": sc.name, "design": design.name, "seed": seed,
+        "sim_time_s": float(t_end),
+        "ops_total": int(len(kinds)),
+        **{f"ops_{k}": int((kinds == k).sum()) for k in
+           ("CREATE", "DELETE", "MOVE", "FLAGS_ONLY", "NONE", "INVALID")},
+        "ops_failed": int((errs != 0).sum()),
+        "moves_rejected": int(((kinds == "MOVE") & (errs == errno_mod.EINVAL)).sum()),
+        "prepare_failures": int((errs == errno_mod.ENOMEM).sum()),
+        "hook_calls": hooks, "harmful_hook_calls": harmful,
+        "hook_cycles_total": totals["hook"],
+        "hook_cycles_per_delete": totals["delete_hook"] / n_deletes if n_deletes else 0.0,
+        "hook_us_per_delete": us(totals["delete_hook"] / n_deletes) if n_deletes else 0.0,
+        "zap_cycles_total": totals["zap"],
+        "ioctl_cycles_total": totals["ioctl"],
+        "memslot_cycles_total": totals["hook"] + totals["zap"] + totals["ioctl"],
+        "memslot_us_total": us(totals["hook"] + totals["zap"] + totals["ioctl"]),
+        "wasted_cycles": totals["wasted"], "wasted_us": us(totals["wasted"]),
+        "mmu_lock_max_hold_us": us(totals["max_hold"]),
+        "mmu_lock_hold_us_total": us(totals["held"]),
+        "shadow_cycles": totals["shadow"],
+        "writes_total": int(sum(wcounts[k] for k in ("direct", "ignored", "handled"))),
+        "writes_direct": wcounts["direct"], "writes_ignored": wcounts["ignored"],
+        "writes_handled": wcounts["handled"],
+        "trapped_writes": wcounts["handled"] + wcounts["ignored"],
+        "trapped_write_cycles": totals["trapped"], "trapped_write_us": us(totals["trapped"]),
+        "missed_writes": wcounts["missed"],
+        "tracked_gfns": int(sc.tracked_gfns),
+        "shadowed_end": len(gvt.shadowed_gfns()) if gvt is not None else 0,
+        "stale_gfns_end": stale_end, "violations_end": len(violations),
+        "kernel_warnings": len(vm.warnings),
+        "clock_ghz": costs.ghz, "costs_estimate": costs.estimate,
+    }
+    return RunResult(sc, design, seed, summary, ts, costs,
+                     warnings=[w.message for w in vm.warnings], violations=violations)
+
+
+def compare(scenario, designs=("v6.5", "v6.6"), seed: int | None = None,
+            costs: CostModel | None = None) -> str:
+    """Run ``scenario`` under each design and return the summaries side by side."""
+    return _table([run(scenario, d, seed=seed, costs=costs) for d in designs])
