@@ -16,6 +16,9 @@ def __getattr__(name):  # lazy: keep `import kvmpt` cheap (no numba, no plotly)
     if name == "VM":
         from .vm import VM
         return VM
+    if name == "run":
+        from .scenario import run
+        return run
     if name == "sweep":   # the module, callable as the function: kvmpt.sweep(grid, ...)
         import importlib
         return importlib.import_module(".sweep", __name__)
