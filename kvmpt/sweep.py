@@ -63,7 +63,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from .design import Design
 
 __all__ = [
-    "Grid", "RunSpec", "SweepTable", "sweep", "load_table", "parse_design", "parse_designs",
+    "Grid", "RunSpec", "SweepTable", "sweep", "load_table", "diff", "parse_design", "parse_designs",
     "parse_seeds", "parse_param", "log_path_for", "bench", "HELP", "add_arguments", "run",
 ]
 
@@ -919,6 +919,20 @@ def _assemble(specs, records, grid, name, meta) -> SweepTable:
     return SweepTable(rows, columns, meta)
 
 
+def diff(a: SweepTable, b: SweepTable) -> str:
+    """The first difference between two tables, in words ('' if they are equal)."""
+    if a.columns != b.columns:
+        return (f"columns differ: only in the first {sorted(set(a.columns) - set(b.columns))}, "
+                f"only in the second {sorted(set(b.columns) - set(a.columns))}")
+    if len(a) != len(b):
+        return f"{len(a)} rows vs {len(b)}"
+    for ra, rb in zip(a.rows, b.rows):
+        for c in a.columns:
+            if ra.get(c) != rb.get(c):
+                return f"run {ra.get('run')} ({ra.get('key')}): {c} = {ra.get(c)!r} vs {rb.get(c)!r}"
+    return ""
+
+
 # ---------------------------------------------------------------------------
 # Benchmark: runs/s locally vs on a 2-worker LocalCluster
 
@@ -941,7 +955,7 @@ def bench(grid: Grid | None = None, scenario: Any = None, run_fn: Callable | Non
         dist = sweep(grid, scenario, client=client, progress=False, run_fn=run_fn)
         t_dask = time.perf_counter() - t0
     if dist != local:
-        raise RuntimeError("the Dask sweep's table differs from the local one")
+        raise RuntimeError(f"the Dask sweep's table differs from the local one: {diff(local, dist)}")
     n = len(local)
     res = {"runs": n, "local_runs_per_s": n / t_local, "dask_runs_per_s": n / t_dask,
            "ratio": (n / t_dask) / (n / t_local)}
@@ -956,8 +970,8 @@ def bench(grid: Grid | None = None, scenario: Any = None, run_fn: Callable | Non
 
 
 #: the benchmark's default workload parameters (short runs)
-BENCH_PARAMS: dict[str, list[Any]] = {"tracked_gfns": [0, 1000, 4000, 20000],
-                                      "ram_gib": [1, 8, 64]}
+BENCH_PARAMS: dict[str, list[Any]] = {"duration_s": [0.05], "tracked_gfns": [0, 1000, 4000],
+                                      "churn": ["desktop", "adversarial"]}
 
 
 # ---------------------------------------------------------------------------
