@@ -536,9 +536,17 @@ def build_schedule(sc: Scenario, layout: Layout, rng: np.random.Generator) -> tu
     # transactions under the BQL)
     arrivals: list[tuple[float, str, int]] = []
     for kind, rate in (("vars", sc.rate("vars_write_rate")), ("bar", sc.rate("bar_toggle_rate")),
-                       ("reboot", sc.rate("reboot_rate")), ("move", sc.rate("move_rate"))):
+                       ("move", sc.rate("move_rate"))):
         for x in _poisson_times(rng, rate, t_run, t_end):
             arrivals.append((float(x), kind, 0))
+    # reboots are rare and each one is long: periodic with a random phase, so a run of
+    # duration_s holds floor or ceil of rate * duration_s of them (not a Poisson draw of 0)
+    rate = sc.rate("reboot_rate")
+    if rate > 0:
+        x = t_run + rng.uniform(0, 1 / rate)
+        while x < t_end:
+            arrivals.append((float(x), "reboot", 0))
+            x += 1 / rate
     arrivals.sort()
     fails = rng.random(len(arrivals)) < sc.rate("prepare_fail_rate")
     picks = rng.integers(0, 1 << 30, len(arrivals))
@@ -769,29 +777,51 @@ def _park_gpa(layout: Layout) -> dict[int, int]:
     return out
 
 
-def _may_change_invariants(vm, gvt, op: MemslotOp) -> bool:
-    """Whether ``op`` can change ``vm.check_invariants()`` or ``gvt.stale_gfns()``
-    beyond what its hook calls show (hits, counter updates, errors are checked by
-    the caller).  CREATE and FLAGS_ONLY cannot: a new slot starts with zero counts
-    and initial lpage values, a flags change keeps the arrays and READONLY.  A
-    DELETE or MOVE can, when the old slot held write-track counts or shadowed
-    gfns; small slots without either are skipped (a lone lpage mismatch there
-    would go unnoticed until the next check)."""
-    if gvt is None:
+class _Touch:
+    """Decides whether a memslot op can change ``vm.check_invariants()`` or
+    ``gvt.stale_gfns()`` beyond what its hook calls show (the caller rechecks after
+    hits, counter updates, errors and track events anyway).
+
+    Conservative and independent of how the invariants are phrased: an op is
+    skipped only if neither its old slot nor its new range holds a gfn GVT
+    shadows or KVMGT's ``ptable`` holds (by gfn, or by host address for the
+    hva-based shadow check), and the old slot is small and has no write-track
+    counts.  ``refresh`` after anything that may have changed those sets; a
+    stale cache only over-approximates (more rechecks, never fewer)."""
+
+    def __init__(self) -> None:
+        self.gfns = np.zeros(0, dtype=np.int64)
+        self.hvas = np.zeros(0, dtype=np.int64)
+
+    def refresh(self, gvt) -> None:
+        if gvt is None:
+            return
+        g = set(gvt.page_track_tree) | gvt.ptable.gfns()
+        self.gfns = np.array(sorted(g), dtype=np.int64)
+        hv = getattr(gvt, "shadow_hva", {}) or {}
+        self.hvas = np.array(sorted(hv.values()), dtype=np.int64)
+
+    @staticmethod
+    def _any_in(arr: np.ndarray, lo: int, hi: int) -> bool:
+        return bool(arr.size) and int(np.searchsorted(arr, hi)) > int(np.searchsorted(arr, lo))
+
+    def touches(self, vm, op: MemslotOp) -> bool:
+        ranges = []
+        old = next((s for s in vm.memslots(op.as_id) if s.id == op.slot), None)
+        if old is not None:
+            if old.npages > 1 << 16:
+                return True
+            arr = old.arch.gfn_write_track
+            if arr is not None and arr.any():
+                return True
+            ranges.append((old.base_gfn, old.npages, old.userspace_addr))
+        if op.size:
+            ranges.append((op.base_gfn, op.npages, op.ua))
+        for base, n, ua in ranges:
+            if self._any_in(self.gfns, base, base + n) or \
+                    self._any_in(self.hvas, ua, ua + (n << 12)):
+                return True
         return False
-    slot = next((s for s in vm.memslots(op.as_id) if s.id == op.slot), None)
-    if slot is None:
-        return False                                   # CREATE (or an invalid op)
-    if op.size and op.base_gfn == slot.base_gfn:
-        return False                                   # FLAGS_ONLY or no-op
-    if slot.npages > 1 << 16:
-        return True
-    arr = slot.arch.gfn_write_track
-    if arr is not None and arr.any():
-        return True
-    lo, hi = slot.base_gfn, slot.base_gfn + slot.npages
-    return any(lo <= g < hi for g in gvt.page_track_tree) or \
-        any(lo <= g < hi for g in gvt.ptable.gfns())
 
 
 def run(scenario, design, seed: int | None = None, costs: CostModel | None = None,
@@ -835,16 +865,19 @@ def run(scenario, design, seed: int | None = None, costs: CostModel | None = Non
     for c in cats:
         cols[f"cyc_{c}"] = []
     totals = dict(hook=0.0, zap=0.0, ioctl=0.0, wasted=0.0, held=0.0, max_hold=0.0,
-                  trapped=0.0, shadow=0.0, delete_hook=0.0)
+                  trapped=0.0, shadow=0.0, delete_hook=0.0, write_held=0.0,
+                  write_max_hold=0.0)
     wcounts = dict.fromkeys(("direct", "ignored", "handled", "missed"), 0)
     n_deletes = hooks = harmful = 0
     pending_writes = 0
     pending_trapped = 0.0
     per_trap = costs.cycles("vm_exit") + costs.cycles("emulation") + costs.cycles("hash_probe")
     per_handled = costs.cycles("gvt_handler")
+    per_lookup = costs.cycles("hash_probe") + costs.cycles("mmu_lock_acquire")
     violations_now = stale_now = 0
     recheck = False
     check_all = check == "all"
+    touch = _Touch()
 
     def flush_writes(n: int) -> None:
         nonlocal pending_writes, pending_trapped
@@ -857,6 +890,15 @@ def run(scenario, design, seed: int | None = None, costs: CostModel | None = Non
         pending_writes += n
         pending_trapped += cyc
         totals["trapped"] += cyc
+        if design.kvmgt_lock == "mmu_lock" and gvt is not None and gvt.attached:
+            # the rejected design: kvmgt_page_track_write() looks up and runs the handler
+            # under write mmu_lock (spec §4.6), so every trapped write is a hold
+            trapped = got["handled"] + got["ignored"]
+            totals["write_held"] += trapped * per_lookup + got["handled"] * per_handled
+            if got["handled"]:
+                totals["write_max_hold"] = max(totals["write_max_hold"], per_lookup + per_handled)
+            elif trapped:
+                totals["write_max_hold"] = max(totals["write_max_hold"], per_lookup)
 
     for ev in events:
         if ev.t >= t_run:
@@ -878,6 +920,7 @@ def run(scenario, design, seed: int | None = None, costs: CostModel | None = Non
                     gvt.unshadow(g)
             totals["shadow"] += sum(price(_diff(before, _work_snapshot(vm.work))).values())
             recheck = True
+            touch.refresh(gvt)
             writes.set_shadowed(gvt.shadowed_gfns())
             continue
         # a memslot op
@@ -892,8 +935,9 @@ def run(scenario, design, seed: int | None = None, costs: CostModel | None = Non
                 vm.fail_next_prepare(errno_mod.ENOMEM)
         else:
             op = ev.op
-        dirty = check_all or _may_change_invariants(vm, gvt, op)
+        dirty = check_all or (gvt is not None and tracked_ever and touch.touches(vm, op))
         before = _work_snapshot(vm.work)
+        n_log = len(vm.op_log)
         err = 0
         try:
             vm.set_user_memory_region(op.ioctl_slot, op.flags, op.gpa, op.size, op.ua)
@@ -903,7 +947,7 @@ def run(scenario, design, seed: int | None = None, costs: CostModel | None = Non
             # the injection was not consumed (MOVE rejected before prepare allocates):
             # do not let it leak into the next op
             vm._fail_next_prepare = None
-        rec = vm.op_log[-1] if vm.op_log and vm.op_log[-1].slot == op.ioctl_slot else None
+        rec = vm.op_log[-1] if len(vm.op_log) > n_log else None   # None: rejected in S0 checks
         ioctl = price(_diff(before, _work_snapshot(vm.work)))
         by_cat = dict(ioctl)
         hook_c = zap_c = wasted_c = held_c = hold_max = 0.0
@@ -927,7 +971,7 @@ def run(scenario, design, seed: int | None = None, costs: CostModel | None = Non
             held_c += h_tot
             hold_max = max(hold_max, h_max)
         kind = rec.change if rec is not None and rec.change else "INVALID"
-        if kind == "DELETE" and err == 0:
+        if kind == "DELETE" and err == 0 and gvt is not None and gvt.attached:
             n_deletes += 1
             totals["delete_hook"] += hook_c
         ioc = sum(ioctl.values())
@@ -942,6 +986,8 @@ def run(scenario, design, seed: int | None = None, costs: CostModel | None = Non
                 stale_now = len(gvt.stale_gfns())
                 violations_now = len(vm.check_invariants()) if check != "end" else -1
                 recheck = False
+                if hits or err:
+                    touch.refresh(gvt)
         else:
             stale_now = 0
         row = dict(op=len(cols["op"]), t_s=ev.t, phase=ev.phase, cause=ev.cause, kind=kind,
@@ -984,8 +1030,10 @@ def run(scenario, design, seed: int | None = None, costs: CostModel | None = Non
         "memslot_cycles_total": totals["hook"] + totals["zap"] + totals["ioctl"],
         "memslot_us_total": us(totals["hook"] + totals["zap"] + totals["ioctl"]),
         "wasted_cycles": totals["wasted"], "wasted_us": us(totals["wasted"]),
-        "mmu_lock_max_hold_us": us(totals["max_hold"]),
-        "mmu_lock_hold_us_total": us(totals["held"]),
+        "mmu_lock_max_hold_us": us(max(totals["max_hold"], totals["write_max_hold"])),
+        "mmu_lock_hold_us_total": us(totals["held"] + totals["write_held"]),
+        "mmu_lock_memslot_max_hold_us": us(totals["max_hold"]),
+        "mmu_lock_write_hold_us_total": us(totals["write_held"]),
         "shadow_cycles": totals["shadow"],
         "writes_total": int(sum(wcounts[k] for k in ("direct", "ignored", "handled"))),
         "writes_direct": wcounts["direct"], "writes_ignored": wcounts["ignored"],

@@ -222,3 +222,23 @@ def test_smm_boot_trace_reaches_kvmgt_from_address_space_1():
     old, new = run(sc, "v6.5"), run(sc, "v6.6")
     assert old.summary["kernel_warnings"] > 0 and new.summary["kernel_warnings"] == 0
     assert old.summary["stale_gfns_end"] > 0 and new.summary["stale_gfns_end"] > 0
+
+
+def test_reboots_are_periodic_and_drop_then_restore_the_shadows():
+    sc = small("q35-reboot", duration_s=2.0, reboot_rate=1.0)
+    r = run(sc, "v6.6")
+    ts = r.timeseries
+    causes = list(ts["cause"])
+    assert 1 <= causes.count("reset re-layout") // 4 <= 2     # ram-low in 2 AS, DELETE + CREATE
+    assert r.summary["shadowed_end"] == sc.tracked_gfns
+    # between the reset re-layout and the vGPU reset the shadows are stale in both designs
+    assert ts["stale_gfns"].max() > 0 and r.summary["stale_gfns_end"] == 0
+
+
+def test_mmu_lock_design_counts_write_path_holds():
+    sc = small("q35-desktop", churn="quiet")
+    r = run(sc, Design(kvmgt_lock="mmu_lock"))
+    s = r.summary
+    assert s["mmu_lock_write_hold_us_total"] > 0
+    assert s["mmu_lock_max_hold_us"] >= r.costs.cycles_to_us(r.costs.cycles("gvt_handler"))
+    assert run(sc, "v6.6").summary["mmu_lock_write_hold_us_total"] == 0
