@@ -53,6 +53,7 @@ class ProtectTable:
         self.buckets: dict[int, list[int]] = {}     # bucket -> gfns, chain head first
         self.chain_len = np.zeros(1 << bits, dtype=np.int32)
         self._members: set[int] = set()
+        self.gen = 0          # bumped by every change: kernels rebuild their flat copy
 
     def __contains__(self, gfn: int) -> bool:
         return gfn in self._members
@@ -79,6 +80,7 @@ class ProtectTable:
         self.buckets.setdefault(b, []).insert(0, gfn)
         self.chain_len[b] += 1
         self._members.add(gfn)
+        self.gen += 1
 
     def delete(self, gfn: int) -> None:
         """Mirrors ``kvmgt_protect_table_del()``'s ``hash_del`` + ``kfree``."""
@@ -89,18 +91,30 @@ class ProtectTable:
             del self.buckets[b]
         self.chain_len[b] -= 1
         self._members.discard(gfn)
+        self.gen += 1
 
     def destroy(self) -> None:
         """Mirrors ``kvmgt_protect_table_destroy()``: free every entry, no call into KVM."""
         self.buckets.clear()
         self.chain_len[:] = 0
         self._members.clear()
+        self.gen += 1
 
     def walk_range(self, base_gfn: int, npages: int, delete: bool = True,
-                   chunk: int = 1 << 22) -> tuple[list[int], int]:
+                   chunk: int | None = None) -> tuple[list[int], int]:
         """One lookup per gfn of [base_gfn, base_gfn + npages) in ascending order,
         deleting each hit as it goes (the loop of ``kvmgt_page_track_flush_slot()`` /
         ``kvmgt_page_track_remove_region()``).  Returns (hits ascending, chain steps).
+
+        Runs the jitted kernel ``kvmpt._kernels.walk.slot_walk`` (``chunk`` is
+        accepted for ``walk_range_numpy``'s signature and ignored: the kernel needs no
+        per-gfn memory); ``walk_range_numpy`` is the reference it is tested against."""
+        from ._kernels.walk import walk_range
+        return walk_range(self, base_gfn, npages, delete)
+
+    def walk_range_numpy(self, base_gfn: int, npages: int, delete: bool = True,
+                         chunk: int = 1 << 22) -> tuple[list[int], int]:
+        """``walk_range`` in vectorised NumPy (the reference for the kernel).
 
         Exact chain-step count: gfns whose bucket holds no hit see the bucket's
         current chain length; gfns in buckets with hits are replayed one by one,
@@ -190,6 +204,14 @@ class KVMGT:
         self.page_track_tree[gfn] = True
         slot = self.vm._gfn_to_memslot(gfn, 0)
         self.shadow_hva[gfn] = slot.userspace_addr + ((gfn - slot.base_gfn) << 12)
+
+    def shadow_many(self, gfns) -> None:
+        """``shadow(g)`` for each g of ``gfns`` (a NumPy integer array) in order, in one
+        jitted kernel (``kvmpt._kernels.track.page_track_add_gfns``): the same state,
+        warnings, Work and lockdep as the loop, and the same OSError at the same gfn
+        (the gfns before it stay shadowed)."""
+        from ._kernels.track import shadow_many
+        shadow_many(self, gfns)
 
     def unshadow(self, gfn: int) -> None:
         """Mirrors ``intel_vgpu_unregister_page_track()``: radix-tree delete, then

@@ -286,6 +286,22 @@ class VM:
             self.write_stats["missed"] += 1
         return outcome
 
+    def guest_write_batch(self, gpas, as_id: int = 0, outcomes: bool = False,
+                          nbytes: int = 8):
+        """``guest_write(gpa, nbytes, as_id)`` for every gpa of ``gpas`` (a NumPy uint64
+        array), in one jitted kernel (``kvmpt._kernels.writes.page_track_write_batch``).
+
+        Returns a mapping with keys "direct", "ignored", "handled", "missed" (the
+        counts of this batch); with ``outcomes=True`` its ``.outcomes`` (uint8 codes
+        into ``WRITE_OUTCOMES``) and ``.missed`` (bool) hold per-write results.
+        ``write_stats``, ``work`` and ``lockdep`` change as N calls would.  Where
+        KVMGT's handler changes state (failsafe mode) the batch continues in the
+        plain path from the first such write; see
+        ``kvmpt._kernels.writes.guest_write_batch``.
+        """
+        from ._kernels.writes import guest_write_batch
+        return guest_write_batch(self, gpas, as_id, outcomes, nbytes)
+
     # ===================================================== memslot updates
     def fail_next_prepare(self, err: int) -> None:
         """The next memslot update whose ``kvm_prepare_memory_region()`` (S3) reaches
