@@ -47,10 +47,12 @@ from .layouts import Churn, Layout, build_ops, churn_ops, final_state, load_layo
 from .trace import MemslotOp, load_qemu_trace
 
 __all__ = [
-    "SCENARIO_DIR", "TRACE_DIR", "PROFILES", "Figure", "Scenario", "ScenarioError",
+    "DEFAULT_SCENARIO", "SCENARIO_DIR", "TRACE_DIR", "PROFILES", "Figure", "Scenario", "ScenarioError",
     "RunResult", "load_scenario", "list_scenarios", "run", "compare",
 ]
 
+#: the scenario to use when none is named: the default VM and workload of workloads.md §5
+DEFAULT_SCENARIO = "q35-desktop"
 SCENARIO_DIR = Path(__file__).resolve().parent / "data" / "scenarios"
 TRACE_DIR = Path(__file__).resolve().parent / "data" / "traces"
 RAM_ROLES = ("ram-low", "ram-high")
@@ -262,6 +264,9 @@ def _validate(s: Scenario) -> None:
         bad(f"reboot_order {s.reboot_order!r} is not one of {', '.join(REBOOT_ORDERS)}")
     if not (s.boot == "layout" or s.boot.startswith("trace:")):
         bad(f"boot {s.boot!r} must be 'layout' or 'trace:NAME' (a file in data/traces/)")
+    if s.boot.startswith("trace:") and s.ram_gib is not None:
+        bad("ram_gib cannot resize a traced boot (the trace creates its own RAM slots); "
+            "use boot = 'layout'")
     for name, (lo, hi, integer) in _BOUNDS.items():
         v = getattr(s, name)
         if v is None:
@@ -627,7 +632,10 @@ class RunResult:
     ``cyc_<primitive>``, ``hook_cycles``, ``wasted_cycles``, ``mmu_lock_hold_us``
     (longest single hold in the op), ``mmu_lock_held_us`` (all holds),
     ``trapped_write_cycles`` (writes since the previous op), ``missed_writes``
-    and ``stale_gfns`` and ``violations`` so far).
+    and ``stale_gfns`` and ``violations`` so far).  ``hook_calls``: dict of NumPy
+    columns, one row per slot-hook call (KVMGT's ``track_flush_slot`` /
+    ``track_remove_region`` and KVM's ``kvm_mmu_zap_all_fast``) with its op index,
+    cycles and ``mmu_lock`` hold.
     """
 
     scenario: Scenario
@@ -636,6 +644,7 @@ class RunResult:
     summary: dict[str, Any]
     timeseries: dict[str, np.ndarray]
     costs: CostModel = field(repr=False)
+    hook_calls: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     warnings: list[str] = field(default_factory=list, repr=False)
     violations: list[str] = field(default_factory=list, repr=False)
 
@@ -667,6 +676,7 @@ _SUMMARY_ROWS = (
     ("hook_cycles_per_delete", "hook cycles per DELETE", ".0f"),
     ("wasted_cycles", "wasted cycles", ".0f"),
     ("mmu_lock_max_hold_us", "mmu_lock longest hold (us)", ".2f"),
+    ("mmu_lock_hold_us_per_hook_call", "mmu_lock held per KVMGT hook (us)", ".2f"),
     ("mmu_lock_hold_us_total", "mmu_lock held, total (us)", ".2f"),
     ("memslot_us_total", "memslot ioctl work (us)", ".1f"),
     ("writes_total", "guest writes", "d"), ("trapped_writes", "  trapped", "d"),
@@ -864,9 +874,12 @@ def run(scenario, design, seed: int | None = None, costs: CostModel | None = Non
         "violations")}
     for c in cats:
         cols[f"cyc_{c}"] = []
+    hcols: dict[str, list] = {k: [] for k in (
+        "op", "hook", "node", "change", "as_id", "slot", "npages", "hits", "cycles",
+        "mmu_lock_held_us", "mmu_lock_max_hold_us", "wasted", "harmful")}
     totals = dict(hook=0.0, zap=0.0, ioctl=0.0, wasted=0.0, held=0.0, max_hold=0.0,
                   trapped=0.0, shadow=0.0, delete_hook=0.0, write_held=0.0,
-                  write_max_hold=0.0)
+                  write_max_hold=0.0, hook_held=0.0)
     wcounts = dict.fromkeys(("direct", "ignored", "handled", "missed"), 0)
     n_deletes = hooks = harmful = 0
     pending_writes = 0
@@ -970,6 +983,15 @@ def run(scenario, design, seed: int | None = None, costs: CostModel | None = Non
             h_tot, h_max = costs.mmu_lock_hold(call.work)
             held_c += h_tot
             hold_max = max(hold_max, h_max)
+            for k, v in (("op", len(cols["op"])), ("hook", call.hook), ("node", call.node),
+                         ("change", call.change), ("as_id", call.as_id),
+                         ("slot", call.slot_id), ("npages", call.npages), ("hits", call.hits),
+                         ("cycles", tot), ("mmu_lock_held_us", costs.cycles_to_us(h_tot)),
+                         ("mmu_lock_max_hold_us", costs.cycles_to_us(h_max)),
+                         ("wasted", bool(call.wasted)), ("harmful", bool(call.harmful))):
+                hcols[k].append(v)
+            if call.node == "kvmgt":
+                totals["hook_held"] += h_tot
         kind = rec.change if rec is not None and rec.change else "INVALID"
         if kind == "DELETE" and err == 0 and gvt is not None and gvt.attached:
             n_deletes += 1
@@ -1033,6 +1055,7 @@ def run(scenario, design, seed: int | None = None, costs: CostModel | None = Non
         "mmu_lock_max_hold_us": us(max(totals["max_hold"], totals["write_max_hold"])),
         "mmu_lock_hold_us_total": us(totals["held"] + totals["write_held"]),
         "mmu_lock_memslot_max_hold_us": us(totals["max_hold"]),
+        "mmu_lock_hold_us_per_hook_call": us(totals["hook_held"] / hooks) if hooks else 0.0,
         "mmu_lock_write_hold_us_total": us(totals["write_held"]),
         "shadow_cycles": totals["shadow"],
         "writes_total": int(sum(wcounts[k] for k in ("direct", "ignored", "handled"))),
@@ -1047,7 +1070,8 @@ def run(scenario, design, seed: int | None = None, costs: CostModel | None = Non
         "kernel_warnings": len(vm.warnings),
         "clock_ghz": costs.ghz, "costs_estimate": costs.estimate,
     }
-    return RunResult(sc, design, seed, summary, ts, costs,
+    hook_table = {k: np.array(v) for k, v in hcols.items()}
+    return RunResult(sc, design, seed, summary, ts, costs, hook_calls=hook_table,
                      warnings=[w.message for w in vm.warnings], violations=violations)
 
 

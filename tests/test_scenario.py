@@ -62,6 +62,8 @@ def test_with_overrides():
         sc.with_overrides(churn="nope")
     with pytest.raises(ValueError, match="prepare_fail_rate"):
         sc.with_overrides(prepare_fail_rate=2.0)
+    with pytest.raises(ValueError, match="traced boot"):
+        load_scenario("i440fx-boot-trace").with_overrides(ram_gib=64)
     with pytest.raises(ValueError, match="below 4G"):
         sc.with_overrides(ram_gib=1).layout_obj()
     assert dataclasses.is_dataclass(sc) and sc == load_scenario("q35-desktop")
@@ -168,6 +170,12 @@ def test_result_shape():
     assert s["writes_total"] == 500
     assert len(r.rows()) == n and isinstance(r.rows()[0]["t_s"], float)
     assert "v6.5" in r.summary_table() and "missed writes" in r.summary_table()
+    hc = r.hook_calls
+    kvmgt = hc["node"] == "kvmgt"
+    assert kvmgt.sum() == s["hook_calls"] and set(hc["op"]) <= set(ts["op"])
+    assert s["mmu_lock_hold_us_per_hook_call"] == pytest.approx(
+        hc["mmu_lock_held_us"][kvmgt].mean())
+    assert ts["hook_cycles"].sum() == pytest.approx(hc["cycles"][kvmgt].sum())
 
 
 def test_v65_flush_holds_mmu_lock_across_the_slot_walk():
