@@ -424,6 +424,10 @@ def load_scenario(name_or_path) -> Scenario:
             known = ", ".join("trace:" + p.stem for p in sorted(TRACE_DIR.glob("*.trace")))
             raise ScenarioError(located(path, loc, ("vm",), "boot",
                                         f"{boot!r} is neither 'layout' nor one of {known}"))
+    if "ram_gib" in kw and boot != "layout":
+        raise ScenarioError(located(path, loc, ("vm",), "ram_gib",
+                                    "cannot resize a traced boot (the trace creates its own RAM "
+                                    "slots); use boot = \"layout\""))
     if "ram_gib" in kw:
         try:
             _resize_ram(lay, kw["ram_gib"])

@@ -97,6 +97,8 @@ def _line(path: Path, needle: str) -> int:
     ('boot = "layout"', 'boot = "trace:nope"', "trace:nope", "[vm] field 'boot'", "neither"),
     ('name = "q35-desktop"', 'name = "other"', 'name = "other"', "[scenario] field 'name'",
      "differs from the file name"),
+    ('boot = "layout"', 'boot = "trace:i440fx_seabios_40g_smm_on"\nram_gib = { value = 16, '
+     'tag = "[G]", source = "x" }', "ram_gib", "[vm] field 'ram_gib'", "traced boot"),
     ("seed = 20221111", 'seed = "x"', 'seed = "x"', "[scenario] field 'seed'",
      "must be an integer"),
     ('track_at = "after-boot"', 'track_at = "never"', "never", "[tracking] field 'track_at'",
