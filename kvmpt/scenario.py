@@ -544,18 +544,18 @@ def build_schedule(sc: Scenario, layout: Layout, rng: np.random.Generator) -> tu
     # runtime arrivals, then laid out one after the other (QEMU serializes memory
     # transactions under the BQL)
     arrivals: list[tuple[float, str, int]] = []
-    for kind, rate in (("vars", sc.rate("vars_write_rate")), ("bar", sc.rate("bar_toggle_rate")),
-                       ("move", sc.rate("move_rate"))):
+    for kind, rate in (("vars", sc.rate("vars_write_rate")), ("move", sc.rate("move_rate"))):
         for x in _poisson_times(rng, rate, t_run, t_end):
             arrivals.append((float(x), kind, 0))
-    # reboots are rare and each one is long: periodic with a random phase, so a run of
-    # duration_s holds floor or ceil of rate * duration_s of them (not a Poisson draw of 0)
-    rate = sc.rate("reboot_rate")
-    if rate > 0:
-        x = t_run + rng.uniform(0, 1 / rate)
-        while x < t_end:
-            arrivals.append((float(x), "reboot", 0))
-            x += 1 / rate
+    # driver reloads (BAR toggle bursts) and reboots are rare, long events: periodic with a
+    # random phase, so a run of duration_s holds floor or ceil of rate * duration_s of them
+    # (a short run is not left with a Poisson draw of 0)
+    for kind, rate in (("bar", sc.rate("bar_toggle_rate")), ("reboot", sc.rate("reboot_rate"))):
+        if rate > 0:
+            x = t_run + rng.uniform(0, 1 / rate)
+            while x < t_end:
+                arrivals.append((float(x), kind, 0))
+                x += 1 / rate
     arrivals.sort()
     fails = rng.random(len(arrivals)) < sc.rate("prepare_fail_rate")
     picks = rng.integers(0, 1 << 30, len(arrivals))
