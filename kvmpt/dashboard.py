@@ -1,0 +1,279 @@
+"""The design dashboard: ipywidgets controls that re-run a scenario and redraw in place.
+
+Built from one declarative table, :data:`PARAMETERS`: each row names a knob, its widget
+kind, its choices and its default; :func:`controls` turns the table into widgets and
+:class:`Dashboard` wires them to :func:`evaluate` (the scenario, through the model and
+its Numba kernels) and to two ``go.FigureWidget`` s that are updated in place.
+
+The model never imports this module.  In a static HTML export widgets are dead, so
+the notebook follows the dashboard with precomputed plotly figures whose buttons
+(``updatemenus``) toggle the same design variants without a kernel.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .claims import GIB, SECTION3_DESIGNS, failed_move, price_rows, ptable_walk_cost, \
+    slot_hook_cost
+from .design import KVMGT_LOCKS, Design
+
+__all__ = ["Param", "PARAMETERS", "controls", "evaluate", "Dashboard", "DEFAULTS"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One row of the dashboard's parameter table."""
+
+    name: str                    # the knob (a Design field or a scenario parameter)
+    label: str
+    kind: str                    # "toggle" | "choice" (a slider over options) | "int"
+    options: tuple = ()          # ((label, value), ...) for toggle / choice
+    default: Any = None
+    lo: int = 0                  # for "int"
+    hi: int = 0
+    help: str = ""
+
+
+PARAMETERS: tuple[Param, ...] = (
+    Param("slot_hook", "slot hook", "toggle",
+          (("flush (v6.5)", "flush"), ("remove (v6.6)", "remove")), "flush",
+          help="where KVMGT hears about a memslot going away: S2c or S7"),
+    Param("move", "MOVE policy", "toggle", (("allow", "allow"), ("reject", "reject")),
+          "allow", help="reject: MOVE with an external tracker -> EINVAL at S3"),
+    Param("kvmgt_lock", "ptable lock", "toggle", tuple((lk, lk) for lk in KVMGT_LOCKS),
+          "none", help="what guards KVMGT's ptable in kvmgt_page_track_write"),
+    Param("drop_protection_on_remove", "protection drop", "toggle",
+          (("drop", True), ("keep", False)), True,
+          help="does the slot hook also drop KVM's write-track counts"),
+    Param("slot_gib", "slot size", "choice",
+          tuple((f"{g} GiB" if g < 1024 else "1 TiB", g) for g in (1, 4, 16, 64, 256, 1024)),
+          64, help="the slot the DELETE removes"),
+    Param("tracked", "tracked gfns", "choice",
+          tuple((f"{n:,}", n) for n in (16, 64, 256, 1024, 4096)), 256,
+          help="guest page-table pages GVT shadows in that slot"),
+    Param("write_rate", "PT writes/s", "choice",
+          tuple((f"{n:,}", n) for n in (1_000, 10_000, 100_000)), 10_000,
+          help="guest page-table writes in the second after the failed MOVE"),
+    Param("seed", "seed", "int", default=0, lo=0, hi=9),
+)
+DEFAULTS = {p.name: p.default for p in PARAMETERS}
+DESIGN_KNOBS = ("slot_hook", "move", "kvmgt_lock", "drop_protection_on_remove")
+
+#: slot sizes the cost curve is drawn at (GiB)
+CURVE_GIB = (1, 4, 16, 64, 256, 1024)
+EXACT_MAX_PAGES = 1 << 18        # the dashboard runs the walk gfn by gfn up to 1 GiB
+_WRITE_CAP = 100_000
+
+
+def design_of(values: Mapping[str, Any]) -> Design:
+    return Design(**{k: values[k] for k in DESIGN_KNOBS})
+
+
+# ------------------------------------------------------------------ the scenario
+@functools.lru_cache(maxsize=256)
+def _failed(design: Design, tracked: int, writes: int, seed: int):
+    return failed_move(design, "enomem", tracked=tracked, writes=writes, seed=seed)
+
+
+@functools.lru_cache(maxsize=256)
+def _ref_cost(design: Design, tracked: int, seed: int):
+    return slot_hook_cost(design, EXACT_MAX_PAGES, tracked, seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _verdict(lock: str):
+    from .race import explore
+    r = explore(lock)
+    return r.verdict, r.failing_schedules, r.schedules
+
+
+def _curve(design: Design, tracked: int, seed: int) -> list[dict]:
+    from .claims import _scale
+    ref = _ref_cost(design, tracked, seed)
+    rows = []
+    for g in CURVE_GIB:
+        n = g * (GIB >> 12)
+        c = ref if n == ref.npages else _scale(ref, n)
+        rows.append({**c.as_dict(), "design": design.name})
+    rows += [{**ptable_walk_cost(g * (GIB >> 12), tracked).as_dict(), "design": "proposal"}
+             for g in CURVE_GIB]
+    return price_rows(rows)
+
+
+def evaluate(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Run the dashboard's scenario for one setting of :data:`PARAMETERS`:
+
+    * a MOVE of a 1 GiB slot holding ``tracked`` shadowed pages fails with -ENOMEM in
+      prepare, then the guest writes its page tables ``write_rate`` times (one second);
+    * a DELETE of a ``slot_gib`` slot holding ``tracked`` shadowed pages: the slot
+      hook's work, cycles and longest mmu_lock hold (``kvmpt.costs``);
+    * the lock design's verdict from the race explorer.
+    """
+    v = {**DEFAULTS, **values}
+    d = design_of(v)
+    writes = min(int(v["write_rate"]), _WRITE_CAP)
+    fm = _failed(d, int(v["tracked"]), writes, int(v["seed"]))
+    curve = _curve(d, int(v["tracked"]), int(v["seed"]))
+    n = int(v["slot_gib"]) * (GIB >> 12)
+    here = next(r for r in curve if r["npages"] == n and r["design"] == d.name)
+    verdict = _verdict(d.kvmgt_lock)
+    return {"design": d, "failed": fm, "curve": curve, "here": here, "verdict": verdict,
+            "values": v}
+
+
+# ------------------------------------------------------------------ the widgets
+def controls(params: Sequence[Param] = PARAMETERS, values: Mapping[str, Any] | None = None):
+    """One widget per parameter row: ToggleButtons, SelectionSlider or IntSlider."""
+    import ipywidgets as W
+    values = {**DEFAULTS, **(values or {})}
+    out = {}
+    style = {"description_width": "110px"}
+    for p in params:
+        if p.kind == "toggle":
+            w = W.ToggleButtons(options=list(p.options), value=values[p.name],
+                                description=p.label, tooltips=[p.help] * len(p.options),
+                                style={**style, "button_width": "105px"})
+        elif p.kind == "choice":
+            w = W.SelectionSlider(options=list(p.options), value=values[p.name],
+                                  description=p.label, continuous_update=False, style=style,
+                                  layout=W.Layout(width="420px"))
+        elif p.kind == "int":
+            w = W.IntSlider(value=values[p.name], min=p.lo, max=p.hi, description=p.label,
+                            continuous_update=False, style=style, layout=W.Layout(width="420px"))
+        else:
+            raise ValueError(f"unknown parameter kind {p.kind!r} for {p.name}")
+        out[p.name] = w
+    return out
+
+
+def _state_title(res) -> str:
+    fm = res["failed"]
+    return (f"design <b>{res['design'].name}</b>: a MOVE fails with -ENOMEM in prepare → "
+            f"{fm.after.stale} of {fm.before.shadowed} shadowed pages stale, "
+            f"<b>{fm.missed:,} of {fm.writes['handled'] + fm.writes['direct'] + fm.writes['ignored']:,}"
+            f"</b> page-table writes missed")
+
+
+def _cost_title(res) -> str:
+    h = res["here"]
+    v, bad, total = res["verdict"]
+    size = res["values"]["slot_gib"]
+    us = h.get("us")
+    t = f"{us:,.0f} µs" if us is not None else f"{h['probes']:,} probes"
+    hold = h.get("hold_us")
+    hold_s = f", longest mmu_lock hold {hold:,.0f} µs" if hold is not None else ""
+    return (f"DELETE of a {size:,} GiB slot: slot hook {t}{hold_s}; "
+            f"ptable lock <b>{res['design'].kvmgt_lock}: {v}</b> "
+            f"({bad:,} of {total:,} schedules fail)")
+
+
+class Dashboard:
+    """Controls + two FigureWidgets, redrawn in place on every change.
+
+    ``Dashboard().widget`` is the ipywidgets box to display; ``last_seconds`` is how long
+    the last update took (scenario + redraw), which the notebook reports."""
+
+    def __init__(self, values: Mapping[str, Any] | None = None):
+        import ipywidgets as W
+        import plotly.graph_objects as go
+        from .figures.memslot import failed_move_figure
+        self.controls = controls(values=values)
+        self.values = {k: w.value for k, w in self.controls.items()}
+        t0 = time.perf_counter()
+        res = evaluate(self.values)
+        fig = failed_move_figure({res["design"].name: res["failed"]})
+        fig.update_layout(title_text=_state_title(res), height=430, margin_t=90)
+        self.state = go.FigureWidget(fig)
+        self.cost = go.FigureWidget(self._cost_figure(res))
+        self.last_seconds = time.perf_counter() - t0
+        self.status = W.HTML(self._status())
+        for name, w in self.controls.items():
+            w.observe(self._changed, names="value")
+        left = W.VBox([self.controls[p.name] for p in PARAMETERS[:4]])
+        right = W.VBox([self.controls[p.name] for p in PARAMETERS[4:]])
+        self.widget = W.VBox([W.HBox([left, right]), self.status, self.state, self.cost])
+
+    def _status(self) -> str:
+        return (f"<small>scenario + redraw: {self.last_seconds * 1000:,.0f} ms "
+                "(model + Numba kernels; cached settings are instant)</small>")
+
+    @staticmethod
+    def _cost_figure(res):
+        import plotly.graph_objects as go
+        fig = go.Figure()
+        for name, colour, dash in ((res["design"].name, "#E45756", "solid"),
+                                   ("proposal", "#54A24B", "dot")):
+            rows = [r for r in res["curve"] if r["design"] == name]
+            key = "us" if "us" in rows[0] else "probes"
+            fig.add_trace(go.Scatter(
+                x=[r["npages"] / (GIB >> 12) for r in rows], y=[r[key] for r in rows],
+                mode="lines+markers", line=dict(color=colour, dash=dash),
+                name="this design: slot hook" if name != "proposal"
+                else "proposal (no kernel): walk ptable"))
+        rows = [r for r in res["curve"] if r["design"] == res["design"].name]
+        fig.add_trace(go.Scatter(
+            x=[r["npages"] / (GIB >> 12) for r in rows], y=[r.get("hold_us", 0) for r in rows],
+            mode="lines+markers", line=dict(color="#4C78A8"), name="longest mmu_lock hold"))
+        h = res["here"]
+        fig.add_trace(go.Scatter(x=[h["npages"] / (GIB >> 12)], y=[h.get("us", h["probes"])],
+                                 mode="markers", marker=dict(size=16, symbol="x",
+                                                             color="#333"),
+                                 name="chosen slot size"))
+        fig.update_layout(
+            title=dict(text=_cost_title(res), font=dict(size=13)),
+            xaxis=dict(title="deleted slot (GiB, log)", type="log"),
+            yaxis=dict(title="µs at 3 GHz (kvmpt.costs)", type="log"),
+            template="plotly_white", height=400, width=1000,
+            margin=dict(l=70, r=20, t=70, b=50))
+        return fig
+
+    def _changed(self, change) -> None:
+        for name, w in self.controls.items():
+            self.values[name] = w.value
+        self.redraw()
+
+    def redraw(self) -> float:
+        """Re-run :func:`evaluate` and update both figures in place; returns seconds."""
+        t0 = time.perf_counter()
+        res = evaluate(self.values)
+        fm = res["failed"]
+        from .figures.memslot import _STATE_ROWS, _WRITE_ROWS
+        with self.state.batch_update():
+            self.state.data[0].y = [getattr(fm.before, k) for k, _ in _STATE_ROWS]
+            self.state.data[0].text = self.state.data[0].y
+            self.state.data[1].y = [getattr(fm.after, k) for k, _ in _STATE_ROWS]
+            self.state.data[1].text = self.state.data[1].y
+            w = [fm.writes.get(k, 0) for k, _ in _WRITE_ROWS]
+            self.state.data[2].y = w
+            self.state.data[2].text = w
+            ymax = max([1] + [getattr(x, k) for x in (fm.before, fm.after) for k, _ in _STATE_ROWS])
+            self.state.layout.yaxis.range = [0, ymax * 1.2]
+            self.state.layout.yaxis2.range = [0, max(w + [1]) * 1.2]
+            self.state.layout.title.text = _state_title(res)
+        new = self._cost_figure(res)
+        with self.cost.batch_update():
+            for old_tr, new_tr in zip(self.cost.data, new.data):
+                old_tr.x, old_tr.y, old_tr.name = new_tr.x, new_tr.y, new_tr.name
+            self.cost.layout.title.text = new.layout.title.text
+        self.last_seconds = time.perf_counter() - t0
+        self.status.value = self._status()
+        return self.last_seconds
+
+
+def static_variants(tracked: int = 64, writes: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The kernel-free companion of the dashboard: the failed-MOVE scenario for every
+    combination of slot hook x MOVE policy x protection drop (lock: as in the preset the
+    hook comes from), precomputed for a figure with a button per design."""
+    out = {}
+    for hook in ("flush", "remove"):
+        for move in ("allow", "reject"):
+            for drop in (True, False):
+                d = Design(hook, move, "none" if hook == "flush" else "vgpu_lock", drop)
+                out[d.name] = failed_move(d, "enomem", tracked=tracked, writes=writes,
+                                          seed=seed)
+    return out

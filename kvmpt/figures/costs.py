@@ -1,0 +1,126 @@
+"""Figures for what the slot hooks cost, and the summary table.
+
+Pure functions from :func:`kvmpt.claims.cost_curve` rows (and summary rows) to
+``plotly.graph_objects.Figure``; buttons (``updatemenus``) switch the metric.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import plotly.graph_objects as go
+
+__all__ = ["METRICS", "hook_cost_figure", "summary_table_figure", "cycles_metric"]
+
+#: metric key -> (button label, y-axis title, log axis?)
+METRICS: dict[str, tuple[str, str, bool]] = {
+    "us": ("hook time (µs)", "slot hook time per DELETE (µs at 3 GHz, kvmpt.costs)", True),
+    "hold_us": ("longest mmu_lock hold (µs)",
+                "longest single mmu_lock hold (µs; 0 is not drawn on a log axis)", True),
+    "probes": ("ptable lookups", "ptable lookups (probes) per DELETE", True),
+    "mmu_lock_max_hold": ("longest mmu_lock hold",
+                          "longest single mmu_lock hold (primitive ops)", True),
+    "table_lock_hold": ("table-lock hold", "ops done holding KVMGT's table lock", True),
+    "wasted_updates": ("wasted updates",
+                       "count + lpage updates into metadata freed at S7", False),
+}
+
+_DESIGN_COLOURS = ["#E45756", "#F58518", "#4C78A8", "#54A24B", "#B279A2", "#72B7B2"]
+_DASHES = ["solid", "dash", "dot", "dashdot", "longdash"]
+GIB_PAGES = 1 << 18
+
+
+def cycles_metric(costs: Callable[[Mapping[str, int]], float] | Mapping[str, float]):
+    """Add a cycles metric, given a cost table (primitive -> cycles) or a callable;
+    returns ``(key, fn(row) -> cycles)`` for :func:`hook_cost_figure`'s ``extra``."""
+    def fn(row):
+        counts = {"gfn_probes": row["probes"], "chain_steps": row["chain_steps"],
+                  "counter_updates": row["counter_updates"],
+                  "lpage_updates": row["lpage_updates"], "hash_deletes": row["hash_deletes"]}
+        if callable(costs):
+            return float(costs(counts))
+        return float(sum(n * float(costs.get(k, 0)) for k, n in counts.items()))
+    return "cycles", fn
+
+
+def _y(rows, key, extra):
+    if key in extra:
+        return [extra[key](r) for r in rows]
+    return [r[key] for r in rows]
+
+
+def hook_cost_figure(rows: Sequence[Mapping[str, Any]], metric: str | None = None,
+                     extra: Mapping[str, Callable] | None = None,
+                     extra_labels: Mapping[str, tuple[str, str, bool]] | None = None,
+                     ) -> go.Figure:
+    """One line per (design, tracked count): the chosen metric of one DELETE's slot hook
+    vs the deleted slot's size (GiB, log scale up to 1 TiB).  Points scaled from a
+    smaller exact run (``exact=False``) are open markers.  Buttons switch the metric."""
+    extra = dict(extra or {})
+    metrics = dict(METRICS)
+    metrics.update(extra_labels or {})
+    keys = [k for k in metrics if k in extra or k in rows[0]]
+    metric = metric or keys[0]
+    designs = list(dict.fromkeys(r["design"] for r in rows))
+    tracked = sorted({r["tracked"] for r in rows})
+    fig = go.Figure()
+    groups = []
+    for i, d in enumerate(designs):
+        for j, t in enumerate(tracked):
+            g = sorted((r for r in rows if r["design"] == d and r["tracked"] == t),
+                       key=lambda r: r["npages"])
+            if not g:
+                continue
+            groups.append(g)
+            proposal = d.startswith("proposal")
+            fig.add_trace(go.Scatter(
+                x=[r["npages"] / GIB_PAGES for r in g], y=_y(g, metric, extra),
+                mode="lines+markers", name=f"{d} — {t:,} tracked",
+                legendgroup=d,
+                line=dict(color=_DESIGN_COLOURS[i % len(_DESIGN_COLOURS)],
+                          dash="dot" if proposal else _DASHES[j % len(_DASHES)],
+                          width=3 if proposal else 2),
+                marker=dict(symbol=["circle" if r["exact"] else "circle-open" for r in g],
+                            size=8),
+                customdata=[[r["npages"], r["tracked"], "model, gfn by gfn" if r["exact"]
+                             else "scaled from a smaller exact run"] for r in g],
+                hovertemplate=(f"<b>{d}</b><br>slot %{{x}} GiB (%{{customdata[0]:,}} pages)"
+                               "<br>%{customdata[1]:,} tracked gfns<br>%{y:,.0f}"
+                               "<br><i>%{customdata[2]}</i><extra></extra>")))
+    buttons = []
+    for k in keys:
+        label, ytitle, log = metrics[k]
+        buttons.append(dict(label=label, method="update",
+                            args=[{"y": [_y(g, k, extra) for g in groups]},
+                                  {"yaxis.title.text": ytitle,
+                                   "yaxis.type": "log" if log else "linear"}]))
+    label, ytitle, log = metrics[metric]
+    fig.update_layout(
+        title=dict(text="What KVMGT's slot hook does on one memslot DELETE, per design "
+                        "(dotted: a proposal, not in any kernel)", font=dict(size=13),
+                   y=0.98, yanchor="top"),
+        xaxis=dict(title="size of the deleted slot (GiB, log scale)", type="log",
+                   tickvals=[1 / 16, 1, 16, 256, 1024],
+                   ticktext=["64 MiB", "1 GiB", "16 GiB", "256 GiB", "1 TiB"]),
+        yaxis=dict(title=ytitle, type="log" if log else "linear"),
+        template="plotly_white", height=560, width=1050,
+        legend=dict(orientation="v", x=1.02, y=1, font=dict(size=10)),
+        margin=dict(l=70, r=20, t=120, b=60),
+        updatemenus=[dict(type="buttons", direction="right", x=0, xanchor="left", y=1.14,
+                          yanchor="top", buttons=buttons, showactive=True,
+                          active=keys.index(metric) if metric in keys else 0)])
+    return fig
+
+
+def summary_table_figure(columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                         title: str = "Each design × each effect") -> go.Figure:
+    """A plotly table (renders in the HTML export; the text report prints the same rows)."""
+    cols = list(zip(*rows)) if rows else [[] for _ in columns]
+    fig = go.Figure(go.Table(
+        header=dict(values=[f"<b>{c}</b>" for c in columns], fill_color="#e8eef7",
+                    align="left", font=dict(size=12)),
+        cells=dict(values=[[("" if v is None else v) for v in c] for c in cols],
+                   align="left", font=dict(size=12), height=26)))
+    fig.update_layout(title=dict(text=title, font=dict(size=13)), template="plotly_white",
+                      height=110 + 30 * (len(rows) + 1), width=1100,
+                      margin=dict(l=10, r=10, t=50, b=10))
+    return fig

@@ -1,0 +1,313 @@
+# %% [markdown]
+# # KVM page-track hooks and KVMGT: the 2022 review, claim by claim
+#
+# **The question.** In November 2022 Yan Zhao reported that KVMGT (Intel GVT-g's KVM glue) could
+# lose write protection on guest page tables when a memslot update failed, and proposed moving
+# code in `kvm_main.c`. Sean Christopherson answered with a design instead of a reorder
+# (<Y26SI3uh8JV0vvO6@google.com>, 2022-11-11), and that design is what Linux 6.6 merged. Was each
+# of its claims right, and what does each alternative cost? This notebook runs the argument, in
+# the thread's order, on the kvmpt model of both kernels. Every claim ends in a plot or a table.
+#
+# | kernel | kvmpt |
+# |---|---|
+# | `struct kvm_memory_slot` (`base_gfn`, `npages`, `flags`) | `vm.memslots(as_id)` |
+# | `slot->arch.gfn_write_track[]` (u16 per 4 KiB gfn) | `vm.write_track_count(gfn)` |
+# | KVMGT's `ptable` hash of `struct kvmgt_pgfn` | `gvt.ptable`, `gvt.is_write_protected(gfn)` |
+# | GVT's `page_track_tree` (shadowed guest page tables) | `gvt.shadow(gfn)`, `gvt.shadowed_gfns()` |
+# | `kvm->arch.track_notifier_head` | `vm.track_notifier_list` |
+# | `kvm_set_memslot()` steps S1..S8 | `vm.events`, each `(step, {"S": ...})` |
+# | `track_flush_slot` (v6.5, S2c) / `track_remove_region` (v6.6, S7) | `Design(slot_hook="flush" / "remove")` |
+# | `kvm_arch_prepare_memory_region()` MOVE check | `Design(move="allow" / "reject")` |
+# | the lock around `ptable` in `kvmgt_page_track_write()` | `Design(kvmgt_lock=...)` |
+# | v6.5 `kvm_slot_page_track_remove_page()` in the slot hook | `Design(drop_protection_on_remove=True)` |
+#
+# A guest write to a page GVT shadows that does not reach GVT's handler is a **missed** write:
+# GVT's shadow page table is then stale. That is the bug under review.
+#
+# Contents: 1. the update flow · 2. the flush hook fires too early · 3. dropping protection on
+# DELETE is waste · 4. rejecting MOVE · 5. the unlocked lookup · 6. summary · 7. explore
+# (dashboard) · references.
+
+# %% tags=["parameters"]
+TRACKED = 64                    # guest page-table pages GVT shadows in the slot under test
+WRITES = 2000                   # guest page-table writes after each update
+SEED = 0
+COST_SIZES_GIB = (1 / 16, 1, 16, 256, 1024)   # section 3: sizes of the deleted slot
+COST_TRACKED = (64, 4096)       # section 3: shadowed pages in the deleted slot
+EXACT_MAX_PAGES = 1 << 18       # walk gfn by gfn up to 1 GiB; larger slots are scaled
+DASHBOARD = True                # section 7: build the live dashboard (needs a kernel)
+
+# %%
+import os
+
+from kvmpt import Design, claims
+from kvmpt.figures import costs as cost_figs, memslot as memslot_figs, race as race_figs
+from kvmpt.textreport import table
+
+REPORT = os.environ.get("KVMPT_REPORT") == "1"      # set by `kvmpt report`
+
+# %% [markdown]
+# ## 1. What page tracking and KVMGT are
+#
+# KVM write-tracks a gfn by keeping a per-slot counter (`gfn_write_track`) non-zero: the gfn's
+# SPTEs are read-only, a guest store faults, is emulated, and `kvm_page_track_write()` calls
+# each registered notifier's `track_write`. KVMGT is such a notifier. When GVT shadows a guest
+# page-table page it adds the gfn to its `ptable` and asks KVM to track it; its `track_write`
+# looks the gfn up in `ptable` and runs GVT's handler, which updates the shadow page table.
+#
+# Memslot updates go through `kvm_set_memslot()`: S2 makes an INVALID copy of the old slot
+# active, S2c flushes shadow pages, S3 prepares (allocates metadata, **can fail**), S4 restores
+# the old slot on failure, S5 installs, S7 commits (**cannot fail**) and frees the old metadata.
+# Below: one VM with KVMGT attached runs each kind of update, including a MOVE whose prepare
+# fails; the events are the model's `vm.events`.
+
+# %%
+flows = {name: claims.memslot_flow(name, tracked=4) for name in ("v6.5", "v6.6")}
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(table(["design", "notifiers", "update", "errno", "stale"],
+            [(name, "->".join(flow["notifiers"]), label, err, stale)
+             for name, flow in flows.items() for label, err, stale in flow["ops"]]))
+
+# %% tags=["nbval-ignore-output"]
+memslot_figs.update_timelines(flows).show()
+
+# %% [markdown]
+# *What to look at:* in v6.5 the `flush_slot → kvmgt` marker sits in lane S2c, before S3 — also on
+# the MOVE whose prepare then fails (red); in v6.6 KVMGT appears only at S7 (`remove_region`), after
+# the point of no return, and only for the DELETE. Use the buttons to switch kernels.
+
+# %% [markdown]
+# ## 2. "The 'flush' hook is flawed"
+#
+# > The 'flush' hook is flawed as it's invoked before the memslot operation is guaranteed, i.e.
+# > KVM might ultimately keep the existing memslot without notifying external page track users,
+# > a.k.a. KVMGT.
+# >
+# > — Sean Christopherson, <Y26SI3uh8JV0vvO6@google.com>, 2022-11-11
+#
+# Yan's report (<20221108084416.11447-1-yan.y.zhao@intel.com>) named the two ways a MOVE fails
+# after S2c: bad input (the new range ends above `kvm_mmu_max_gfn()`, -EINVAL) and an allocation
+# failure in `kvm_alloc_memslot_metadata()` (-ENOMEM). Sean called the bug "purely theoretical"
+# (<Y2qSwlN26qWi3ZqH@google.com>), but both are reachable. A slot holding `TRACKED` shadowed
+# page tables is MOVEd, the MOVE fails, the old slot comes back, and the guest then writes its
+# page tables `WRITES` times.
+
+# %%
+failed = {cause: {label: claims.failed_move(d, cause, tracked=TRACKED, writes=WRITES, seed=SEED)
+                  for label, d in claims.SECTION2_DESIGNS.items()}
+          for cause in ("max_gfn", "enomem")}
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(table(["design", "cause", "errno", "ptable", "KVM", "stale", "missed"],
+            [(label.split(":")[0], cause, r.errno, f"{r.before.ptable}->{r.after.ptable}",
+              f"{r.before.kvm_tracked}->{r.after.kvm_tracked}", r.after.stale, r.missed)
+             for cause, rs in failed.items() for label, r in rs.items()]))
+
+# %% tags=["nbval-ignore-output"]
+memslot_figs.failed_move_figure(failed["max_gfn"]).show()
+memslot_figs.failed_move_figure(failed["enomem"]).show()
+
+# %% [markdown]
+# *What to look at:* with the flush hook (first button) the failed MOVE leaves the slot where it
+# was but KVMGT's `ptable` and KVM's counts empty, so every page-table write goes through
+# untrapped and is missed. Moving the hook to commit (second button) is already enough: the
+# failed MOVE changes nothing. The third button is v6.6, which also rejects the MOVE outright.
+
+# %% [markdown]
+# ## 3. "Dropping write protections ... is a waste of cycles"
+#
+# > Dropping write protections when a memslot is being deleted is a waste of cycles. The
+# > memslot and thus gfn_track is literally being deleted immediately after invoking the hook
+# > ... if we kill off the MOVE path, then KVMGT just needs to delete its hash table entry.
+# >
+# > — <Y26SI3uh8JV0vvO6@google.com>
+#
+# One DELETE of a slot of each size, holding `COST_TRACKED` shadowed pages; the model counts
+# each slot hook's primitive operations (`kvmpt.work`), `kvmpt.costs` prices them. v6.5 walks
+# every gfn of the slot under `mmu_lock` and drops protection on each hit; v6.6 still walks
+# every gfn (under `vgpu_lock`) but only deletes hash entries. The dotted line is a **proposal
+# that is in no kernel**: `remove_region` iterates `ptable` itself (its 2^18 bucket heads and
+# its entries) and deletes the entries inside the range, so its cost does not grow with the slot.
+
+# %%
+sizes = [int(g * (1 << 18)) for g in COST_SIZES_GIB]
+cost_rows = claims.price_rows(claims.cost_curve(claims.SECTION3_DESIGNS, sizes, COST_TRACKED,
+                                                exact_max_pages=EXACT_MAX_PAGES, seed=SEED))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+big = [r for r in cost_rows if r["npages"] == max(sizes) and r["tracked"] == max(COST_TRACKED)]
+print(table([f"DELETE 1 TiB, {max(COST_TRACKED):,} tracked", "lookups", "wasted", "hook",
+             "mmu_lock max"],
+            [(r["design"], f"{r['probes']:,}", f"{r['wasted_updates']:,}",
+              claims.fmt_us(r.get("us")), claims.fmt_us(r.get("hold_us"))) for r in big]))
+
+# %% tags=["nbval-ignore-output"]
+cost_figs.hook_cost_figure(cost_rows).show()
+
+# %% [markdown]
+# *What to look at:* the v6.5 line of "longest mmu_lock hold" grows with the slot — about a
+# tenth of a second for a 1 TiB slot, which stalls every vCPU fault that needs the lock —
+# and "wasted updates" shows the counter and lpage updates that went into arrays freed at S7. v6.6
+# removes both, but "hook time" shows it still pays O(npages) lookups, now under `vgpu_lock`;
+# only the ptable walk (dotted) is flat. Open markers were scaled from a smaller exact run.
+
+# %% [markdown]
+# ## 4. "Actively prevent MOVE if there are external page trackers"
+#
+# > actively prevent MOVE if there are external page trackers, i.e. if KVMGT is attached
+# >
+# > — <Y26SI3uh8JV0vvO6@google.com>
+#
+# Merged as "KVM: x86: Reject memslot MOVE operations if KVMGT is attached" (aa611a99adb4, with
+# the inverted-check fix <ZPIwtfkVAyFWy41I@google.com>). First a MOVE that would succeed, with
+# KVMGT attached: GVT shadows gfns, and after a MOVE the guest's page tables live at other gfns.
+
+# %%
+moves = {label: claims.move_with_kvmgt(d, tracked=TRACKED, writes=WRITES, seed=SEED)
+         for label, d in claims.SECTION2_DESIGNS.items()}
+census = claims.qemu_move_census()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(table(["design", "errno", "stale", "missed"],
+            [(label, r["errno"], r["after"].stale, r["writes"]["missed"])
+             for label, r in moves.items()]))
+print()
+print(table(["QEMU trace", "design", "ops", "CREATE", "DELETE", "MOVE", "errno diff"],
+            [(r["trace"], r["design"], r["ops"], r["create"], r["delete"], r["move"],
+              r["mismatches"]) for r in census]))
+
+# %% tags=["nbval-ignore-output"]
+memslot_figs.move_policy_figure(moves).show()
+memslot_figs.qemu_census_figure(census).show()
+
+# %% [markdown]
+# *What to look at:* an allowed MOVE strands every shadowed page whichever hook is used (first two
+# buttons); rejecting it (v6.6) keeps them all. The replayed QEMU boot traces (i440fx/SeaBIOS
+# with and without SMM, and a 2020 VGA BAR toggle) issue CREATE and DELETE only, zero MOVEs, so
+# rejecting MOVE costs QEMU nothing.
+
+# %% [markdown]
+# ## 5. "kvmgt_page_track_write() reads the hash table without mmu_lock"
+#
+# > Acquiring mmu_lock isn't an option as intel_vgpu_page_track_handler() might sleep, e.g. when
+# > acquiring vgpu_lock.
+# >
+# > — <Y26SI3uh8JV0vvO6@google.com>
+#
+# `kvmpt.race.explore` enumerates every interleaving of a vCPU's trapped write against GVT
+# unshadowing the same page, under each lock design: none (v6.5), `mmu_lock` (the rejected
+# idea), a dedicated `gfn_lock` (series v1, <20221223005739.1295925-1-seanjc@google.com>) and
+# `vgpu_lock` (merged, 49a83e190b5b). Yan showed the `gfn_lock` deadlock; Sean agreed: "Or even
+# more simply, kvmgt_page_track_write() -> intel_vgpu_page_track_handler() ->
+# intel_gvt_page_track_remove()" (<Y7STZZkd3EaRXLTC@google.com>).
+
+# %%
+verdicts = claims.lock_verdicts()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(table(["ptable lock", "verdict", "failing", "schedules"],
+            [(lk, r.verdict, f"{r.failing_schedules:,}", f"{r.schedules:,}")
+             for lk, r in verdicts.items()]))
+
+# %% tags=["nbval-ignore-output"]
+race_figs.witness_swimlanes(verdicts).show()
+
+# %% [markdown]
+# *What to look at:* each button shows the shortest failing interleaving for that lock: a
+# use-after-free of a freed `ptable` node (none), sleeping in `mutex_lock` under the spinning
+# `mmu_lock` (mmu_lock), the handler re-taking `gfn_lock` (gfn_lock); `vgpu_lock` has none.
+
+# %% [markdown]
+# ## 6. Summary: each design × each effect
+#
+# The numbers above, side by side (columns: v6.5; v6.5 with the hook moved to commit; v6.6; and
+# the ptable-walk proposal, for the DELETE rows only). The same table is in the plain-text report
+# (`kvmpt report --format text`) for pasting into a reply.
+
+# %%
+summary_designs = claims.SUMMARY_DESIGNS
+summary_cols, summary_rows, summary_numbers = claims.summary_table(
+    summary_designs,
+    {d.name: claims.failed_move(d, "enomem", tracked=TRACKED, writes=WRITES, seed=SEED)
+     for d in summary_designs.values()},
+    {d.name: claims.move_with_kvmgt(d, tracked=TRACKED, writes=WRITES, seed=SEED)
+     for d in summary_designs.values()},
+    verdicts, census, size_pages=max(sizes), tracked=TRACKED,
+    exact_max_pages=EXACT_MAX_PAGES, seed=SEED)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(table(summary_cols, summary_rows))
+
+# %% tags=["nbval-ignore-output"]
+cost_figs.summary_table_figure(summary_cols, summary_rows).show()
+
+# %% [markdown]
+# *What to look at:* v6.6 is the only column with no stale page, no missed write, no wasted
+# update and a safe lock; what it still pays is the O(npages) walk of a deleted slot, which the
+# ptable walk would remove.
+
+# %% [markdown]
+# ## 7. Explore: the dashboard
+#
+# In JupyterLab, the controls below re-run the scenario (a failed MOVE, then a second of
+# page-table writes; one DELETE of the chosen slot size; the lock's race verdict) through the
+# model and its Numba kernels and redraw both figures in place. Without a kernel (the HTML
+# report) the widgets are dead; the static figure after them toggles every combination of the
+# design knobs instead.
+
+# %% tags=["nbval-ignore-output"]
+if DASHBOARD and not REPORT:
+    from kvmpt.dashboard import Dashboard
+    dashboard = Dashboard()
+    display(dashboard.widget)
+else:
+    print("Dashboard not built here (static export); the figure below toggles the designs.")
+
+# %% tags=["nbval-ignore-output"]
+from kvmpt.dashboard import static_variants
+
+memslot_figs.failed_move_figure(static_variants(tracked=TRACKED, writes=WRITES,
+                                                seed=SEED)).show()
+
+# %% [markdown]
+# *What to look at:* every combination of slot hook × MOVE policy × protection drop for the
+# failed MOVE: only the flush hook loses pages, and with `keep` it loses them from `ptable` alone
+# (writes still trap, then are ignored).
+#
+# ## Summary
+#
+# * **The flush hook was flawed** (section 2): a MOVE that fails after S2c — on bad input or on
+#   -ENOMEM — silently drops GVT's protection; every later page-table write is missed. Moving the
+#   hook to commit (S7) alone fixes it.
+# * **Dropping protection on DELETE was waste** (section 3): the counter and lpage updates land
+#   in arrays freed at S7, under an `mmu_lock` hold that grows with the slot. v6.6 drops them,
+#   but still probes every gfn of the slot; a ptable walk would make it O(tracked).
+# * **Rejecting MOVE costs QEMU nothing** (section 4): real QEMU traffic has no MOVE, and an
+#   allowed MOVE strands GVT's shadows whatever the hook.
+# * **The unlocked lookup was a use-after-free** (section 5); `mmu_lock` sleeps in atomic,
+#   `gfn_lock` deadlocks, `vgpu_lock` is safe.
+#
+# ## References
+#
+# * Yan Zhao, "[PATCH] KVM: move memslot invalidation later than possible failures",
+#   <20221108084416.11447-1-yan.y.zhao@intel.com>, 2022-11-08.
+# * Sean Christopherson, <Y2qSwlN26qWi3ZqH@google.com>, 2022-11-08: "Ugh, that's a terrible API".
+# * Yan Zhao, "[PATCH v2 0/3] add track_remove_slot and remove track_flush_slot",
+#   <20221111103247.22275-1-yan.y.zhao@intel.com>, 2022-11-11.
+# * Sean Christopherson, reply to v2 1/3, <Y26SI3uh8JV0vvO6@google.com>, 2022-11-11 (quoted in
+#   sections 2-5).
+# * Sean Christopherson, <Y7STZZkd3EaRXLTC@google.com>, 2023-01-03 (the `gfn_lock` deadlock).
+# * "drm/i915/gvt: KVM: KVMGT fixes and page-track cleanups", v1
+#   <20221223005739.1295925-1-seanjc@google.com> … v4 <20230729013535.1070024-1-seanjc@google.com>;
+#   applied <169110211029.1965858.14581735700060429373.b4-ty@google.com>; commits 49a83e190b5b
+#   (vgpu_lock), aa611a99adb4 (reject MOVE), a41e34b05da7 (no protection drop), cc49e12d8d3b
+#   (`track_remove_region`), b9ae8a09f357 and 1265fb534fa1 (flush hook gone).
+# * "KVM: x86/mmu: Fix inverted check when detecting external page tracker(s)",
+#   <ZPIwtfkVAyFWy41I@google.com>, 2023-09-01.
