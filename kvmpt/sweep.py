@@ -64,7 +64,7 @@ from .design import Design
 
 __all__ = [
     "Grid", "RunSpec", "SweepTable", "sweep", "load_table", "diff", "parse_design", "parse_designs",
-    "parse_seeds", "parse_param", "log_path_for", "bench", "HELP", "add_arguments", "run",
+    "parse_seeds", "parse_param", "log_path_for", "plan", "bench", "HELP", "add_arguments", "run",
 ]
 
 HELP = "sweep design knobs and workload parameters over seeds; write a tidy table"
@@ -511,9 +511,24 @@ def _atomic_write(p: Path, text: str) -> None:
     os.replace(tmp, p)
 
 
+#: where the committed sweeps live (data/sweeps/, shipped as package data)
+SWEEP_DIR = Path(__file__).resolve().parent / "data" / "sweeps"
+
+
 def load_table(path: str | os.PathLike) -> SweepTable:
-    """Read a table written by :meth:`SweepTable.save` (Parquet, or CSV + its sidecar)."""
+    """Read a table written by :meth:`SweepTable.save` (Parquet, or CSV + its sidecar).
+
+    A bare name such as ``"small"`` is a committed sweep in ``data/sweeps/``."""
     p = Path(path)
+    if not p.suffix and not p.exists() and p.name == str(path):
+        for suffix in (".parquet", ".csv"):
+            if (SWEEP_DIR / f"{p.name}{suffix}").exists():
+                p = SWEEP_DIR / f"{p.name}{suffix}"
+                break
+        else:
+            known = sorted({q.stem for q in SWEEP_DIR.glob("*") if q.suffix in
+                            (".parquet", ".csv")})
+            raise ValueError(f"no committed sweep {str(path)!r}; known: {', '.join(known)}")
     if p.suffix == ".parquet":
         import pyarrow.parquet as pq
         t = pq.read_table(p)
@@ -766,6 +781,22 @@ def _version() -> str:
     return __version__
 
 
+def plan(grid: Grid, scenario: Any = None) -> tuple[Any, list[RunSpec], dict[tuple, Any]]:
+    """Resolve the scenario, expand the grid and build every run's scenario, so a bad
+    parameter name or value fails before any run: (base scenario, runs, params -> scenario)."""
+    base = _resolve_scenario(scenario)
+    name = _scenario_name(base)
+    specs = grid.expand(name)
+    scen_cache: dict[tuple, Any] = {}
+    for spec in specs:
+        if spec.params not in scen_cache:
+            try:
+                scen_cache[spec.params] = base.with_overrides(**spec.params_dict)
+            except TypeError as exc:
+                raise ValueError(f"scenario {name!r} rejects {spec.params_dict}: {exc}") from None
+    return base, specs, scen_cache
+
+
 def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None, out: str | os.PathLike | None = None,
           scheduler: str | None = None, client: Any = None, workers: int | None = None,
           progress: bool = True, run_fn: Callable | None = None, *, resume: bool = False,
@@ -796,19 +827,9 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None, out: str | os.Pa
         raise ValueError(f"workers={workers!r}: want a count >= 0")
     if out is not None and Path(out).suffix not in (".parquet", ".csv"):
         raise ValueError(f"{out}: output must end in .parquet or .csv")
-    base = _resolve_scenario(scenario)
+    base, specs, scen_cache = plan(grid, scenario)
     run_fn = run_fn or _default_run_fn()
     name = _scenario_name(base)
-    specs = grid.expand(name)
-
-    # Build every run's scenario up front: a bad parameter name fails before any run.
-    scen_cache: dict[tuple, Any] = {}
-    for spec in specs:
-        if spec.params not in scen_cache:
-            try:
-                scen_cache[spec.params] = base.with_overrides(**spec.params_dict)
-            except TypeError as exc:
-                raise ValueError(f"scenario {name!r} rejects {spec.params_dict}: {exc}") from None
 
     def payload(spec: RunSpec):
         return scen_cache[spec.params]
@@ -1054,7 +1075,9 @@ def run(args) -> int:
         return 0
     grid, scenario = _grid_from_args(args)
     if args.dry_run:
-        print(f"{len(grid)} runs: {json.dumps(grid.to_dict())}")
+        base, specs, _ = plan(grid, scenario)
+        print(f"{len(specs)} runs of scenario {_scenario_name(base)!r}: "
+              f"{json.dumps(grid.to_dict())}")
         return 0
     table = sweep(grid, scenario, out=args.out, scheduler=args.scheduler,
                   workers=args.workers, progress=not args.quiet, resume=args.resume,

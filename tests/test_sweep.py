@@ -325,11 +325,12 @@ def test_cli_bad_input_is_one_line(capsys, argv, msg):
 
 
 def test_cli_dry_run_reads_a_grid_file(capsys, tmp_path):
+    pytest.importorskip("kvmpt.scenario")
     g = tmp_path / "g.toml"
     g.write_text('designs = "all"\nseeds = "0-2"\n[params]\ntracked_gfns = [0, 100000]\n')
     rc, out, _ = _cli(capsys, "sweep", "--grid", str(g), "--param", "ram_gib=1,1024",
                       "--dry-run")
-    assert rc == 0 and out.startswith(f"{32 * 3 * 2 * 2} runs:")
+    assert rc == 0 and out.startswith(f"{32 * 3 * 2 * 2} runs of scenario 'q35-desktop':")
     g.write_text("designs = [\n")
     rc, _, err = _cli(capsys, "sweep", "--grid", str(g), "--dry-run")
     assert rc == 2 and "not valid TOML" in err
@@ -432,3 +433,51 @@ def test_cli_sweep_writes_csv_with_sidecar_and_resumes(capsys, tmp_path):
     assert rc == 0 and "(0 run now, 2 from the log)" in err
     rc, out_csv, _ = _cli(capsys, *argv[:-2], "--quiet")      # no --out: CSV on stdout
     assert rc == 0 and out_csv == t.to_csv()
+
+
+# ---------------------------------------------------------------------------
+# The committed sweep (data/sweeps/small.parquet)
+
+SMALL = ROOT / "data" / "sweeps" / "small.parquet"
+REGENERATE = "kvmpt sweep --grid data/sweeps/small.toml --out data/sweeps/small.parquet"
+
+
+@pytest.fixture(scope="module")
+def small():
+    pytest.importorskip("pyarrow")
+    if not SMALL.exists():
+        pytest.skip(f"{SMALL} not made yet ({REGENERATE})")
+    return load_table("small")
+
+
+def test_committed_sweep_matches_its_grid(small):
+    grid = Grid.from_toml(ROOT / "data" / "sweeps" / "small.toml")
+    assert small.meta["grid"] == grid.to_dict()
+    assert small.column("key") == [r.key for r in grid.expand(small.meta["scenario"])]
+    assert small.failed() == []
+    assert SMALL.stat().st_size < 1_000_000
+    assert {"wasted_cycles", "mmu_lock_max_hold_us", "missed_writes"} <= set(small.metric_columns)
+
+
+def test_committed_sweep_is_what_the_model_gives_now(small):
+    """Two cheap rows of the committed sweep, run again: same metrics, or regenerate it."""
+    pytest.importorskip("kvmpt.scenario")
+    rows = [r for r in small.rows if r["ram_gib"] == min(small.column("ram_gib"))
+            and r["churn"] == "adversarial" and r["tracked_gfns"] > 0 and r["seed"] == 0]
+    for row in (rows[0], rows[-1]):
+        grid = Grid({p: [row[p]] for p in small.param_columns}, designs=[row["design"]],
+                    seeds=[row["seed"]])
+        now = sweep(grid, small.meta["scenario"], workers=0, progress=False).rows[0]
+        assert now["key"] == row["key"]
+        stale = {m: (row[m], now[m]) for m in small.metric_columns
+                 if now.get(m) != pytest.approx(row[m], rel=1e-9)}
+        assert not stale, f"data/sweeps/small.parquet is stale ({stale}); run: {REGENERATE}"
+
+
+def test_committed_sweep_figures(small):
+    from kvmpt.figures import sweep as figs
+    fig = figs.heatmap(small, "wasted_cycles", "ram_gib", "tracked_gfns",
+                       where={"churn": "reboot", "write_rate": 2000})
+    assert len(fig.data) == len(small.meta["grid"]["designs"])
+    fig = figs.lines(small, "missed_writes", "write_rate", facet_col="churn")
+    assert len(fig.layout.annotations) == 3

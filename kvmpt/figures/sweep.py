@@ -28,6 +28,9 @@ _SUFFIX_UNITS = (("_cycles", "cycles"), ("_us", "µs"), ("_ns", "ns"), ("_ms", "
                  ("_s", "s"), ("_gib", "GiB"), ("_mib", "MiB"), ("_gfns", "gfns"),
                  ("_per_s", "/s"), ("_rate", "/s"), ("_steps", "steps"), ("_pages", "pages"),
                  ("_writes", "writes"), ("_count", ""), ("_frac", "fraction"))
+#: lines that coincide (designs that behave alike) stay visible: dashes and markers differ
+_DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
+_SYMBOLS = ["circle", "square", "diamond", "triangle-up", "x", "star"]
 _DESIGN_COLOURS = ["#4C78A8", "#E45756", "#54A24B", "#F58518", "#B279A2", "#72B7B2",
                    "#9D755D", "#EECA3B"]
 
@@ -79,16 +82,15 @@ def records(table: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _sort_key(v: Any):
-    return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
-
-
 def _ordered(values: Iterable[Any]) -> list[Any]:
+    """Distinct values: numbers ascending, anything else in first-seen (grid) order."""
     seen: list[Any] = []
     for v in values:
         if v not in seen:
             seen.append(v)
-    return sorted(seen, key=_sort_key)
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in seen):
+        return sorted(seen)
+    return seen
 
 
 def _in_order(values: Iterable[Any]) -> list[Any]:
@@ -268,7 +270,9 @@ def lines(table: Any, metric: str, x: str, *, color: str = "design",
                     x=[xv if numeric else _fmt(xv) for xv, _ in pts], y=ys, error_y=err,
                     mode="lines+markers", name=str(cv), legendgroup=str(cv),
                     showlegend=(ri == 1 and ci == 1),
-                    line=dict(color=_DESIGN_COLOURS[k % len(_DESIGN_COLOURS)]),
+                    line=dict(color=_DESIGN_COLOURS[k % len(_DESIGN_COLOURS)],
+                              dash=_DASHES[k % len(_DASHES)]),
+                    marker=dict(symbol=_SYMBOLS[k % len(_SYMBOLS)], size=7),
                     customdata=[[g["n"], g["failed"]] for _, g in pts],
                     hovertemplate=(f"{color} {cv}<br>{label(x)} = %{{x}}<br>"
                                    f"{label(metric)} = %{{y:,.4g}}<br>%{{customdata[0]}} run(s),"
