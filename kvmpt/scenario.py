@@ -960,10 +960,9 @@ def run(scenario, design, seed: int | None = None, costs: CostModel | None = Non
             vm.set_user_memory_region(op.ioctl_slot, op.flags, op.gpa, op.size, op.ua)
         except OSError as exc:
             err = exc.errno
-        if getattr(vm, "_fail_next_prepare", None) is not None:
-            # the injection was not consumed (MOVE rejected before prepare allocates):
-            # do not let it leak into the next op
-            vm._fail_next_prepare = None
+        # an injection not consumed (MOVE rejected before prepare allocates) must not
+        # leak into the next op
+        vm.fail_next_prepare(None)
         rec = vm.op_log[-1] if len(vm.op_log) > n_log else None   # None: rejected in S0 checks
         ioctl = price(_diff(before, _work_snapshot(vm.work)))
         by_cat = dict(ioctl)

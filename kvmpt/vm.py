@@ -303,15 +303,20 @@ class VM:
         return guest_write_batch(self, gpas, as_id, outcomes, nbytes)
 
     # ===================================================== memslot updates
-    def fail_next_prepare(self, err: int) -> None:
+    def fail_next_prepare(self, err: int | None) -> None:
         """The next memslot update whose ``kvm_prepare_memory_region()`` (S3) reaches
         an allocation fails there with ``err`` (e.g. ``errno.ENOMEM``).
 
         Allocations in S3, in order: the dirty bitmap (common code, when LOG_DIRTY
         is newly set), then ``kvm_alloc_memslot_metadata()`` (CREATE and MOVE, after
         the MOVE-rejection and max-gfn checks).  A DELETE never fails in prepare on
-        x86 (<Y2qSwlN26qWi3ZqH@google.com>), so it passes the injection on.
+        x86 (<Y2qSwlN26qWi3ZqH@google.com>), so it passes the injection on; so does
+        a MOVE rejected before it allocates.  ``fail_next_prepare(None)`` cancels a
+        pending injection.
         """
+        if err is None:
+            self._fail_next_prepare = None
+            return
         if isinstance(err, bool) or not isinstance(err, int) or err not in errno.errorcode:
             raise ValueError(f"fail_next_prepare needs a positive errno such as errno.ENOMEM, "
                              f"got {err!r}")

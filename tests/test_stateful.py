@@ -93,7 +93,7 @@ class KvmgtMachine(RuleBasedStateMachine):
         if fail:
             self.vm.fail_next_prepare(errno.ENOMEM)
         r = self.ioctl(s.id, s.flags, where * MIB2, s.npages << 12, s.userspace_addr)
-        self.vm._fail_next_prepare = None          # not consumed if rejected earlier
+        self.vm.fail_next_prepare(None)            # not consumed if rejected earlier
         if hit and self.design.slot_hook == "flush":
             self.taint("MOVE of a slot holding shadowed gfns under the flush hook")
         if hit and r == 0:
