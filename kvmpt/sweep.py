@@ -28,10 +28,13 @@ grid and reading the table::
 Resuming
     With ``out=`` every finished or failed run is appended to a run log,
     ``<out>.runs.jsonl``, as it completes.  ``sweep(..., resume=True)``
-    (``kvmpt sweep --resume``) reads that log and skips the runs already in
-    it; a failed run keeps its error string and never stops the others.
-    After a sweep with no failures the log is removed (``keep_log=True``
-    keeps it).
+    (``kvmpt sweep --resume``) skips the runs already in that log or in a
+    table saved earlier at ``out`` by the same scenario and kvmpt version, so
+    an interrupted sweep restarts where it stopped and a finished one can be
+    grown by adding values to its grid.  A failed run keeps its error string
+    and never stops the others.  After a sweep with no failures the log is
+    removed (``keep_log=True`` keeps it).  Per-run wall times are in the log
+    only: in the table they would make two identical sweeps differ.
 Saved tables
     ``.parquet`` (pyarrow) carries the grid, scenario and kvmpt version as
     schema metadata under the key ``kvmpt.sweep``; ``.csv`` (stdlib) gets a
@@ -813,8 +816,8 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None, out: str | os.Pa
     ``progress``: a tqdm bar on stderr when it is a terminal.
     ``run_fn``: defaults to ``kvmpt.scenario.run``; must be picklable (a module-level function)
     for the process pool and Dask.
-    ``resume``: skip the runs already in ``out``'s run log (failed ones too, unless
-    ``retry_failed``).  Without it an existing log is started over.
+    ``resume``: skip the runs already in ``out``'s run log or in the table saved at ``out``
+    (failed ones too, unless ``retry_failed``).  Without it an existing log is started over.
 
     Same grid, scenario and seeds give the same table, in grid order, whichever executor ran it.
     A run that raises is a row with ``status="error"`` and the exception in ``error``.
@@ -842,12 +845,15 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None, out: str | os.Pa
     fingerprint = hashlib.sha256(json.dumps([version, name, description], sort_keys=True,
                                             default=str).encode()).hexdigest()[:_KEY_HEX]
 
+    meta["fingerprint"] = fingerprint
     log = None
     records: dict[str, dict] = {}
     if out is not None:
-        header = {"kvmpt_sweep_log": _LOG_FORMAT, "fingerprint": fingerprint, **meta}
-        log = _RunLog(log_path_for(out), header, resume)
         wanted = {s.key for s in specs}
+        if resume:      # runs of an earlier, finished sweep into the same file count as done
+            records.update(_records_from_table(out, fingerprint, wanted, retry_failed))
+        header = {"kvmpt_sweep_log": _LOG_FORMAT, **meta}
+        log = _RunLog(log_path_for(out), header, resume)
         for k, rec in log.done.items():
             if k in wanted and (rec["status"] == "ok" or not retry_failed):
                 records[k] = rec
@@ -909,6 +915,25 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None, out: str | os.Pa
         if not table.failed() and not keep_log:
             log_path_for(out).unlink(missing_ok=True)
     return table
+
+
+def _records_from_table(out, fingerprint: str, wanted: set[str],
+                        retry_failed: bool) -> dict[str, dict]:
+    """Run records rebuilt from a table :func:`sweep` saved at ``out`` (so ``resume`` can
+    extend a finished sweep's grid); nothing if it is missing or from another scenario/version."""
+    try:
+        old = load_table(out)
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if old.meta.get("fingerprint") != fingerprint or "key" not in old.columns:
+        return {}
+    metrics = old.metric_columns
+    recs = {}
+    for r in old.rows:
+        if r["key"] in wanted and (r.get("status") == "ok" or not retry_failed):
+            recs[r["key"]] = {"key": r["key"], "status": r.get("status"), "error": r.get("error"),
+                              "summary": {m: r[m] for m in metrics if r.get(m) is not None}}
+    return recs
 
 
 def _assemble(specs, records, grid, name, meta) -> SweepTable:
@@ -1030,8 +1055,9 @@ def add_arguments(p) -> None:
                    help="local worker processes (default: one per core; 0 = serial, in this "
                         "process)")
     p.add_argument("--resume", action="store_true",
-                   help="skip runs already in OUT.runs.jsonl (needs --out); without it an "
-                        "existing log is started over")
+                   help="skip runs already in OUT.runs.jsonl or in the table at OUT (needs "
+                        "--out): restarts an interrupted sweep, or grows a finished one by "
+                        "the grid's new points; without it every run is done again")
     p.add_argument("--retry-failed", action="store_true",
                    help="with --resume, run again the runs the log records as failed")
     p.add_argument("--keep-log", action="store_true",
@@ -1087,8 +1113,8 @@ def run(args) -> int:
     st = table.stats
     if not args.quiet:
         where = f" -> {args.out}" if args.out else ""
-        print(f"kvmpt sweep: {st['runs']} runs ({st['ran']} run now, {st['resumed']} from the "
-              f"log), {st['failed']} failed, {st['elapsed_s']:.1f} s{where}", file=sys.stderr)
+        print(f"kvmpt sweep: {st['runs']} runs ({st['ran']} run now, {st['resumed']} already "
+              f"done), {st['failed']} failed, {st['elapsed_s']:.1f} s{where}", file=sys.stderr)
         if st["failed"] and args.out:
             print(f"kvmpt sweep: failed runs are in {args.out} (status=error) and "
                   f"{log_path_for(args.out)}; rerun with --resume --retry-failed",

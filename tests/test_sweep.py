@@ -420,17 +420,23 @@ def test_real_sweep_rejects_an_unknown_parameter():
 def test_cli_sweep_writes_csv_with_sidecar_and_resumes(capsys, tmp_path):
     pytest.importorskip("kvmpt.scenario")
     out = tmp_path / "s.csv"
-    argv = ["sweep", "--scenario", "q35-desktop", "-p", "duration_s=0.02", "-p",
-            "tracked_gfns=0,200", "--designs", "v6.6", "--workers", "0", "--out", str(out)]
+    def sweep_argv(tracked="0,200"):
+        return ["sweep", "--scenario", "q35-desktop", "-p", "duration_s=0.02", "-p",
+                f"tracked_gfns={tracked}", "--designs", "v6.6", "--workers", "0",
+                "--out", str(out)]
+    argv = sweep_argv()
     rc, _, err = _cli(capsys, *argv)
     assert rc == 0, err
-    assert "4 runs" not in err and "2 runs (2 run now, 0 from the log), 0 failed" in err
+    assert "2 runs (2 run now, 0 already done), 0 failed" in err
     t = load_table(out)
     assert len(t) == 2 and t.meta["grid"]["designs"] == ["v6.6"]
-    rc, _, err = _cli(capsys, *argv, "--resume", "--keep-log")
-    assert rc == 0 and "(2 run now" in err                   # the log was removed when done
-    rc, _, err = _cli(capsys, *argv, "--resume")
-    assert rc == 0 and "(0 run now, 2 from the log)" in err
+    assert not log_path_for(out).exists()                    # removed: no failures
+    rc, _, err = _cli(capsys, *argv, "--resume")             # done runs come from the table
+    assert rc == 0 and "(0 run now, 2 already done)" in err
+    rc, _, err = _cli(capsys, *sweep_argv("0,200,300"), "--resume")
+    assert rc == 0 and "3 runs (1 run now, 2 already done)" in err
+    rc, _, err = _cli(capsys, *argv)                          # without --resume: all again
+    assert rc == 0 and "(2 run now" in err
     rc, out_csv, _ = _cli(capsys, *argv[:-2], "--quiet")      # no --out: CSV on stdout
     assert rc == 0 and out_csv == t.to_csv()
 
@@ -481,3 +487,20 @@ def test_committed_sweep_figures(small):
     assert len(fig.data) == len(small.meta["grid"]["designs"])
     fig = figs.lines(small, "missed_writes", "write_rate", facet_col="churn")
     assert len(fig.layout.annotations) == 3
+
+
+def test_resume_extends_a_finished_sweep(serial_table, tmp_path):
+    """A finished sweep (no failures, so its log is gone) grown by one parameter value runs
+    only the new points: the saved table's rows count as done."""
+    pytest.importorskip("pyarrow")
+    out = tmp_path / "e.parquet"
+    ok_grid = Grid({"ram_gib": [1, 1024], "tracked_gfns": [0, 100_000], "churn": ["boot"]},
+                   designs=["v6.5", "v6.6"], seeds=[0, 1])
+    part = Grid({"ram_gib": [1], "tracked_gfns": [0, 100_000], "churn": ["boot"]},
+                designs=["v6.5", "v6.6"], seeds=[0, 1])
+    sweep(part, FAKE, out=out, workers=0, progress=False, run_fn=fake_run)
+    assert not log_path_for(out).exists()
+    calls = _Stop(at=-1)
+    t = sweep(ok_grid, FAKE, out=out, workers=0, progress=False, run_fn=calls, resume=True)
+    assert len(calls.calls) == len(ok_grid) - len(part) and t.stats["resumed"] == len(part)
+    assert t == sweep(ok_grid, FAKE, workers=0, progress=False, run_fn=fake_run)
