@@ -115,7 +115,23 @@ def to_html(executed: Path, out_dir: Path, name: str) -> Path:
     if r.returncode:
         raise RuntimeError(f"HTML export of {executed.name} failed: "
                            + "\n".join(r.stderr.strip().splitlines()[-10:]))
-    return out_dir / f"{name}.html"
+    path = out_dir / f"{name}.html"
+    path.write_text(make_offline(path.read_text(encoding="utf-8")), encoding="utf-8")
+    return path
+
+
+#: scripts the page would fetch from a CDN and does not need: MathJax (nbconvert's
+#: template and one per plotly figure; no LaTeX here) and require.js (only for widgets,
+#: which the report does not build).  plotly.js itself is inline.
+_CDN_SCRIPT = re.compile(
+    r'<script[^>]*\bsrc="https?://[^"]*(?:mathjax|require\.js|require\.min\.js)[^"]*"[^>]*>'
+    r'\s*</script>', re.I)
+
+
+def make_offline(html: str) -> str:
+    """Remove the CDN scripts of :data:`_CDN_SCRIPT`, so opening the page makes no
+    network request at all."""
+    return _CDN_SCRIPT.sub("", html)
 
 
 def _stdout(cell) -> str:
