@@ -613,8 +613,8 @@ class _RunLog:
             if first is not None and first.get("kvmpt_sweep_log") == _LOG_FORMAT:
                 if first.get("fingerprint") != header["fingerprint"]:
                     raise ValueError(
-                        f"{path}: this run log was made from a different scenario definition "
-                        "or kvmpt version; delete it (or run without --resume) to start over")
+                        f"{path}: this run log was made by a different scenario definition or "
+                        "model source; run without --resume to start over")
                 for line in lines[1:]:
                     rec = _loads(line)      # a torn last line (killed mid-write) is skipped
                     if rec and "key" in rec and rec.get("status") in ("ok", "error"):
@@ -779,6 +779,25 @@ def _scenario_description(sc) -> Any:
     return repr(sc)
 
 
+def source_fingerprint() -> str:
+    """A hash of the model's source and data (kvmpt's modules except figures and views,
+    ``data/`` except sweeps): resuming refuses a run log or table made by other code."""
+    pkg = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    files = [p for p in pkg.rglob("*.py") if "figures" not in p.parts
+             and p.name not in ("sweep.py", "cli.py", "dashboard.py", "report.py", "textreport.py")]
+    data = pkg / "data"
+    files += [p for p in data.rglob("*") if p.is_file() and "sweeps" not in p.relative_to(data).parts
+              and p.suffix in (".toml", ".trace", ".csv")]
+    for p in sorted(files):
+        try:
+            rel = p.relative_to(pkg)
+        except ValueError:
+            rel = Path(p.name)
+        h.update(str(rel).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:_KEY_HEX]
+
+
 def _version() -> str:
     from . import __version__
     return __version__
@@ -842,8 +861,8 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None, out: str | os.Pa
     meta = {"kvmpt_version": version, "scenario": name, "scenario_definition": description,
             "grid": grid.to_dict(), "param_columns": list(grid.param_names),
             "design_columns": list(DESIGN_COLUMNS)}
-    fingerprint = hashlib.sha256(json.dumps([version, name, description], sort_keys=True,
-                                            default=str).encode()).hexdigest()[:_KEY_HEX]
+    fingerprint = hashlib.sha256(json.dumps([version, name, description, source_fingerprint()],
+                                            sort_keys=True, default=str).encode()).hexdigest()[:_KEY_HEX]
 
     meta["fingerprint"] = fingerprint
     log = None

@@ -252,13 +252,16 @@ def test_interrupted_sweep_resumes_without_redoing_runs(serial_table, tmp_path):
     assert len(fourth.calls) == len(GRID)
 
 
-def test_resume_refuses_a_log_from_another_scenario_definition(tmp_path):
+def test_resume_refuses_a_log_from_another_scenario_or_model(tmp_path, monkeypatch):
     out = tmp_path / "s.csv"
     with pytest.raises(KeyboardInterrupt):
         sweep(GRID, FAKE, out=out, workers=0, progress=False, run_fn=_Stop(at=3))
     with pytest.raises(ValueError, match="different scenario"):
         sweep(GRID, dataclasses.replace(FAKE, write_rate=1.0), out=out, workers=0,
               progress=False, run_fn=fake_run, resume=True)
+    monkeypatch.setattr(sweep_mod, "source_fingerprint", lambda: "edited-model")
+    with pytest.raises(ValueError, match="model source"):
+        sweep(GRID, FAKE, out=out, workers=0, progress=False, run_fn=fake_run, resume=True)
 
 
 def test_killed_sweep_process_resumes(serial_table, tmp_path):
