@@ -19,13 +19,14 @@ import sys
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..",
                                                       ".numba_cache"))
 
-from kvmpt.sweep import BENCH_PARAMS, Grid, bench  # noqa: E402
+from kvmpt.sweep import BENCH_PARAMS, BENCH_SEEDS, Grid, bench  # noqa: E402
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenario", help="scenario name or file (default: kvmpt's default)")
-    ap.add_argument("--seeds", type=int, default=2, help="seeds per grid point (default 2)")
+    ap.add_argument("--seeds", type=int, default=BENCH_SEEDS,
+                    help=f"seeds per grid point (default {BENCH_SEEDS})")
     ap.add_argument("--workers", type=int, default=2,
                     help="local processes and LocalCluster workers (default 2)")
     args = ap.parse_args(argv)

@@ -59,7 +59,7 @@ import sys
 import time
 import traceback
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -648,10 +648,6 @@ def _loads(line: str):
 # ---------------------------------------------------------------------------
 # Executors
 
-class _Interrupted(Exception):
-    pass
-
-
 def _run_local(todo, payload, run_fn, workers, on_done):
     """Process pool, at most 2 x workers runs in flight.  A worker that dies (os._exit, a
     segfault) breaks the pool: the runs that were in flight are then retried one at a time
@@ -787,8 +783,8 @@ def source_fingerprint() -> str:
     files = [p for p in pkg.rglob("*.py") if "figures" not in p.parts
              and p.name not in ("sweep.py", "cli.py", "dashboard.py", "report.py", "textreport.py")]
     data = pkg / "data"
-    files += [p for p in data.rglob("*") if p.is_file() and "sweeps" not in p.relative_to(data).parts
-              and p.suffix in (".toml", ".trace", ".csv")]
+    files += [p for p in data.rglob("*") if p.is_file() and p.suffix in (".toml", ".trace", ".csv")
+              and "sweeps" not in p.relative_to(data).parts]
     for p in sorted(files):
         try:
             rel = p.relative_to(pkg)
@@ -819,7 +815,8 @@ def plan(grid: Grid, scenario: Any = None) -> tuple[Any, list[RunSpec], dict[tup
     return base, specs, scen_cache
 
 
-def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None, out: str | os.PathLike | None = None,
+def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None,
+          out: str | os.PathLike | None = None,
           scheduler: str | None = None, client: Any = None, workers: int | None = None,
           progress: bool = True, run_fn: Callable | None = None, *, resume: bool = False,
           retry_failed: bool = False, keep_log: bool = False) -> SweepTable:
@@ -861,8 +858,9 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None, out: str | os.Pa
     meta = {"kvmpt_version": version, "scenario": name, "scenario_definition": description,
             "grid": grid.to_dict(), "param_columns": list(grid.param_names),
             "design_columns": list(DESIGN_COLUMNS)}
-    fingerprint = hashlib.sha256(json.dumps([version, name, description, source_fingerprint()],
-                                            sort_keys=True, default=str).encode()).hexdigest()[:_KEY_HEX]
+    blob = json.dumps([version, name, description, source_fingerprint()], sort_keys=True,
+                      default=str)
+    fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:_KEY_HEX]
 
     meta["fingerprint"] = fingerprint
     log = None
@@ -994,7 +992,8 @@ def diff(a: SweepTable, b: SweepTable) -> str:
     for ra, rb in zip(a.rows, b.rows):
         for c in a.columns:
             if ra.get(c) != rb.get(c):
-                return f"run {ra.get('run')} ({ra.get('key')}): {c} = {ra.get(c)!r} vs {rb.get(c)!r}"
+                return (f"run {ra.get('run')} ({ra.get('key')}): {c} = {ra.get(c)!r} "
+                        f"vs {rb.get(c)!r}")
     return ""
 
 
@@ -1007,7 +1006,7 @@ def bench(grid: Grid | None = None, scenario: Any = None, run_fn: Callable | Non
     single-threaded worker processes on 127.0.0.1; print runs/s for each and their ratio."""
     file = file or sys.stdout
     if grid is None:
-        grid = Grid(BENCH_PARAMS, designs=["v6.5", "v6.6"], seeds=2)
+        grid = Grid(BENCH_PARAMS, designs=["v6.5", "v6.6"], seeds=BENCH_SEEDS)
     from distributed import Client, LocalCluster
     t0 = time.perf_counter()
     local = sweep(grid, scenario, workers=n_workers, progress=False, run_fn=run_fn)
@@ -1020,7 +1019,8 @@ def bench(grid: Grid | None = None, scenario: Any = None, run_fn: Callable | Non
         dist = sweep(grid, scenario, client=client, progress=False, run_fn=run_fn)
         t_dask = time.perf_counter() - t0
     if dist != local:
-        raise RuntimeError(f"the Dask sweep's table differs from the local one: {diff(local, dist)}")
+        raise RuntimeError("the Dask sweep's table differs from the local one: "
+                           + diff(local, dist))
     n = len(local)
     res = {"runs": n, "local_runs_per_s": n / t_local, "dask_runs_per_s": n / t_dask,
            "ratio": (n / t_dask) / (n / t_local)}
@@ -1034,9 +1034,10 @@ def bench(grid: Grid | None = None, scenario: Any = None, run_fn: Callable | Non
     return res
 
 
-#: the benchmark's default workload parameters (short runs)
-BENCH_PARAMS: dict[str, list[Any]] = {"duration_s": [0.05], "tracked_gfns": [0, 1000, 4000],
-                                      "churn": ["desktop", "adversarial"]}
+#: the benchmark's default grid: short runs, enough of them to amortize process start-up
+BENCH_SEEDS = 5
+BENCH_PARAMS: dict[str, list[Any]] = {
+    "duration_s": [0.05], "tracked_gfns": [0, 1000, 4000], "churn": ["desktop", "adversarial"]}
 
 
 # ---------------------------------------------------------------------------

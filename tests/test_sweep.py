@@ -20,7 +20,7 @@ import pytest
 
 from kvmpt import Design, cli
 from kvmpt import sweep as sweep_mod
-from kvmpt.sweep import Grid, SweepTable, load_table, log_path_for, sweep
+from kvmpt.sweep import Grid, load_table, log_path_for, sweep
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

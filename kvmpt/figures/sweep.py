@@ -197,8 +197,9 @@ def heatmap(table: Any, metric: str, x: str, y: str, *, design: str = "design",
                     extra = f"<br>{g['failed']} failed run(s)" if g["failed"] else ""
                     spread = (f"<br>range {_fmt_value(g['lo'])} … {_fmt_value(g['hi'])}"
                               if g["n"] > 1 else "")
-                    trow.append(f"{_fmt_value(g['value'])} ({agg if isinstance(agg, str) else 'agg'}"
-                                f" of {g['n']} run(s)){spread}{extra}")
+                    how = agg if isinstance(agg, str) else "aggregate"
+                    trow.append(f"{_fmt_value(g['value'])} ({how} of {g['n']} run(s))"
+                                f"{spread}{extra}")
             z.append(zrow)
             text.append(trow)
         fig.add_trace(go.Heatmap(
