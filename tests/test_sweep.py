@@ -507,3 +507,34 @@ def test_resume_extends_a_finished_sweep(serial_table, tmp_path):
     t = sweep(ok_grid, FAKE, out=out, workers=0, progress=False, run_fn=calls, resume=True)
     assert len(calls.calls) == len(ok_grid) - len(part) and t.stats["resumed"] == len(part)
     assert t == sweep(ok_grid, FAKE, workers=0, progress=False, run_fn=fake_run)
+
+
+@pytest.mark.browser
+def test_heatmap_buttons_switch_designs_in_static_html(serial_table, tmp_path):
+    """The exported HTML needs no kernel: clicking a design button shows that design."""
+    chromium = os.environ.get("KVMPT_CHROMIUM", "/usr/bin/chromium")
+    if not os.access(chromium, os.X_OK):
+        pytest.skip(f"{chromium} not found (./dev test installs Debian chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from kvmpt.figures import sweep as figs
+    page_file = tmp_path / "heatmap.html"
+    figs.heatmap(serial_table, "wasted_cycles", "ram_gib", "tracked_gfns").write_html(
+        page_file, include_plotlyjs=True, include_mathjax=False)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--no-first-run",
+                                          "--disable-background-networking"])
+        try:
+            page = browser.new_page()
+            page.goto(page_file.as_uri())
+            page.wait_for_selector(".plotly-graph-div .main-svg")
+            graph = page.locator(".plotly-graph-div").first
+            visible = "(el) => el.data.map(t => t.visible)"
+            assert graph.evaluate(visible) == [True, False]
+            page.locator("g.updatemenu-button", has_text="v6.6").click()
+            page.wait_for_function(
+                "() => document.querySelector('.plotly-graph-div').data[1].visible === true")
+            assert graph.evaluate(visible) == [False, True]
+            assert "design: v6.6" in page.locator(".gtitle").first.text_content()
+        finally:
+            browser.close()
