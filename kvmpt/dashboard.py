@@ -18,8 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .claims import GIB, SECTION3_DESIGNS, failed_move, price_rows, ptable_walk_cost, \
-    slot_hook_cost
+from .claims import GIB, price_rows, ptable_walk_cost, slot_hook_cost
 from .design import KVMGT_LOCKS, Design
 
 __all__ = ["Param", "PARAMETERS", "controls", "evaluate", "Dashboard", "DEFAULTS"]
@@ -50,24 +49,28 @@ PARAMETERS: tuple[Param, ...] = (
     Param("drop_protection_on_remove", "protection drop", "toggle",
           (("drop", True), ("keep", False)), True,
           help="does the slot hook also drop KVM's write-track counts"),
+    Param("scenario", "scenario", "toggle",
+          (("QEMU desktop", "q35-desktop"), ("reboots", "q35-reboot"),
+           ("adversarial VMM", "q35-adversarial")), "q35-adversarial",
+          help="data/scenarios: QEMU-like churn, or a VMM that MOVEs RAM slots"),
     Param("slot_gib", "slot size", "choice",
           tuple((f"{g} GiB" if g < 1024 else "1 TiB", g) for g in (1, 4, 16, 64, 256, 1024)),
           64, help="the slot the DELETE removes"),
     Param("tracked", "tracked gfns", "choice",
-          tuple((f"{n:,}", n) for n in (16, 64, 256, 1024, 4096)), 256,
-          help="guest page-table pages GVT shadows in that slot"),
-    Param("write_rate", "PT writes/s", "choice",
-          tuple((f"{n:,}", n) for n in (1_000, 10_000, 100_000)), 10_000,
-          help="guest page-table writes in the second after the failed MOVE"),
+          tuple((f"{n:,}", n) for n in (16, 64, 256, 1024, 4096)), 1024,
+          help="guest page-table pages GVT shadows"),
+    Param("write_rate", "writes/s", "choice",
+          tuple((f"{n:,}", n) for n in (500, 2_000, 10_000)), 2_000,
+          help="the guest's write rate in the scenario"),
     Param("seed", "seed", "int", default=0, lo=0, hi=9),
 )
 DEFAULTS = {p.name: p.default for p in PARAMETERS}
 DESIGN_KNOBS = ("slot_hook", "move", "kvmgt_lock", "drop_protection_on_remove")
+__all__ += ["static_variants", "design_of"]
 
 #: slot sizes the cost curve is drawn at (GiB)
 CURVE_GIB = (1, 4, 16, 64, 256, 1024)
 EXACT_MAX_PAGES = 1 << 18        # the dashboard runs the walk gfn by gfn up to 1 GiB
-_WRITE_CAP = 100_000
 
 
 def design_of(values: Mapping[str, Any]) -> Design:
@@ -75,9 +78,14 @@ def design_of(values: Mapping[str, Any]) -> Design:
 
 
 # ------------------------------------------------------------------ the scenario
-@functools.lru_cache(maxsize=256)
-def _failed(design: Design, tracked: int, writes: int, seed: int):
-    return failed_move(design, "enomem", tracked=tracked, writes=writes, seed=seed)
+@functools.lru_cache(maxsize=128)
+def _run(scenario: str, design: Design, tracked: int, write_rate: int, seed: int):
+    import dataclasses
+
+    from .scenario import load_scenario, run
+    sc = dataclasses.replace(load_scenario(scenario), tracked_gfns=tracked,
+                             write_rate=write_rate)
+    return run(sc, design, seed=seed, check="end")
 
 
 @functools.lru_cache(maxsize=256)
@@ -108,22 +116,24 @@ def _curve(design: Design, tracked: int, seed: int) -> list[dict]:
 def evaluate(values: Mapping[str, Any]) -> dict[str, Any]:
     """Run the dashboard's scenario for one setting of :data:`PARAMETERS`:
 
-    * a MOVE of a 1 GiB slot holding ``tracked`` shadowed pages fails with -ENOMEM in
-      prepare, then the guest writes its page tables ``write_rate`` times (one second);
-    * a DELETE of a ``slot_gib`` slot holding ``tracked`` shadowed pages: the slot
-      hook's work, cycles and longest mmu_lock hold (``kvmpt.costs``);
+    * ``kvmpt.run(scenario, design, seed)`` with the chosen tracked set and write rate
+      (the model with its Numba kernels: guest write batches, slot walks), for the
+      missed-write and stale-page time series;
+    * one DELETE of a ``slot_gib`` slot holding ``tracked`` shadowed pages: the slot
+      hook's time and longest ``mmu_lock`` hold (``kvmpt.costs``), against the
+      ptable-walk proposal;
     * the lock design's verdict from the race explorer.
+
+    Every piece is cached per setting, so going back to a setting is instant.
     """
     v = {**DEFAULTS, **values}
     d = design_of(v)
-    writes = min(int(v["write_rate"]), _WRITE_CAP)
-    fm = _failed(d, int(v["tracked"]), writes, int(v["seed"]))
+    run = _run(v["scenario"], d, int(v["tracked"]), int(v["write_rate"]), int(v["seed"]))
     curve = _curve(d, int(v["tracked"]), int(v["seed"]))
     n = int(v["slot_gib"]) * (GIB >> 12)
     here = next(r for r in curve if r["npages"] == n and r["design"] == d.name)
-    verdict = _verdict(d.kvmgt_lock)
-    return {"design": d, "failed": fm, "curve": curve, "here": here, "verdict": verdict,
-            "values": v}
+    return {"design": d, "run": run, "curve": curve, "here": here,
+            "verdict": _verdict(d.kvmgt_lock), "values": v}
 
 
 # ------------------------------------------------------------------ the widgets
@@ -151,14 +161,6 @@ def controls(params: Sequence[Param] = PARAMETERS, values: Mapping[str, Any] | N
     return out
 
 
-def _state_title(res) -> str:
-    fm = res["failed"]
-    return (f"design <b>{res['design'].name}</b>: a MOVE fails with -ENOMEM in prepare → "
-            f"{fm.after.stale} of {fm.before.shadowed} shadowed pages stale, "
-            f"<b>{fm.missed:,} of {fm.writes['handled'] + fm.writes['direct'] + fm.writes['ignored']:,}"
-            f"</b> page-table writes missed")
-
-
 def _cost_title(res) -> str:
     h = res["here"]
     v, bad, total = res["verdict"]
@@ -176,31 +178,31 @@ class Dashboard:
     """Controls + two FigureWidgets, redrawn in place on every change.
 
     ``Dashboard().widget`` is the ipywidgets box to display; ``last_seconds`` is how long
-    the last update took (scenario + redraw), which the notebook reports."""
+    the last update took (scenario + redraw), shown under the controls."""
 
     def __init__(self, values: Mapping[str, Any] | None = None):
         import ipywidgets as W
         import plotly.graph_objects as go
-        from .figures.memslot import failed_move_figure
+
+        from .figures.memslot import scenario_timeline
         self.controls = controls(values=values)
         self.values = {k: w.value for k, w in self.controls.items()}
         t0 = time.perf_counter()
         res = evaluate(self.values)
-        fig = failed_move_figure({res["design"].name: res["failed"]})
-        fig.update_layout(title_text=_state_title(res), height=430, margin_t=90)
-        self.state = go.FigureWidget(fig)
+        self.timeline = go.FigureWidget(scenario_timeline({res["design"].name: res["run"]}))
         self.cost = go.FigureWidget(self._cost_figure(res))
         self.last_seconds = time.perf_counter() - t0
         self.status = W.HTML(self._status())
-        for name, w in self.controls.items():
+        for w in self.controls.values():
             w.observe(self._changed, names="value")
-        left = W.VBox([self.controls[p.name] for p in PARAMETERS[:4]])
-        right = W.VBox([self.controls[p.name] for p in PARAMETERS[4:]])
-        self.widget = W.VBox([W.HBox([left, right]), self.status, self.state, self.cost])
+        names = [p.name for p in PARAMETERS]
+        left = W.VBox([self.controls[n] for n in names[:5]])
+        right = W.VBox([self.controls[n] for n in names[5:]])
+        self.widget = W.VBox([W.HBox([left, right]), self.status, self.timeline, self.cost])
 
     def _status(self) -> str:
-        return (f"<small>scenario + redraw: {self.last_seconds * 1000:,.0f} ms "
-                "(model + Numba kernels; cached settings are instant)</small>")
+        return (f"<small>last update: {self.last_seconds * 1000:,.0f} ms (kvmpt.run through "
+                "the Numba kernels + redraw; settings seen before are cached)</small>")
 
     @staticmethod
     def _cost_figure(res):
@@ -209,27 +211,26 @@ class Dashboard:
         for name, colour, dash in ((res["design"].name, "#E45756", "solid"),
                                    ("proposal", "#54A24B", "dot")):
             rows = [r for r in res["curve"] if r["design"] == name]
-            key = "us" if "us" in rows[0] else "probes"
             fig.add_trace(go.Scatter(
-                x=[r["npages"] / (GIB >> 12) for r in rows], y=[r[key] for r in rows],
+                x=[r["npages"] / (GIB >> 12) for r in rows], y=[r["us"] for r in rows],
                 mode="lines+markers", line=dict(color=colour, dash=dash),
-                name="this design: slot hook" if name != "proposal"
+                name="this design: slot hook time" if name != "proposal"
                 else "proposal (no kernel): walk ptable"))
         rows = [r for r in res["curve"] if r["design"] == res["design"].name]
         fig.add_trace(go.Scatter(
-            x=[r["npages"] / (GIB >> 12) for r in rows], y=[r.get("hold_us", 0) for r in rows],
-            mode="lines+markers", line=dict(color="#4C78A8"), name="longest mmu_lock hold"))
+            x=[r["npages"] / (GIB >> 12) for r in rows],
+            y=[max(r["hold_us"], 1e-3) for r in rows], mode="lines+markers",
+            line=dict(color="#4C78A8"), name="longest mmu_lock hold (0 drawn at 1 ns)"))
         h = res["here"]
-        fig.add_trace(go.Scatter(x=[h["npages"] / (GIB >> 12)], y=[h.get("us", h["probes"])],
-                                 mode="markers", marker=dict(size=16, symbol="x",
-                                                             color="#333"),
+        fig.add_trace(go.Scatter(x=[h["npages"] / (GIB >> 12)], y=[h["us"]], mode="markers",
+                                 marker=dict(size=16, symbol="x", color="#333"),
                                  name="chosen slot size"))
         fig.update_layout(
-            title=dict(text=_cost_title(res), font=dict(size=13)),
+            title=dict(text=_cost_title(res), font=dict(size=12)),
             xaxis=dict(title="deleted slot (GiB, log)", type="log"),
-            yaxis=dict(title="µs at 3 GHz (kvmpt.costs)", type="log"),
-            template="plotly_white", height=400, width=1000,
-            margin=dict(l=70, r=20, t=70, b=50))
+            yaxis=dict(title="µs (kvmpt.costs, 3 GHz)", type="log"),
+            template="plotly_white", height=380, width=1050,
+            margin=dict(l=70, r=20, t=60, b=50))
         return fig
 
     def _changed(self, change) -> None:
@@ -239,41 +240,40 @@ class Dashboard:
 
     def redraw(self) -> float:
         """Re-run :func:`evaluate` and update both figures in place; returns seconds."""
+        from .figures.memslot import scenario_title, scenario_traces
         t0 = time.perf_counter()
         res = evaluate(self.values)
-        fm = res["failed"]
-        from .figures.memslot import _STATE_ROWS, _WRITE_ROWS
-        with self.state.batch_update():
-            self.state.data[0].y = [getattr(fm.before, k) for k, _ in _STATE_ROWS]
-            self.state.data[0].text = self.state.data[0].y
-            self.state.data[1].y = [getattr(fm.after, k) for k, _ in _STATE_ROWS]
-            self.state.data[1].text = self.state.data[1].y
-            w = [fm.writes.get(k, 0) for k, _ in _WRITE_ROWS]
-            self.state.data[2].y = w
-            self.state.data[2].text = w
-            ymax = max([1] + [getattr(x, k) for x in (fm.before, fm.after) for k, _ in _STATE_ROWS])
-            self.state.layout.yaxis.range = [0, ymax * 1.2]
-            self.state.layout.yaxis2.range = [0, max(w + [1]) * 1.2]
-            self.state.layout.title.text = _state_title(res)
+        fresh = scenario_traces(res["run"])
+        with self.timeline.batch_update():
+            for old, new in zip(self.timeline.data, fresh):
+                old.x, old.y = new.x, new.y
+            self.timeline.layout.title.text = scenario_title(res["design"].name, res["run"])
         new = self._cost_figure(res)
         with self.cost.batch_update():
-            for old_tr, new_tr in zip(self.cost.data, new.data):
-                old_tr.x, old_tr.y, old_tr.name = new_tr.x, new_tr.y, new_tr.name
+            for old, tr in zip(self.cost.data, new.data):
+                old.x, old.y, old.name = tr.x, tr.y, tr.name
             self.cost.layout.title.text = new.layout.title.text
         self.last_seconds = time.perf_counter() - t0
         self.status.value = self._status()
         return self.last_seconds
 
 
-def static_variants(tracked: int = 64, writes: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """The kernel-free companion of the dashboard: the failed-MOVE scenario for every
-    combination of slot hook x MOVE policy x protection drop (lock: as in the preset the
-    hook comes from), precomputed for a figure with a button per design."""
+def static_variants(scenario: str = "q35-adversarial", tracked: int | None = None,
+                    write_rate: int | None = None, seed: int | None = None) -> dict[str, Any]:
+    """The kernel-free companion of the dashboard: ``kvmpt.run`` of ``scenario`` for every
+    combination of slot hook x MOVE policy x protection drop (the lock of the kernel the
+    hook comes from), precomputed for a figure with a drop-down of designs."""
+    import dataclasses
+
+    from .scenario import load_scenario, run
+    sc = load_scenario(scenario)
+    changes = {k: v for k, v in (("tracked_gfns", tracked), ("write_rate", write_rate))
+               if v is not None}
+    sc = dataclasses.replace(sc, **changes)
     out = {}
     for hook in ("flush", "remove"):
         for move in ("allow", "reject"):
             for drop in (True, False):
                 d = Design(hook, move, "none" if hook == "flush" else "vgpu_lock", drop)
-                out[d.name] = failed_move(d, "enomem", tracked=tracked, writes=writes,
-                                          seed=seed)
+                out[d.name] = run(sc, d, seed=seed, check="end")
     return out

@@ -13,7 +13,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 __all__ = ["STEP_LANES", "update_timeline", "update_timelines", "failed_move_figure",
-           "move_policy_figure", "qemu_census_figure", "design_buttons"]
+           "move_policy_figure", "qemu_census_figure", "design_buttons", "scenario_timeline",
+           "scenario_traces", "scenario_title"]
 
 #: The kernel steps of kvm_set_memslot() (spec/kernel-semantics.md 3.2), top to bottom.
 STEP_LANES = (
@@ -255,4 +256,71 @@ def qemu_census_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
         barmode="stack", template="plotly_white", height=420, width=900,
         xaxis_title="trace (data/traces)", yaxis_title="KVM_SET_USER_MEMORY_REGION calls",
         margin=dict(l=60, r=20, t=70, b=60))
+    return fig
+
+
+#: MOVE outcomes in a scenario run, by errno
+_MOVE_MARKS = ((0, "MOVE ok", "#E45756", "triangle-up"),
+               (12, "MOVE failed in prepare (-ENOMEM)", "#B22222", "x"),
+               (22, "MOVE rejected (-EINVAL)", "#54A24B", "circle-open"))
+
+
+def scenario_traces(result) -> list[go.Scatter]:
+    """The traces of :func:`scenario_timeline` for one ``kvmpt.run`` result, in a fixed
+    order (missed writes, stale pages, then one marker trace per MOVE outcome), so a
+    dashboard can update them in place."""
+    ts = result.timeseries
+    t = ts["t_s"]
+    missed, stale = ts["missed_writes"], ts["stale_gfns"]
+    out = [
+        go.Scatter(x=t, y=missed, mode="lines", line=dict(color="#E45756", width=2, shape="hv"),
+                   name="missed page-table writes (cumulative)", xaxis="x", yaxis="y",
+                   hovertemplate="t=%{x:.3f} s: %{y:,} writes missed<extra></extra>"),
+        go.Scatter(x=t, y=stale, mode="lines", line=dict(color="#4C78A8", width=2, shape="hv"),
+                   name="stale shadowed pages", xaxis="x2", yaxis="y2",
+                   hovertemplate="t=%{x:.3f} s: %{y:,} pages stale<extra></extra>"),
+    ]
+    kind, err = ts["kind"], ts["errno"]
+    for code, label, colour, symbol in _MOVE_MARKS:
+        m = (kind == "MOVE") & (err == code)
+        out.append(go.Scatter(
+            x=t[m], y=stale[m], mode="markers", name=label, xaxis="x2", yaxis="y2",
+            marker=dict(color=colour, symbol=symbol, size=10, line=dict(width=2)),
+            hovertemplate=f"t=%{{x:.3f}} s: {label}<extra></extra>"))
+    return out
+
+
+def scenario_title(label: str, result) -> str:
+    s = result.summary
+    return (f"{s['scenario']}, design <b>{label}</b>: {s['ops_MOVE']} MOVEs "
+            f"({s['moves_rejected']} rejected, {s['prepare_failures']} failed in prepare) → "
+            f"<b>{s['missed_writes']:,} of {s['writes_total']:,}</b> guest writes missed, "
+            f"{s['stale_gfns_end']:,} of {s['tracked_gfns']:,} shadowed pages stale at the end")
+
+
+def scenario_timeline(results: Mapping[str, Any]) -> go.Figure:
+    """``{design label: kvmpt.run(...) result}``: cumulative missed guest page-table writes
+    (top) and stale shadowed pages with every MOVE marked by outcome (bottom) over the
+    scenario's simulated time; a button (or a drop-down) per design."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        row_heights=[0.5, 0.5])
+    owners, layouts = [], []
+    for k, (label, r) in enumerate(results.items()):
+        for i, tr in enumerate(scenario_traces(r)):
+            tr.visible = k == 0
+            tr.showlegend = k == 0
+            tr.legendgroup = tr.name
+            fig.add_trace(tr, row=1 if i == 0 else 2, col=1)
+            owners.append(k)
+        layouts.append({"title.text": scenario_title(label, r)})
+    fig.update_yaxes(title_text="missed writes", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="stale pages", rangemode="tozero", row=2, col=1)
+    fig.update_xaxes(title_text="simulated time (s)", row=2, col=1)
+    fig.update_layout(
+        title=dict(text=layouts[0]["title.text"], font=dict(size=12), y=0.98, yanchor="top"),
+        template="plotly_white", height=520, width=1050,
+        margin=dict(l=70, r=20, t=120, b=50), legend=dict(orientation="h", y=-0.15))
+    if len(results) > 1:
+        fig.update_layout(updatemenus=[design_buttons(list(results), owners, layouts,
+                                                      y=1.17)])
     return fig
