@@ -5,9 +5,10 @@ slot with 100 k tracked gfns?") is answered by running one scenario over a
 grid and reading the table::
 
     from kvmpt.sweep import Grid, sweep
-    grid = Grid({"ram_gib": [1, 64, 1024], "tracked_gfns": [0, 4000, 100_000]},
+    grid = Grid({"ram_gib": [4, 64, 1024], "tracked_gfns": [0, 4000, 100_000]},
                 designs=["v6.5", "v6.6"], seeds=[0, 1])
-    table = sweep(grid, scenario="desktop", out="results.parquet")
+    table = sweep(grid, scenario="q35-desktop", out="results.parquet")
+    # or, as a plain dict:  kvmpt.sweep({"tracked_gfns": [0, 4000], "designs": "all"})
 
 :class:`Grid`
     Workload parameters (each a list of values, passed to
@@ -290,11 +291,16 @@ class Grid:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Grid":
         """From ``{"params": {...}, "designs": [...], "seeds": [...]}`` (what :meth:`to_dict`
-        gives and a grid TOML file holds); a ``scenario`` key is allowed and ignored here."""
-        unknown = set(d) - {"params", "designs", "seeds", "scenario"}
+        gives and a grid TOML file holds) or the flat ``{"ram_gib": [...], ..., "designs":
+        [...], "seeds": [...]}``; a ``scenario`` key is allowed and ignored here."""
+        special = {"params", "designs", "seeds", "scenario"}
+        if "params" not in d:
+            d = {"params": {k: v for k, v in d.items() if k not in special},
+                 **{k: v for k, v in d.items() if k in special}}
+        unknown = set(d) - special
         if unknown:
-            raise ValueError(f"unknown grid key(s) {sorted(unknown)}: want params, designs, "
-                             "seeds, scenario")
+            raise ValueError(f"unknown grid key(s) {sorted(unknown)} beside [params]: want "
+                             "designs, seeds, scenario")
         params = d.get("params", {})
         if not isinstance(params, Mapping):
             raise ValueError("grid 'params' must be a table of name = [values]")

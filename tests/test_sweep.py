@@ -105,7 +105,8 @@ def test_grid_rejects_bad_input():
     with pytest.raises(ValueError, match="repeated seed"):
         Grid({}, seeds="0-3,2")
     with pytest.raises(ValueError, match="unknown grid key"):
-        Grid.from_dict({"parms": {}})
+        Grid.from_dict({"params": {"ram_gib": [1]}, "ram_gib": [2]})
+    assert Grid.from_dict({"ram_gib": [1, 2], "seeds": 2}) == Grid({"ram_gib": [1, 2]}, seeds=2)
 
 
 def test_design_and_seed_parsing():
