@@ -3,7 +3,8 @@
 Modules: ``policy`` (the one place that decides decorator options and the
 cache directory), ``common`` (hash, hlist, slot search), ``flat`` (model ->
 arrays, cached), ``writes`` (guest write stream), ``walk`` (KVMGT's slot walk),
-``track`` (bulk write-track counter updates).  The model's public wrappers are
+``track`` (bulk write-track counter updates), ``workload`` (seeded synthetic
+write streams).  The model's public wrappers are
 ``VM.guest_write_batch``, ``ProtectTable.walk_range`` and ``KVMGT.shadow_many``.
 
 ``warmup()`` compiles (or loads from the cache) every kernel on tiny inputs.
@@ -22,7 +23,7 @@ def warmup() -> float:
 
     from ..design import Design
     from ..vm import VM
-    from . import walk, writes
+    from . import walk, workload, writes
 
     for design in ("v6.5", "v6.6"):
         d = Design.preset(design)
@@ -38,6 +39,8 @@ def warmup() -> float:
         walk.walk_range(gvt.ptable, 0, 8, delete=True)
         walk.slot_walk_drop(vm, gvt, 0, 1024, target=vm.memslots(0)[0])
         writes.classify_gfns(np.zeros(1, dtype=np.uint64), *_classify_args(vm))
+        workload.guest_write_stream(vm.memslots(0)[:1], np.array([3], dtype=np.uint64), 4,
+                                    0.5, 1)
     return time.perf_counter() - t0
 
 

@@ -20,13 +20,59 @@ from __future__ import annotations
 
 import numpy as np
 
-from .policy import kernel
+from .policy import JIT_DISABLED, kernel
 
 GOLDEN_RATIO_64 = np.uint64(0x61C8864680B583EB)
 EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)     # no gfn (gfns are < 2**52)
 U64_1 = np.uint64(1)
 U64_6 = np.uint64(6)
 U64_63 = np.uint64(63)
+
+
+if JIT_DISABLED:
+    import ctypes
+
+    def load_u16(addr, idx):
+        """``((u16 *)addr)[idx]`` (plain-Python form, NUMBA_DISABLE_JIT=1)."""
+        return np.uint16(ctypes.c_uint16.from_address(int(addr) + 2 * int(idx)).value)
+
+    def prefetch(addr):
+        """A cache hint: nothing to do without the JIT."""
+else:
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def prefetch(typingctx, addr):
+        """``__builtin_prefetch(addr, 0, 3)`` (llvm.prefetch): the write kernel asks
+        for the counter of a write some iterations ahead, so the random loads into
+        a large ``gfn_write_track`` overlap."""
+        sig = types.void(types.uint64)
+
+        def codegen(context, builder, signature, args):
+            i8p = ir.IntType(8).as_pointer()
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+            builder.call(fn, [builder.inttoptr(args[0], i8p), ir.Constant(i32, 0),
+                              ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+        return sig, codegen
+
+    @intrinsic
+    def load_u16(typingctx, addr, idx):
+        """``((u16 *)addr)[idx]``: a load through a raw address.  The write kernel
+        keeps the current slot's ``gfn_write_track`` as its data address (a uint64)
+        instead of an array variable, which numba would carry through the loop as
+        a reference-counted struct (twice as slow on the guest-write loop)."""
+        sig = types.uint16(types.uint64, types.uint64)
+
+        def codegen(context, builder, signature, args):
+            a, i = args
+            ptr = builder.inttoptr(a, ir.IntType(16).as_pointer())
+            return builder.load(builder.gep(ptr, [i]))
+        return sig, codegen
 
 
 @kernel

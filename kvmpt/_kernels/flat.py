@@ -106,6 +106,7 @@ class SlotArrays:
     npages: np.ndarray    # uint64
     trap: np.ndarray      # uint8
     counters: object      # typed List of uint16 arrays (gfn_write_track)
+    counter_addrs: np.ndarray   # uint64: data address of each gfn_write_track
     lpage2: object        # typed List of int32 arrays (lpage_info[0], 2M)
     lpage3: object        # typed List of int32 arrays (lpage_info[1], 1G)
 
@@ -139,6 +140,7 @@ def slot_arrays(vm, as_id: int) -> SlotArrays:
         np.array([s.npages for s in slots], dtype=np.uint64),
         np.array([0 if s.flags & KVM_MEM_READONLY else 1 for s in slots], dtype=np.uint8),
         _typed([s.arch.gfn_write_track for s in slots], _EMPTY_U16),
+        np.array([s.arch.gfn_write_track.ctypes.data for s in slots], dtype=np.uint64),
         _typed([s.arch.lpage_info[0] for s in slots], _EMPTY_I32),
         _typed([s.arch.lpage_info[1] for s in slots], _EMPTY_I32),
     )

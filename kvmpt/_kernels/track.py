@@ -138,14 +138,60 @@ def _as_gfn_array(gfns) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.uint64)
 
 
-def _hold(work: Work, held: dict) -> None:
-    """One ``mmu_lock`` write hold doing ``held`` (Work.mmu_lock_begin/add/end)."""
-    work.mmu_lock_acquisitions += 1
-    for k, v in held.items():
+def _account(work: Work, mutex: bool, status, steps, tlb) -> None:
+    """The Work of ``intel_gvt_page_track_add()`` per gfn, summed: what the loop
+    adds with ``work.add`` and one ``mmu_lock`` hold per KVM call, whose largest
+    (first of the largest) becomes ``max_hold`` if it beats the current one."""
+    added = status == ADDED
+    n_added = int(added.sum())
+    t = tlb.astype(np.int64)
+    steps = steps.astype(np.int64)
+    if mutex:
+        outside = {"gfn_probes": int(status.size), "chain_steps": int(steps.sum()),
+                   "slot_lookups": int((status != FOUND).sum()), "hash_inserts": n_added}
+        inside = {"counter_updates": n_added, "lpage_updates": 2 * n_added,
+                  "tlb_flushes": int(t[added].sum())}
+        holds = n_added
+        sums = np.where(added, 3 + t, -1)
+        def hold_of(k):
+            return {"counter_updates": 1, "lpage_updates": 2, "tlb_flushes": int(t[k])}
+    else:
+        outside = {"slot_lookups": int(status.size)}
+        inside = {"gfn_probes": int(status.size), "chain_steps": int(steps.sum()),
+                  "counter_updates": n_added, "lpage_updates": 2 * n_added,
+                  "tlb_flushes": int(t[added].sum()), "hash_inserts": n_added}
+        holds = int(status.size)
+        sums = 1 + steps + np.where(added, 5 + t, 0)
+        def hold_of(k):
+            h = {"gfn_probes": 1, "chain_steps": int(steps[k])}
+            if added[k]:
+                h.update(counter_updates=1, lpage_updates=2, tlb_flushes=int(t[k]),
+                         hash_inserts=1)
+            return h
+    for k, v in outside.items():
+        work.add(k, v)
+    work.mmu_lock_acquisitions += holds
+    for k, v in inside.items():
         work.ops[k] += v
         work.held[k] += v
-    if sum(held.values()) > sum(work.max_hold.values()):
-        work.max_hold = {**_zero(), **held}
+    if holds:
+        k = int(np.argmax(sums))
+        if sums[k] >= 0 and int(sums[k]) > sum(work.max_hold.values()):
+            work.max_hold = {**_zero(), **hold_of(k)}
+
+
+def _ptable_add_many(pt, gfns: np.ndarray) -> None:
+    """``pt.add(g)`` for each g in order (``hash_add`` at the chain head), with the
+    hashing vectorised."""
+    from ..kvmgt import hash_64_array
+    if not gfns.size:
+        return
+    buckets = hash_64_array(gfns, pt.bits).astype(np.int64)
+    for g, b in zip(gfns.tolist(), buckets.tolist()):
+        pt.buckets.setdefault(b, []).insert(0, g)
+    np.add.at(pt.chain_len, buckets, 1)
+    pt._members.update(gfns.tolist())
+    pt.gen += int(gfns.size)
 
 
 def shadow_many(gvt, gfns) -> None:
@@ -196,30 +242,12 @@ def shadow_many(gvt, gfns) -> None:
         stop, done = done - 1, done - 1
     ok = todo[:done]
     status, steps, tlb = status[:done], steps[:done], tlb[:done]
-    # Work, in the order the loop would add it
-    work = vm.work
-    for st, s, t in zip(status.tolist(), steps.tolist(), tlb.tolist()):
-        if mutex:
-            work.add("gfn_probes")
-            work.add("chain_steps", s)
-            if st == FOUND:
-                continue
-            work.add("slot_lookups")
-            _hold(work, {"counter_updates": 1, "lpage_updates": 2, "tlb_flushes": t})
-            work.add("hash_inserts")
-        else:
-            work.add("slot_lookups")
-            held = {"gfn_probes": 1, "chain_steps": s}
-            if st == ADDED:
-                held.update(counter_updates=1, lpage_updates=2, tlb_flushes=t, hash_inserts=1)
-            _hold(work, held)
+    _account(vm.work, mutex, status, steps, tlb)
     if mutex and (status == ADDED).any():
         vm.lockdep.order.add((table_lock.name, ld.MMU_LOCK.name))
     replay_warnings(vm, sa.slots, events[:nev], lambda r: todo[r], vm._op)
-    for g, st in zip(ok.tolist(), status.tolist()):
-        if st == ADDED:
-            gvt.ptable.add(g)
-        tree[g] = True
+    _ptable_add_many(gvt.ptable, ok[status == ADDED])
+    tree.update(dict.fromkeys(ok.tolist(), True))
     if done:
         # the host page behind each gfn (every gfn here has an address-space-0 slot)
         si = np.searchsorted(sa.base, ok, side="right") - 1
