@@ -190,7 +190,7 @@ def raw_write_kernel(gpas, sa, pt):
 
 
 def c_guest_writes(lib, gpas, sa, tracker, pt):
-    ptrs = np.array([a.ctypes.data for a in sa.counters], dtype=np.uint64)
+    ptrs = sa.counter_addrs
     stats = np.zeros(7, dtype=np.int64)
     lib.guest_write_batch(_p(gpas), gpas.size, _p(sa.base), _p(sa.npages), _p(sa.trap),
                           _p(ptrs), sa.base.size, int(tracker), int(pt.shift), _p(pt.head),
@@ -211,7 +211,7 @@ def run(args) -> int:
     from . import __version__
     from ._kernels import policy, warmup
     from ._kernels import walk as kwalk
-    from ._kernels.flat import _EMPTY_I32, _EMPTY_U16, _typed, ptable_arrays, slot_arrays
+    from ._kernels.flat import ptable_arrays, slot_arrays, slots_as_arrays
 
     if args.quick:
         args.guest_gib, args.writes, args.walk_tib = 1, 200_000, 1 / 64
@@ -306,8 +306,6 @@ def run(args) -> int:
     rep.line()
     rep.line(f"== slot walk: slot {big.id}, {big.npages:,} gfns, ptable {len(gvt.ptable):,} "
              f"entries in {1 << gvt.ptable.bits:,} buckets")
-    eu = _typed([], _EMPTY_U16)
-    ei = _typed([], _EMPTY_I32)
     z = np.zeros(0, dtype=np.uint64)
 
     def k_walk(drop):
@@ -315,15 +313,17 @@ def run(args) -> int:
         hits = np.zeros(max(w.n, 1), dtype=np.uint64)
         dropped = np.zeros(max(w.n, 1), dtype=np.uint8)
         ev = np.zeros((max(w.n, 1), 6), dtype=np.int64)
-        if drop:
-            c = _typed([big.arch.gfn_write_track.copy()], None)
-            l2 = _typed([big.arch.lpage_info[0].copy()], None)
-            l3 = _typed([big.arch.lpage_info[1].copy()], None)
-            sb = np.array([big.base_gfn], dtype=np.uint64)
-            sn = np.array([big.npages], dtype=np.uint64)
-            args_ = (kwalk.DROP_SLOT, 0, sb, sn, c, l2, l3)
+        if drop:       # into copies of the slot's arrays, so every repeat starts alike
+            from types import SimpleNamespace
+            copy = SimpleNamespace(base_gfn=big.base_gfn, npages=big.npages, flags=0,
+                                   arch=SimpleNamespace(
+                                       gfn_write_track=big.arch.gfn_write_track.copy(),
+                                       lpage_info=[lp.copy() for lp in big.arch.lpage_info]))
+            one = slots_as_arrays([copy])
+            args_ = (kwalk.DROP_SLOT, 0, one.base, one.npages, one.counter_addrs,
+                     one.lpage2_addrs, one.lpage3_addrs)
         else:
-            args_ = (kwalk.DROP_NONE, -1, z, z, eu, ei, ei)
+            args_ = (kwalk.DROP_NONE, -1, z, z, z, z, z)
         t0 = time.perf_counter()
         nh, steps, _, _ = kwalk.slot_walk(np.uint64(big.base_gfn), big.npages, w.shift, w.head,
                                           w.nxt, w.key, w.clen, w.occ, True, hits, *args_[:2],

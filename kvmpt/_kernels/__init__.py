@@ -48,5 +48,5 @@ def _classify_args(vm):
     from .flat import empty_ptable_arrays, slot_arrays
     sa = slot_arrays(vm, 0)
     pt = empty_ptable_arrays()
-    return (sa.base, sa.npages, sa.trap, sa.counters, False, pt.shift, pt.head, pt.nxt,
+    return (sa.base, sa.npages, sa.trap, sa.counter_addrs, False, pt.shift, pt.head, pt.nxt,
             pt.key, pt.occ)

@@ -29,6 +29,12 @@ U64_6 = np.uint64(6)
 U64_63 = np.uint64(63)
 
 
+# Per-slot arrays (``gfn_write_track``, ``lpage_info``) reach the kernels as arrays of
+# data addresses (struct of arrays across slots, no numba typed List): a kernel
+# keeps "the current slot" as plain integers, where an array variable would be a
+# reference-counted struct carried through the loop (twice as slow on the write
+# loop), and no List has to be built and compiled for.  The caller keeps the
+# arrays alive (``flat.SlotArrays.keep``).
 if JIT_DISABLED:
     import ctypes
 
@@ -36,12 +42,55 @@ if JIT_DISABLED:
         """``((u16 *)addr)[idx]`` (plain-Python form, NUMBA_DISABLE_JIT=1)."""
         return np.uint16(ctypes.c_uint16.from_address(int(addr) + 2 * int(idx)).value)
 
+    def store_u16(addr, idx, val):
+        ctypes.c_uint16.from_address(int(addr) + 2 * int(idx)).value = int(val)
+
+    def load_i32(addr, idx):
+        return np.int32(ctypes.c_int32.from_address(int(addr) + 4 * int(idx)).value)
+
+    def store_i32(addr, idx, val):
+        ctypes.c_int32.from_address(int(addr) + 4 * int(idx)).value = int(val)
+
     def prefetch(addr):
         """A cache hint: nothing to do without the JIT."""
 else:
     from llvmlite import ir
     from numba.core import cgutils, types
     from numba.extending import intrinsic
+
+    def _elem_ptr(builder, addr, idx, bits):
+        ptr = builder.inttoptr(addr, ir.IntType(bits).as_pointer())
+        return builder.gep(ptr, [idx])
+
+    @intrinsic
+    def load_u16(typingctx, addr, idx):
+        """``((u16 *)addr)[idx]``."""
+        def codegen(context, builder, signature, args):
+            return builder.load(_elem_ptr(builder, args[0], args[1], 16))
+        return types.uint16(types.uint64, types.uint64), codegen
+
+    @intrinsic
+    def store_u16(typingctx, addr, idx, val):
+        """``((u16 *)addr)[idx] = val``."""
+        def codegen(context, builder, signature, args):
+            builder.store(args[2], _elem_ptr(builder, args[0], args[1], 16))
+            return context.get_dummy_value()
+        return types.void(types.uint64, types.uint64, types.uint16), codegen
+
+    @intrinsic
+    def load_i32(typingctx, addr, idx):
+        """``((s32 *)addr)[idx]``."""
+        def codegen(context, builder, signature, args):
+            return builder.load(_elem_ptr(builder, args[0], args[1], 32))
+        return types.int32(types.uint64, types.uint64), codegen
+
+    @intrinsic
+    def store_i32(typingctx, addr, idx, val):
+        """``((s32 *)addr)[idx] = val``."""
+        def codegen(context, builder, signature, args):
+            builder.store(args[2], _elem_ptr(builder, args[0], args[1], 32))
+            return context.get_dummy_value()
+        return types.void(types.uint64, types.uint64, types.int32), codegen
 
     @intrinsic
     def prefetch(typingctx, addr):
@@ -58,20 +107,6 @@ else:
             builder.call(fn, [builder.inttoptr(args[0], i8p), ir.Constant(i32, 0),
                               ir.Constant(i32, 3), ir.Constant(i32, 1)])
             return context.get_dummy_value()
-        return sig, codegen
-
-    @intrinsic
-    def load_u16(typingctx, addr, idx):
-        """``((u16 *)addr)[idx]``: a load through a raw address.  The write kernel
-        keeps the current slot's ``gfn_write_track`` as its data address (a uint64)
-        instead of an array variable, which numba would carry through the loop as
-        a reference-counted struct (twice as slow on the guest-write loop)."""
-        sig = types.uint16(types.uint64, types.uint64)
-
-        def codegen(context, builder, signature, args):
-            a, i = args
-            ptr = builder.inttoptr(a, ir.IntType(16).as_pointer())
-            return builder.load(builder.gep(ptr, [i]))
         return sig, codegen
 
 

@@ -7,9 +7,10 @@ shared with the cache: kernels that change them get ``copy=True``.
 
 ``slot_arrays(vm, as_id)``: the live slots of one address space sorted by
 ``base_gfn``: ``base`` and ``npages`` (uint64), ``trap`` (uint8: writes can
-trap, i.e. not ``KVM_MEM_READONLY``), and numba typed Lists of the slots' own
+trap, i.e. not ``KVM_MEM_READONLY``), and the data addresses of the slots' own
 ``gfn_write_track`` and ``lpage_info`` arrays (no copies: kernels update the
-model's arrays in place).  Rebuilt when the slot set changes.
+model's arrays in place; ``keep`` holds the arrays alive).  Rebuilt when the
+slot set changes.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import weakref
 from dataclasses import dataclass
 
 import numpy as np
-from numba.typed import List
 
 from ..memslot import KVM_MEM_READONLY
 from .common import build_occ
@@ -105,44 +105,45 @@ class SlotArrays:
     base: np.ndarray      # uint64
     npages: np.ndarray    # uint64
     trap: np.ndarray      # uint8
-    counters: object      # typed List of uint16 arrays (gfn_write_track)
-    counter_addrs: np.ndarray   # uint64: data address of each gfn_write_track
-    lpage2: object        # typed List of int32 arrays (lpage_info[0], 2M)
-    lpage3: object        # typed List of int32 arrays (lpage_info[1], 1G)
+    counter_addrs: np.ndarray   # uint64: data address of each gfn_write_track (u16)
+    lpage2_addrs: np.ndarray    # uint64: lpage_info[0] (2M, s32)
+    lpage3_addrs: np.ndarray    # uint64: lpage_info[1] (1G, s32)
+    keep: list            # the arrays behind the addresses
 
 
 _slot_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_EMPTY_U16 = np.zeros(1, dtype=np.uint16)
-_EMPTY_I32 = np.zeros(1, dtype=np.int32)
 
 
-def _typed(arrays, dummy):
-    out = List()
+def _addrs(arrays, dtype) -> np.ndarray:
     for a in arrays:
-        out.append(a)
-    if not arrays:            # numba needs a typed element to type an empty List
-        out.append(dummy)
-        out.pop()
-    return out
+        if a.dtype != dtype or not a.flags.c_contiguous:
+            raise TypeError(f"slot metadata must be C-contiguous {dtype}, got {a.dtype}")
+    return np.array([a.ctypes.data for a in arrays], dtype=np.uint64)
+
+
+def slots_as_arrays(slots) -> SlotArrays:
+    """``SlotArrays`` for the given slots (sorted by ``base_gfn`` by the caller)."""
+    track = [s.arch.gfn_write_track for s in slots]
+    lp2 = [s.arch.lpage_info[0] for s in slots]
+    lp3 = [s.arch.lpage_info[1] for s in slots]
+    return SlotArrays(
+        list(slots),
+        np.array([s.base_gfn for s in slots], dtype=np.uint64),
+        np.array([s.npages for s in slots], dtype=np.uint64),
+        np.array([0 if s.flags & KVM_MEM_READONLY else 1 for s in slots], dtype=np.uint8),
+        _addrs(track, np.uint16), _addrs(lp2, np.int32), _addrs(lp3, np.int32),
+        track + lp2 + lp3)
 
 
 def slot_arrays(vm, as_id: int) -> SlotArrays:
+    """The cached ``SlotArrays`` of one address space's live slots."""
     slots = vm._as[as_id].sorted()
-    sig = tuple((id(s), id(s.arch.gfn_write_track), s.base_gfn, s.npages, s.flags)
-                for s in slots)
+    sig = tuple((id(s), id(s.arch.gfn_write_track), id(s.arch.lpage_info[0]),
+                 id(s.arch.lpage_info[1]), s.base_gfn, s.npages, s.flags) for s in slots)
     per_vm = _slot_cache.setdefault(vm, {})
     hit = per_vm.get(as_id)
     if hit is not None and hit[0] == sig:
         return hit[1]
-    arr = SlotArrays(
-        slots,
-        np.array([s.base_gfn for s in slots], dtype=np.uint64),
-        np.array([s.npages for s in slots], dtype=np.uint64),
-        np.array([0 if s.flags & KVM_MEM_READONLY else 1 for s in slots], dtype=np.uint8),
-        _typed([s.arch.gfn_write_track for s in slots], _EMPTY_U16),
-        np.array([s.arch.gfn_write_track.ctypes.data for s in slots], dtype=np.uint64),
-        _typed([s.arch.lpage_info[0] for s in slots], _EMPTY_I32),
-        _typed([s.arch.lpage_info[1] for s in slots], _EMPTY_I32),
-    )
+    arr = slots_as_arrays(slots)
     per_vm[as_id] = (sig, arr)
     return arr

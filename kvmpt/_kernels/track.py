@@ -17,7 +17,8 @@ import numpy as np
 from .. import lockdep as ld
 from .. import page_track as _py
 from ..work import Work, _zero
-from .common import find_slot, hash_64, hlist_add_head, hlist_find
+from .common import find_slot, hash_64, hlist_add_head, hlist_find, load_i32, load_u16, \
+    store_i32, store_u16
 from .flat import ptable_arrays, remember_ptable_arrays, slot_arrays
 from .policy import kernel
 
@@ -28,37 +29,38 @@ EVENT_COLS = 6
 
 @kernel
 def update_gfn_write_track(track, idx, count):
-    """Mirrors ``update_gfn_write_track()``: returns (changed, value before); a
-    result outside 0..USHRT_MAX is a WARN and leaves the count unchanged."""
-    val = np.int64(track[idx])
+    """Mirrors ``update_gfn_write_track()`` on the u16 array at address ``track``:
+    returns (changed, value before); a result outside 0..USHRT_MAX is a WARN and
+    leaves the count unchanged."""
+    val = np.int64(load_u16(track, idx))
     new = val + count
     if new < 0 or new > USHRT_MAX:
         return False, val
-    track[idx] = np.uint16(new)
+    store_u16(track, idx, np.uint16(new))
     return True, val
 
 
 @kernel
 def update_gfn_disallow_lpage_count(lp2, lp3, gfn, base_gfn, count):
     """Mirrors ``update_gfn_disallow_lpage_count()`` at PG_LEVEL_2M and PG_LEVEL_1G
-    (``gfn_to_index()``); returns (warned, 2M before, 1G before)."""
+    (``gfn_to_index()``) on the s32 arrays at ``lp2`` and ``lp3``; returns
+    (warned, 2M before, 1G before)."""
     s2 = np.uint64(9)
     s3 = np.uint64(18)
     i2 = (gfn >> s2) - (base_gfn >> s2)
     i3 = (gfn >> s3) - (base_gfn >> s3)
-    b2 = lp2[i2]
-    b3 = lp3[i3]
-    lp2[i2] = b2 + count
-    lp3[i3] = b3 + count
-    return (lp2[i2] < 0) or (lp3[i3] < 0), b2, b3
+    b2 = np.int64(load_i32(lp2, i2))
+    b3 = np.int64(load_i32(lp3, i3))
+    store_i32(lp2, i2, np.int32(b2 + count))
+    store_i32(lp3, i3, np.int32(b3 + count))
+    return (b2 + count < 0) or (b3 + count < 0), b2, b3
 
 
 @kernel
 def write_track_update_gfn(track, lp2, lp3, gfn, base_gfn, count, events, nev, row_id, slot):
     """``__kvm_write_track_{add,remove}_gfn()`` minus the SPTE work: counter, then
     lpage counts.  Appends an event row on any WARN; returns (counter before, nev)."""
-    idx = gfn - base_gfn
-    changed, before = update_gfn_write_track(track, idx, count)
+    changed, before = update_gfn_write_track(track, gfn - base_gfn, count)
     warned, b2, b3 = update_gfn_disallow_lpage_count(lp2, lp3, gfn, base_gfn, count)
     if (not changed) or warned:
         events[nev, 0] = row_id
@@ -73,7 +75,7 @@ def write_track_update_gfn(track, lp2, lp3, gfn, base_gfn, count, events, nev, r
 
 @kernel
 def page_track_add_gfns(gfns, mutex_design, shift, head, nxt, key, clen, occ, n_nodes,
-                        slot_base, slot_npages, counters, lpage2, lpage3,
+                        slot_base, slot_npages, track_addrs, lp2_addrs, lp3_addrs,
                         status, steps_out, tlb_out, events):
     """``intel_gvt_page_track_add()`` for each gfn in order (kvmgt.c; v6.6 when
     ``mutex_design``: probe ``ptable`` first, then ``kvm_write_track_add_gfn()``'s
@@ -103,7 +105,7 @@ def page_track_add_gfns(gfns, mutex_design, shift, head, nxt, key, clen, occ, n_
                 status[i] = EINVAL
                 return i + 1, n_nodes, nev
         hint = si
-        before, nev = write_track_update_gfn(counters[si], lpage2[si], lpage3[si], g,
+        before, nev = write_track_update_gfn(track_addrs[si], lp2_addrs[si], lp3_addrs[si], g,
                                              slot_base[si], 1, events, nev, i, si)
         tlb_out[i] = 1 if before == 0 else 0
         hlist_add_head(head, nxt, key, clen, occ, h, n_nodes, g)
@@ -236,7 +238,8 @@ def shadow_many(gvt, gfns) -> None:
     events = np.zeros((max(n, 1), EVENT_COLS), dtype=np.int64)
     done, n_nodes, nev = page_track_add_gfns(
         todo, mutex, pt.shift, pt.head, pt.nxt, pt.key, pt.clen, pt.occ, pt.n,
-        sa.base, sa.npages, sa.counters, sa.lpage2, sa.lpage3, status, steps, tlb, events)
+        sa.base, sa.npages, sa.counter_addrs, sa.lpage2_addrs, sa.lpage3_addrs, status, steps,
+        tlb, events)
     pt.n = n_nodes
     if done and status[done - 1] == EINVAL:      # the kernel changed nothing for it
         stop, done = done - 1, done - 1

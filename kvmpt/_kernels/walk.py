@@ -24,8 +24,8 @@ DROP_NONE, DROP_SLOT, DROP_LOOKUP = 0, 1, 2
 
 @kernel
 def slot_walk(base_gfn, npages, shift, head, nxt, key, clen, occ, delete, hits,
-              drop, target, slot_base, slot_npages, counters, lpage2, lpage3, dropped,
-              events):
+              drop, target, slot_base, slot_npages, track_addrs, lp2_addrs, lp3_addrs,
+              dropped, events):
     """The hook loop over [base_gfn, base_gfn + npages).  ``drop``: DROP_NONE,
     DROP_SLOT (into slot ``target``) or DROP_LOOKUP (``find_slot`` per hit).
     ``dropped[k]`` is 1 when hit k's protection was dropped.  Returns (hits,
@@ -52,9 +52,9 @@ def slot_walk(base_gfn, npages, shift, head, nxt, key, clen, occ, delete, hits,
                     si = find_slot(slot_base, slot_npages, g, hint)
                 if si >= 0:
                     hint = si
-                    before, nev = write_track_update_gfn(counters[si], lpage2[si], lpage3[si],
-                                                         g, slot_base[si], -1, events, nev,
-                                                         nh, si)
+                    before, nev = write_track_update_gfn(track_addrs[si], lp2_addrs[si],
+                                                         lp3_addrs[si], g, slot_base[si], -1,
+                                                         events, nev, nh, si)
                     dropped[nh] = 1
                 if delete:
                     hlist_del(head, nxt, clen, occ, h, node, prev)
@@ -81,16 +81,11 @@ def walk_count(base_gfn, npages, shift, head, nxt, key, occ):
 
 
 # ------------------------------------------------------------------ wrappers
-_DUMMY = None
+_NO_SLOTS = np.zeros(0, dtype=np.uint64)
 
 
 def _dummy_slots():
-    global _DUMMY
-    if _DUMMY is None:
-        from .flat import _EMPTY_I32, _EMPTY_U16, _typed
-        _DUMMY = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint64),
-                  _typed([], _EMPTY_U16), _typed([], _EMPTY_I32), _typed([], _EMPTY_I32))
-    return _DUMMY
+    return _NO_SLOTS, _NO_SLOTS, _NO_SLOTS, _NO_SLOTS, _NO_SLOTS
 
 
 def _check_range(base_gfn, npages):
@@ -135,7 +130,7 @@ def slot_hook(gvt, hook: str, base_gfn: int, npages: int, slot, call) -> None:
     (remove hook): look each hit up in address space 0, as
     ``kvm_write_track_remove_gfn()`` would."""
     from .. import lockdep as ld
-    from .flat import _typed, slot_arrays
+    from .flat import slot_arrays, slots_as_arrays
     from .track import replay_warnings
 
     vm, work = gvt.vm, call.work
@@ -150,17 +145,16 @@ def slot_hook(gvt, hook: str, base_gfn: int, npages: int, slot, call) -> None:
     hits = np.zeros(max(arr.n, 1), dtype=np.uint64)
     dropped = np.zeros(max(arr.n, 1), dtype=np.uint8)
     events = np.zeros((max(arr.n, 1), 6), dtype=np.int64)
+    sa = None
     if drop and slot is not None:
-        mode, target, slots = DROP_SLOT, 0, [slot]
-        sb = np.array([slot.base_gfn], dtype=np.uint64)
-        sn = np.array([slot.npages], dtype=np.uint64)
-        c = _typed([slot.arch.gfn_write_track], None)
-        l2 = _typed([slot.arch.lpage_info[0]], None)
-        l3 = _typed([slot.arch.lpage_info[1]], None)
+        sa = slots_as_arrays([slot])
+        mode, target, slots = DROP_SLOT, 0, sa.slots
     elif drop:
         sa = slot_arrays(vm, 0)
         mode, target, slots = DROP_LOOKUP, -1, sa.slots
-        sb, sn, c, l2, l3 = sa.base, sa.npages, sa.counters, sa.lpage2, sa.lpage3
+    if sa is not None:
+        sb, sn, c, l2, l3 = (sa.base, sa.npages, sa.counter_addrs, sa.lpage2_addrs,
+                             sa.lpage3_addrs)
     else:
         mode, target, slots = DROP_NONE, -1, []
         sb, sn, c, l2, l3 = _dummy_slots()

@@ -31,18 +31,18 @@ PREFETCH_AHEAD = 32     # writes; measured best of 8..64 on a 32 MiB counter arr
 # stats vector of the batch kernel
 (S_DIRECT, S_IGNORED, S_HANDLED, S_MISSED, S_EMULATED, S_PROBES, S_STEPS, S_HANDLER,
  S_KIND0, S_KIND1, S_KIND2, S_FIRST0, S_FIRST1, S_FIRST2, S_HOLD_BEST, S_HOLD_STEPS,
- S_HOLD_FOUND, S_STOP, S_LEN) = range(19)
+ S_HOLD_FOUND, S_STOP, S_MAXOFF, S_LEN) = range(20)
 
 
 @kernel
-def classify_gfn(g, hint, slot_base, slot_npages, slot_trap, counters, tracker, shift,
+def classify_gfn(g, hint, slot_base, slot_npages, slot_trap, counter_addrs, tracker, shift,
                  head, nxt, key, occ):
     """One write's path: returns (outcome, slot index, trapped, chain steps).
     ``trapped`` means it reached ``kvm_page_track_write()`` with a tracker."""
     si = find_slot(slot_base, slot_npages, g, hint)
     if si < 0 or slot_trap[si] == 0:
         return IGNORED, si, False, 0
-    if counters[si][g - slot_base[si]] == 0:
+    if load_u16(counter_addrs[si], g - slot_base[si]) == 0:
         return DIRECT, si, False, 0
     if not tracker:
         return IGNORED, si, False, 0
@@ -56,14 +56,14 @@ def classify_gfn(g, hint, slot_base, slot_npages, slot_trap, counters, tracker, 
 
 
 @kernel
-def classify_gfns(gfns, slot_base, slot_npages, slot_trap, counters, tracker, shift, head,
+def classify_gfns(gfns, slot_base, slot_npages, slot_trap, counter_addrs, tracker, shift, head,
                   nxt, key, occ):
     """``classify_gfn`` for each gfn: the outcome codes (no side effects)."""
     out = np.empty(gfns.shape[0], dtype=np.uint8)
     hint = -1
     for i in range(gfns.shape[0]):
         o, si, t, s = classify_gfn(gfns[i], hint, slot_base, slot_npages, slot_trap,
-                                   counters, tracker, shift, head, nxt, key, occ)
+                                   counter_addrs, tracker, shift, head, nxt, key, occ)
         if si >= 0:
             hint = si
         out[i] = o
@@ -86,7 +86,8 @@ def page_track_write_batch(gpas, slot_base, slot_npages, slot_trap, counter_addr
     ``classify_gfns``); ``noshadow_tab``: ``ptable`` gfns GVT does not shadow (the
     handler returns -ENXIO for them).  With ``stop_on_shadowed`` the loop stops
     before the first handled write to a shadowed gfn (failsafe: the handler would
-    change state); ``stats[S_STOP]`` is where it stopped.  ``counter_addrs[i]`` is
+    change state); ``stats[S_STOP]`` is where it stopped.  ``stats[S_MAXOFF]`` is the
+    largest in-page offset seen (the wrapper checks page crossings with it).  ``counter_addrs[i]`` is
     the data address of slot i's ``gfn_write_track`` (the caller keeps it alive)."""
     n = gpas.shape[0]
     n_direct = 0
@@ -103,6 +104,8 @@ def page_track_write_batch(gpas, slot_base, slot_npages, slot_trap, counter_addr
     best_steps = 0
     best_found = 0
     stop = n
+    maxoff = np.uint64(0)
+    offmask = np.uint64(PAGE_SIZE - 1)
     pshift = np.uint64(PAGE_SHIFT)
     u1 = np.uint64(1)
     u6 = np.uint64(6)
@@ -118,6 +121,9 @@ def page_track_write_batch(gpas, slot_base, slot_npages, slot_trap, counter_addr
             if ga >= cb and ga < ce:
                 prefetch(cur + (ga - cb) * u2)
         g = gpas[i] >> pshift
+        off = gpas[i] & offmask
+        if off > maxoff:
+            maxoff = off
         o = IGNORED
         if not (g >= cb and g < ce):
             si = find_slot(slot_base, slot_npages, g, -1)
@@ -196,6 +202,7 @@ def page_track_write_batch(gpas, slot_base, slot_npages, slot_trap, counter_addr
     stats[S_HOLD_STEPS] = best_steps
     stats[S_HOLD_FOUND] = best_found
     stats[S_STOP] = stop
+    stats[S_MAXOFF] = maxoff
 
 
 @kernel
@@ -233,6 +240,14 @@ def _as_gpa_array(gpas) -> np.ndarray:
     if a.dtype.kind == "i" and a.size and int(a.min()) < 0:
         raise ValueError("gpas must be non-negative")
     return np.ascontiguousarray(a, dtype=np.uint64)
+
+
+def _check_page_crossing(gpas, nbytes):
+    first = first_page_crossing(gpas, nbytes)
+    if first >= 0:
+        bad = int(gpas[first])
+        raise ValueError(f"a {nbytes}-byte write at {bad:#x} crosses a 4 KiB page; "
+                         "the emulator splits it: issue one write per page")
 
 
 def _single_tracker(vm):
@@ -310,16 +325,12 @@ def guest_write_batch(vm, gpas, as_id: int = 0, outcomes: bool = False, nbytes: 
             or not 1 <= nbytes <= 8:
         raise ValueError(f"nbytes must be 1..8 (one emulated store), got {nbytes!r}")
     nbytes = int(nbytes)
-    first = first_page_crossing(gpas, nbytes)
-    if first >= 0:
-        bad = int(gpas[first])
-        raise ValueError(f"a {nbytes}-byte write at {bad:#x} crosses a 4 KiB page; "
-                         "the emulator splits it: issue one write per page")
     n = gpas.shape[0]
     res = WriteBatchResult()
     before = dict(vm.write_stats)
     tracker = _single_tracker(vm)
     if tracker is False or vm.work._current is not None or vm.lockdep.holding("vcpu"):
+        _check_page_crossing(gpas, nbytes)
         res.path = "python"
         _python_path(vm, gpas, nbytes, as_id, outcomes, res)
         res.update({k: vm.write_stats[k] - before[k] for k in before})
@@ -331,9 +342,10 @@ def guest_write_batch(vm, gpas, as_id: int = 0, outcomes: bool = False, nbytes: 
     # side sets, usually empty: shadowed gfns whose writes are not handled, and
     # ptable gfns GVT does not shadow
     if gvt is not None and gvt.page_track_tree:
-        shadowed = np.fromiter((g for g, t in gvt.page_track_tree.items() if t),
-                               dtype=np.uint64)
-        codes = classify_gfns(shadowed, sa.base, sa.npages, sa.trap, sa.counters,
+        tree = gvt.page_track_tree
+        shadowed = np.fromiter(tree.keys(), dtype=np.uint64, count=len(tree))
+        shadowed = shadowed[np.fromiter(tree.values(), dtype=bool, count=len(tree))]
+        codes = classify_gfns(shadowed, sa.base, sa.npages, sa.trap, sa.counter_addrs,
                               tracker is not None, pt.shift, pt.head, pt.nxt, pt.key, pt.occ)
         missed_gfns = shadowed[codes != HANDLED]
     else:
@@ -354,6 +366,8 @@ def guest_write_batch(vm, gpas, as_id: int = 0, outcomes: bool = False, nbytes: 
                            pt.shift, pt.head, pt.nxt, pt.key, pt.occ, mtab, mshift,
                            missed_gfns.size > 0, ntab, nshift, noshadow.size > 0, stop_on,
                            bool(outcomes), out_o, out_m, stats)
+    if stats[S_STOP] < n or int(stats[S_MAXOFF]) + nbytes > PAGE_SIZE:
+        _check_page_crossing(gpas, nbytes)      # nothing is applied yet
     lockdep = (set(), [])
     if tracker and stats[S_EMULATED]:
         lockdep = _lockdep_replay(vm, tracker, gpas, nbytes, stats)
