@@ -79,6 +79,18 @@ def _vm(design, max_gfn=None):
     return VM(design=design) if max_gfn is None else VM(design=design, max_gfn=max_gfn)
 
 
+def _shadow(gvt, gfns) -> None:
+    """GVT shadows ``gfns`` in ascending order: ``gvt.shadow_many`` (the jitted bulk path)
+    when the model has it, else one ``gvt.shadow`` each."""
+    gfns = np.sort(np.asarray(gfns, dtype=np.int64))
+    bulk = getattr(gvt, "shadow_many", None)
+    if bulk is not None and len(gfns) > 64:
+        bulk(gfns)
+        return
+    for g in gfns.tolist():
+        gvt.shadow(int(g))
+
+
 def _region(slot: int, gpa: int, size: int, flags: int = 0, ua: int | None = None):
     return (slot, flags, gpa, size, _UA + (slot << 40) if ua is None else ua)
 
@@ -218,8 +230,7 @@ def failed_move(design: Design | str, cause: str = "enomem", *, slot_gib: int = 
     npages = size >> PAGE_SHIFT
     gfns = (base >> PAGE_SHIFT) + np.sort(rng.choice(npages, size=min(tracked, npages),
                                                      replace=False))
-    for g in gfns.tolist():
-        gvt.shadow(int(g))
+    _shadow(gvt, gfns)
     before = _snapshot(vm, gvt)
     if cause == "max_gfn":
         target = ((vm.max_gfn + 2) << PAGE_SHIFT) - size   # last page one past max gfn
@@ -279,8 +290,7 @@ def slot_hook_cost(design: Design | str, npages: int, tracked: int, seed: int = 
     rng = np.random.default_rng(seed)
     t = min(tracked, npages)
     picks = rng.choice(npages, size=t, replace=False) if t else np.array([], dtype=np.int64)
-    for off in np.sort(picks).tolist():
-        gvt.shadow(base + int(off))
+    _shadow(gvt, base + picks)
     c0 = len(vm.hook_calls)
     vm.set_user_memory_region(*_region(1, base << PAGE_SHIFT, 0))
     calls = [c for c in vm.hook_calls[c0:] if c.node == "kvmgt"]
@@ -354,8 +364,15 @@ def cost_curve(designs: dict[str, Design], sizes: Sequence[int], tracked: Sequen
 
 
 def _scale(c: HookCost, n: int) -> HookCost:
-    f = n / c.npages
-    probes, chain = n, int(round(c.chain_steps * f))
+    """``c`` (an exact run) extended to a slot of ``n`` pages with the same tracked set.
+
+    Probes are the loop bound, ``n``.  Each extra gfn probed lands in a bucket that holds,
+    on average, the range's tracked entries spread over the table's buckets, of which
+    half are still there (the walk deletes them as it passes): ``hits / (2 * buckets)``
+    chain steps per extra probe.  Counter, lpage and hash updates do not change."""
+    from .kvmgt import PTABLE_BITS
+    probes = n
+    chain = c.chain_steps + int(round((n - c.npages) * c.hash_deletes / (2 << PTABLE_BITS)))
     extra = probes - c.probes + chain - c.chain_steps
     outer = c.mmu_lock_max_hold >= c.probes and c.probes > 0
     ops = dict(c.ops, gfn_probes=probes, chain_steps=chain)
@@ -409,8 +426,7 @@ def move_with_kvmgt(design: Design | str, *, tracked: int = 64, writes: int = 20
     rng = np.random.default_rng(seed)
     gfns = (old_gpa >> PAGE_SHIFT) + np.sort(rng.choice(GIB >> PAGE_SHIFT, size=tracked,
                                                         replace=False))
-    for g in gfns.tolist():
-        gvt.shadow(int(g))
+    _shadow(gvt, gfns)
     before = _snapshot(vm, gvt)
     try:
         vm.set_user_memory_region(*_region(1, new_gpa, GIB))

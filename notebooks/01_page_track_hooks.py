@@ -34,6 +34,8 @@ WRITES = 2000                   # guest page-table writes after each update
 SEED = 0
 COST_SIZES_GIB = (1 / 16, 1, 16, 256, 1024)   # section 3: sizes of the deleted slot
 COST_TRACKED = (64, 4096)       # section 3: shadowed pages in the deleted slot
+TRACKED_AXIS = (16, 256, 4096, 65536)   # section 3: shadowed pages, second figure
+TRACKED_AXIS_GIB = (1, 64)      # section 3: slot sizes of the second figure
 EXACT_MAX_PAGES = 1 << 18       # walk gfn by gfn up to 1 GiB; larger slots are scaled
 DASHBOARD = True                # section 7: build the live dashboard (needs a kernel)
 
@@ -148,12 +150,23 @@ print(table([f"DELETE 1 TiB, {max(COST_TRACKED):,} tracked", "lookups", "wasted"
 # %% tags=["nbval-ignore-output"]
 cost_figs.hook_cost_figure(cost_rows).show()
 
+# %%
+tracked_rows = claims.price_rows(claims.cost_curve(
+    claims.SECTION3_DESIGNS, [g << 18 for g in TRACKED_AXIS_GIB], TRACKED_AXIS,
+    exact_max_pages=EXACT_MAX_PAGES, seed=SEED))
+
+# %% tags=["nbval-ignore-output"]
+cost_figs.hook_cost_figure(tracked_rows, x="tracked").show()
+
 # %% [markdown]
-# *What to look at:* the v6.5 line of "longest mmu_lock hold" grows with the slot — about a
-# tenth of a second for a 1 TiB slot, which stalls every vCPU fault that needs the lock —
-# and "wasted updates" shows the counter and lpage updates that went into arrays freed at S7. v6.6
-# removes both, but "hook time" shows it still pays O(npages) lookups, now under `vgpu_lock`;
-# only the ptable walk (dotted) is flat. Open markers were scaled from a smaller exact run.
+# *What to look at:* in the first figure the v6.5 line of "longest mmu_lock hold" grows with the
+# slot — about a tenth of a second for a 1 TiB slot, which stalls every vCPU fault that needs
+# the lock — and "wasted updates" / "wasted cycles" show the counter and lpage updates that went
+# into arrays freed at S7. v6.6 removes both, but "hook time" shows it still pays O(npages)
+# lookups, now under `vgpu_lock`; only the ptable walk (dotted) is flat in the slot size. The
+# second figure holds the slot size and varies the shadowed pages: the waste grows with them, and
+# the ptable walk costs more than v6.6's slot walk once the table is large and the slot small (its
+# 2^18 bucket heads are a fixed cost). Open markers were scaled from a smaller exact run.
 
 # %% [markdown]
 # ## 4. "Actively prevent MOVE if there are external page trackers"

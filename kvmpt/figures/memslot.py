@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno as errno_mod
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -272,11 +273,16 @@ def scenario_traces(result) -> list[go.Scatter]:
     ts = result.timeseries
     t = ts["t_s"]
     missed, stale = ts["missed_writes"], ts["stale_gfns"]
+    end = float(result.summary.get("sim_time_s", t[-1] if len(t) else 0.0))
+    # the writes after the last op count too: close both lines at the end of the run
+    t_end = np.append(t, end)
+    missed_end = np.append(missed, result.summary.get("missed_writes", missed[-1]))
+    stale_end = np.append(stale, result.summary.get("stale_gfns_end", stale[-1]))
     out = [
-        go.Scatter(x=t, y=missed, mode="lines", line=dict(color="#E45756", width=2, shape="hv"),
+        go.Scatter(x=t_end, y=missed_end, mode="lines", line=dict(color="#E45756", width=2, shape="hv"),
                    name="missed page-table writes (cumulative)", xaxis="x", yaxis="y",
                    hovertemplate="t=%{x:.3f} s: %{y:,} writes missed<extra></extra>"),
-        go.Scatter(x=t, y=stale, mode="lines", line=dict(color="#4C78A8", width=2, shape="hv"),
+        go.Scatter(x=t_end, y=stale_end, mode="lines", line=dict(color="#4C78A8", width=2, shape="hv"),
                    name="stale shadowed pages", xaxis="x2", yaxis="y2",
                    hovertemplate="t=%{x:.3f} s: %{y:,} pages stale<extra></extra>"),
     ]
