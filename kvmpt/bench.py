@@ -71,13 +71,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------- helpers
-def _best(fn, repeat):
-    best, out = float("inf"), None
+def _rounds(contenders, repeat, self_timed=()):
+    """Run every contender once per round, in turn, ``repeat`` rounds; returns
+    ({name: [seconds per round]}, {name: last result}).  Contenders named in
+    ``self_timed`` return (seconds, result) themselves."""
+    times = {k: [] for k in contenders}
+    out = {}
     for _ in range(max(repeat, 1)):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        for k, (_, fn) in contenders.items():
+            if k in self_timed:
+                dt, out[k] = fn()
+            else:
+                t0 = time.perf_counter()
+                out[k] = fn()
+                dt = time.perf_counter() - t0
+            times[k].append(dt)
+    return times, out
+
+
+def _median(xs):
+    xs = sorted(xs)
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
 
 
 def _rss_gib() -> float:
@@ -104,10 +119,10 @@ class Report:
         self.goals.append((name, ok, detail))
 
 
-def build_guest(guest_gib: int, tracked: int, rng, design="v6.6"):
+def build_guest(guest_gib: int, design="v6.6"):
     """A q35-like guest: low RAM, RAM 1 MiB..2 GiB, RAM above 4 GiB for the rest,
     a 128 MiB vGPU aperture slot and a read-only 4 MiB firmware slot; KVMGT
-    attached and shadowing ``tracked`` random RAM gfns."""
+    attached.  Returns (vm, gvt, the three RAM slots)."""
     from .vm import VM
     vm = VM(design=design)
     low_top = min(2 * GIB, guest_gib * GIB)
@@ -218,7 +233,6 @@ def run(args) -> int:
         args.python_writes, args.python_gfns = 20_000, 50_000
         args.tracked = min(args.tracked, 2_000)
     rep = Report()
-    rng = np.random.default_rng(args.seed)
     rep.line(f"kvmpt {__version__} bench: numba "
              f"{'disabled (NUMBA_DISABLE_JIT=1)' if policy.JIT_DISABLED else 'jit'}, "
              f"cache dir {policy.cache_dir()}, seed {args.seed}, best of {args.repeat}")
@@ -234,7 +248,7 @@ def run(args) -> int:
     def scenario():
         r = np.random.default_rng(args.seed)
         t0 = time.perf_counter()
-        vm, gvt, ram = build_guest(args.guest_gib, args.tracked, r)
+        vm, gvt, ram = build_guest(args.guest_gib)
         t1 = time.perf_counter()
         total = sum(s.npages for s in ram)
         shadowed = np.unique(ram_gfns(ram, r.choice(total, args.tracked, replace=False)))
@@ -268,47 +282,57 @@ def run(args) -> int:
              f"{times[4]:.3f} s")
     rep.goal("peak memory < 2 GiB", peak < GOALS["peak_rss_gib"], f"{peak:.2f} GiB")
 
-    # -------- guest writes: kernel vs Python vs C
+    # -------- guest writes: kernel vs Python vs C, interleaved round by round
     rep.line()
-    rep.line("== guest write stream (same VM, same writes)")
-    t_k, _ = _best(lambda: vm.guest_write_batch(gpas), args.repeat)
-    r_k = _rate(gpas.size, t_k)
+    rep.line("== guest write stream (same VM, same writes; contenders interleaved each round, "
+             "ratios are the median over rounds)")
     sa = slot_arrays(vm, 0)
     pt = ptable_arrays(gvt.ptable)
-    t_kk, _ = _best(lambda: raw_write_kernel(gpas, sa, pt), args.repeat)
-    r_kk = _rate(gpas.size, t_kk)
-    sub = gpas[:args.python_writes]
-    t_py, _ = _best(lambda: [vm.guest_write(g) for g in sub.tolist()], 1)
-    r_py = _rate(sub.size, t_py)
-    rep.line(f"  vm.guest_write_batch {_fmt_rate(r_k, 'writes')}  ({gpas.size:,} writes in "
-             f"{t_k * 1e3:.1f} ms: validation, side sets, kernel, accounting)")
-    rep.line(f"  kernel alone         {_fmt_rate(r_kk, 'writes')}  ({t_kk * 1e3:.1f} ms)")
-    rep.line(f"  python guest_write   {_fmt_rate(r_py, 'writes')}  ({sub.size:,} writes in "
-             f"{t_py * 1e3:.1f} ms)   batch/python = {r_k / r_py:,.0f}x, "
-             f"kernel/python = {r_kk / r_py:,.0f}x")
-    rep.goal(">= 100 M guest writes/s (kernel alone)", r_kk >= GOALS["writes_per_s"],
-             f"{r_kk / 1e6:.1f} M/s (batch API {r_k / 1e6:.1f} M/s)")
-    rep.goal(">= 200x the Python path (writes, batch API)", r_k / r_py >= GOALS["vs_python"],
-             f"{r_k / r_py:,.0f}x (kernel alone {r_kk / r_py:,.0f}x)")
     lib = load_c(args, rep)
+    sub = gpas[:args.python_writes]
+    contenders = {
+        "batch": (gpas.size, lambda: vm.guest_write_batch(gpas)),
+        "kernel": (gpas.size, lambda: raw_write_kernel(gpas, sa, pt)),
+        "python": (sub.size, lambda: [vm.guest_write(g) for g in sub.tolist()]),
+    }
     if lib is not None:
-        t_c, st = _best(lambda: c_guest_writes(lib, gpas, sa, True, pt), args.repeat)
-        r_c = _rate(gpas.size, t_c)
+        contenders["c"] = (gpas.size, lambda: c_guest_writes(lib, gpas, sa, True, pt))
+    t, out = _rounds(contenders, args.repeat)
+    rate = {k: _rate(contenders[k][0], min(v)) for k, v in t.items()}
+    per_write = {k: [x / contenders[k][0] for x in v] for k, v in t.items()}
+    ratio = lambda a, b: _median([y / x for x, y in zip(per_write[a], per_write[b])])  # noqa: E731
+    rep.line(f"  vm.guest_write_batch {_fmt_rate(rate['batch'], 'writes')}  ({gpas.size:,} writes in "
+             f"{min(t['batch']) * 1e3:.1f} ms: validation, side sets, kernel, accounting)")
+    rep.line(f"  kernel alone         {_fmt_rate(rate['kernel'], 'writes')}  "
+             f"({min(t['kernel']) * 1e3:.1f} ms)")
+    rep.line(f"  python guest_write   {_fmt_rate(rate['python'], 'writes')}  ({sub.size:,} writes in "
+             f"{min(t['python']) * 1e3:.1f} ms)   batch/python = {ratio('batch', 'python'):,.0f}x, "
+             f"kernel/python = {ratio('kernel', 'python'):,.0f}x")
+    rep.goal(">= 100 M guest writes/s (kernel alone)", rate["kernel"] >= GOALS["writes_per_s"],
+             f"{rate['kernel'] / 1e6:.1f} M/s (batch API {rate['batch'] / 1e6:.1f} M/s)")
+    rep.goal(">= 200x the Python path (writes, batch API)",
+             ratio("batch", "python") >= GOALS["vs_python"],
+             f"{ratio('batch', 'python'):,.0f}x (kernel alone {ratio('kernel', 'python'):,.0f}x)")
+    if lib is not None:
+        st = out["c"]
         ok = [int(st[0]), int(st[1]), int(st[2])] == [res["direct"], res["ignored"], res["handled"]]
-        rep.line(f"  C -O2 loop           {_fmt_rate(r_c, 'writes')}  ({t_c * 1e3:.1f} ms; counts "
-                 f"{'agree' if ok else 'DISAGREE'})   kernel time / C time = {t_kk / t_c:.2f}, "
-                 f"batch time / C time = {t_k / t_c:.2f}")
-        rep.goal("guest writes within 2x of C (kernel alone)", t_kk <= GOALS["vs_c"] * t_c,
-                 f"kernel {t_kk / t_c:.2f}x C time (batch API {t_k / t_c:.2f}x)")
+        kc, bc = 1 / ratio("kernel", "c"), 1 / ratio("batch", "c")
+        rep.line(f"  C -O2 loop           {_fmt_rate(rate['c'], 'writes')}  ({min(t['c']) * 1e3:.1f} ms;"
+                 f" counts {'agree' if ok else 'DISAGREE'})   kernel time / C time = {kc:.2f}, "
+                 f"batch time / C time = {bc:.2f}")
+        rep.goal("guest writes within 2x of C (kernel alone)", kc <= GOALS["vs_c"],
+                 f"kernel {kc:.2f}x C time (batch API {bc:.2f}x)")
 
     # -------- slot walk: kernel vs Python vs NumPy vs C, on the biggest RAM slot
     big = max(ram, key=lambda s: s.npages)
     rep.line()
     rep.line(f"== slot walk: slot {big.id}, {big.npages:,} gfns, ptable {len(gvt.ptable):,} "
-             f"entries in {1 << gvt.ptable.bits:,} buckets")
+             f"entries in {1 << gvt.ptable.bits:,} buckets (interleaved rounds, median ratios)")
     z = np.zeros(0, dtype=np.uint64)
 
     def k_walk(drop):
+        """The walk kernel with deletion on a fresh copy of the table; returns its own
+        time (the copies are not timed)."""
         w = pt.copy()
         hits = np.zeros(max(w.n, 1), dtype=np.uint64)
         dropped = np.zeros(max(w.n, 1), dtype=np.uint8)
@@ -326,52 +350,57 @@ def run(args) -> int:
             args_ = (kwalk.DROP_NONE, -1, z, z, z, z, z)
         t0 = time.perf_counter()
         nh, steps, _, _ = kwalk.slot_walk(np.uint64(big.base_gfn), big.npages, w.shift, w.head,
-                                          w.nxt, w.key, w.clen, w.occ, True, hits, *args_[:2],
-                                          *args_[2:], dropped, ev)
+                                          w.nxt, w.key, w.clen, w.occ, True, hits, *args_,
+                                          dropped, ev)
         return time.perf_counter() - t0, (nh, steps)
 
-    walk_k = min((k_walk(False) for _ in range(args.repeat)), key=lambda x: x[0])
-    walk_kd = min((k_walk(True) for _ in range(args.repeat)), key=lambda x: x[0])
-    t_kw, (nh, steps) = walk_k
-    r_kw = _rate(big.npages, t_kw)
-    r_kwd = _rate(big.npages, walk_kd[0])
-    rep.line(f"  kernel            {_fmt_rate(r_kw, 'gfns')}  ({t_kw * 1e3:.1f} ms; {nh:,} hits, "
-             f"{steps:,} chain steps)")
-    rep.line(f"  kernel, dropping  {_fmt_rate(r_kwd, 'gfns')}  ({walk_kd[0] * 1e3:.1f} ms; "
-             f"counters and lpage counts of the hits decremented)")
-    npy = min(big.npages, 4 << 20)
-    t_np, _ = _best(lambda: gvt.ptable.walk_range_numpy(big.base_gfn, npy, delete=False), 1)
-    r_np = _rate(npy, t_np)
-    rep.line(f"  numpy (vectorised){_fmt_rate(r_np, 'gfns')}  ({npy:,} gfns in "
-             f"{t_np * 1e3:.1f} ms)   kernel/numpy = {r_kw / r_np:,.0f}x")
+    def c_once():
+        w = pt.copy()
+        t0 = time.perf_counter()
+        r_ = c_walk(lib, big.base_gfn, big.npages, w, True)
+        return time.perf_counter() - t0, r_
+
     ng = min(big.npages, args.python_gfns)
     find = gvt.ptable.find
 
     def py_walk():
-        s = 0
+        s_ = 0
         for g in range(big.base_gfn, big.base_gfn + ng):
-            s += find(g)[1]
-        return s
-    t_pyw, _ = _best(py_walk, 1)
-    r_pyw = _rate(ng, t_pyw)
-    rep.line(f"  python (per gfn)  {_fmt_rate(r_pyw, 'gfns')}  ({ng:,} gfns in "
-             f"{t_pyw * 1e3:.1f} ms)   kernel/python = {r_kw / r_pyw:,.0f}x")
-    rep.goal(">= 300 M gfns/s slot walk", r_kw >= GOALS["walk_gfns_per_s"], f"{r_kw / 1e6:.0f} M/s")
-    rep.goal(">= 200x the Python path (walk)", r_kw / r_pyw >= GOALS["vs_python"],
-             f"{r_kw / r_pyw:,.0f}x")
+            s_ += find(g)[1]
+        return s_
+
+    npy = min(big.npages, 4 << 20)
+    walkers = {"kernel": (big.npages, lambda: k_walk(False)),
+               "kernel_drop": (big.npages, lambda: k_walk(True)),
+               "python": (ng, py_walk),
+               "numpy": (npy, lambda: gvt.ptable.walk_range_numpy(big.base_gfn, npy,
+                                                                  delete=False))}
     if lib is not None:
-        def c_once():
-            w = pt.copy()
-            t0 = time.perf_counter()
-            out = c_walk(lib, big.base_gfn, big.npages, w, True)
-            return time.perf_counter() - t0, out
-        t_cw, out = min((c_once() for _ in range(args.repeat)), key=lambda x: x[0])
-        r_cw = _rate(big.npages, t_cw)
-        rep.line(f"  C -O2             {_fmt_rate(r_cw, 'gfns')}  ({t_cw * 1e3:.1f} ms; "
-                 f"{'agree' if out == (nh, steps) else 'DISAGREE'})   C time / kernel time = "
-                 f"{t_cw / t_kw:.2f}  (kernel is {t_kw / t_cw:.2f}x the C time)")
-        rep.goal("slot walk within 2x of C", t_kw <= GOALS["vs_c"] * t_cw,
-                 f"kernel {t_kw / t_cw:.2f}x C time")
+        walkers["c"] = (big.npages, c_once)
+    t, out = _rounds(walkers, args.repeat, self_timed=("kernel", "kernel_drop", "c"))
+    rate = {k: _rate(walkers[k][0], min(v)) for k, v in t.items()}
+    per_gfn = {k: [x / walkers[k][0] for x in v] for k, v in t.items()}
+    ratio = lambda a, b: _median([y / x for x, y in zip(per_gfn[a], per_gfn[b])])  # noqa: E731
+    nh, steps = out["kernel"]
+    rep.line(f"  kernel            {_fmt_rate(rate['kernel'], 'gfns')}  ({min(t['kernel']) * 1e3:.1f} ms;"
+             f" {nh:,} hits, {steps:,} chain steps)")
+    rep.line(f"  kernel, dropping  {_fmt_rate(rate['kernel_drop'], 'gfns')}  "
+             f"({min(t['kernel_drop']) * 1e3:.1f} ms; counters and lpage counts of the hits "
+             f"decremented)")
+    rep.line(f"  numpy (vectorised){_fmt_rate(rate['numpy'], 'gfns')}  ({npy:,} gfns in "
+             f"{min(t['numpy']) * 1e3:.1f} ms)   kernel/numpy = {ratio('kernel', 'numpy'):,.0f}x")
+    rep.line(f"  python (per gfn)  {_fmt_rate(rate['python'], 'gfns')}  ({ng:,} gfns in "
+             f"{min(t['python']) * 1e3:.1f} ms)   kernel/python = {ratio('kernel', 'python'):,.0f}x")
+    rep.goal(">= 300 M gfns/s slot walk", rate["kernel"] >= GOALS["walk_gfns_per_s"],
+             f"{rate['kernel'] / 1e6:.0f} M/s")
+    rep.goal(">= 200x the Python path (walk)", ratio("kernel", "python") >= GOALS["vs_python"],
+             f"{ratio('kernel', 'python'):,.0f}x")
+    if lib is not None:
+        kc = 1 / ratio("kernel", "c")
+        rep.line(f"  C -O2             {_fmt_rate(rate['c'], 'gfns')}  ({min(t['c']) * 1e3:.1f} ms; "
+                 f"{'agree' if out['c'] == (nh, steps) else 'DISAGREE'})   kernel time / C time = "
+                 f"{kc:.2f}")
+        rep.goal("slot walk within 2x of C", kc <= GOALS["vs_c"], f"kernel {kc:.2f}x C time")
     del vm, gvt, ram, shadowed, gpas, res, sa, pt
 
     # -------- 1 TiB slot deleted with KVMGT attached, end to end through the model

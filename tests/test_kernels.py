@@ -488,3 +488,41 @@ def test_cache_dir_falls_back_when_nothing_is_writable(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out.startswith(str(tmp_path))
+
+
+_CACHE_PROBE = """
+import sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+sys.path.insert(0, sys.argv[1])
+import kvmpt
+assert kvmpt.__file__.startswith(sys.argv[1]), kvmpt.__file__
+from kvmpt import _kernels
+from kvmpt._kernels import common, track, walk, workload, writes
+_kernels.warmup()
+hits = misses = 0
+for mod in (common, track, walk, workload, writes):
+    for f in vars(mod).values():
+        if hasattr(f, "stats") and hasattr(f, "signatures"):
+            hits += sum(f.stats.cache_hits.values())
+            misses += sum(f.stats.cache_misses.values())
+print(hits, misses)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(policy.JIT_DISABLED, reason="nothing is compiled without the JIT")
+def test_cache_works_from_a_non_editable_install(tmp_path):
+    """A copy of the package outside the source tree (what a wheel install puts in
+    site-packages), no NUMBA_CACHE_DIR: the first process compiles and writes the cache
+    next to the installed sources, the second only loads it."""
+    import shutil
+    site = tmp_path / "site-packages"
+    shutil.copytree(os.path.dirname(os.path.dirname(policy.__file__)), site / "kvmpt",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    runs = [subprocess.run([sys.executable, "-c", _CACHE_PROBE, str(site)], env=env,
+                           capture_output=True, text=True, check=True).stdout.split()
+            for _ in range(2)]
+    (hits1, misses1), (hits2, misses2) = ([int(x) for x in r] for r in runs)
+    assert misses1 > 0 and hits2 > 0 and misses2 == 0
+    assert any((site / "kvmpt" / "_kernels" / "__pycache__").glob("*.nbi"))

@@ -39,6 +39,7 @@ def warmup() -> float:
         walk.walk_range(gvt.ptable, 0, 8, delete=True)
         walk.slot_walk_drop(vm, gvt, 0, 1024, target=vm.memslots(0)[0])
         writes.classify_gfns(np.zeros(1, dtype=np.uint64), *_classify_args(vm))
+        writes.first_page_crossing(gpas, 8)
         workload.guest_write_stream(vm.memslots(0)[:1], np.array([3], dtype=np.uint64), 4,
                                     0.5, 1)
     return time.perf_counter() - t0
