@@ -89,12 +89,14 @@ memslot_figs.update_timelines(flows).show()
 # >
 # > — Sean Christopherson, <Y26SI3uh8JV0vvO6@google.com>, 2022-11-11
 #
-# Yan's report (<20221108084416.11447-1-yan.y.zhao@intel.com>) named the two ways a MOVE fails
-# after S2c: bad input (the new range ends above `kvm_mmu_max_gfn()`, -EINVAL) and an allocation
-# failure in `kvm_alloc_memslot_metadata()` (-ENOMEM). Sean called the bug "purely theoretical"
-# (<Y2qSwlN26qWi3ZqH@google.com>), but both are reachable. A slot holding `TRACKED` shadowed
-# page tables is MOVEd, the MOVE fails, the old slot comes back, and the guest then writes its
-# page tables `WRITES` times.
+# Yan's report (<20221108084416.11447-1-yan.y.zhao@intel.com>) showed the failed update
+# "leaving previous write protection not recovered". Sean had called the bug "purely
+# theoretical" (<Y2qSwlN26qWi3ZqH@google.com>): DELETE cannot fail on x86, and a MOVE fails after
+# S2c only on bad input or when allocating the new slot's metadata fails. Both are modelled: the
+# new range ends above `kvm_mmu_max_gfn()` (-EINVAL), and `kvm_alloc_memslot_metadata()` fails
+# (-ENOMEM, injected with `vm.fail_next_prepare`). A slot holding `TRACKED` shadowed page tables
+# is MOVEd, the MOVE fails, the old slot comes back (S4), and the guest then writes its page
+# tables `WRITES` times.
 
 # %%
 failed = {cause: {label: claims.failed_move(d, cause, tracked=TRACKED, writes=WRITES, seed=SEED)
@@ -215,8 +217,9 @@ memslot_figs.qemu_census_figure(census).show()
 # `kvmpt.race.explore` enumerates every interleaving of a vCPU's trapped write against GVT
 # unshadowing the same page, under each lock design: none (v6.5), `mmu_lock` (the rejected
 # idea), a dedicated `gfn_lock` (series v1, <20221223005739.1295925-1-seanjc@google.com>) and
-# `vgpu_lock` (merged, 49a83e190b5b). Yan showed the `gfn_lock` deadlock; Sean agreed: "Or even
-# more simply, kvmgt_page_track_write() -> intel_vgpu_page_track_handler() ->
+# `vgpu_lock` (merged, 49a83e190b5b). Yan showed that `gfn_lock` deadlocks when the handler
+# re-enters `intel_gvt_page_track_add()` (<Y6vOEjHZhOWulyo1@yzhao56-desk.sh.intel.com>); Sean
+# agreed: "Or even more simply, kvmgt_page_track_write() -> intel_vgpu_page_track_handler() ->
 # intel_gvt_page_track_remove()" (<Y7STZZkd3EaRXLTC@google.com>).
 
 # %%
