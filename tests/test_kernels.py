@@ -221,6 +221,24 @@ def test_guest_write_batch_mmu_lock_design_records_sleep_in_atomic_per_handled_w
     assert vm.work.mmu_lock_acquisitions >= 4
 
 
+def test_side_sets_follow_model_changes_between_batches():
+    """The batch caches which shadowed gfns would miss; API changes and ``forget`` after
+    a hand edit must both be seen."""
+    from kvmpt._kernels import writes as kwrites
+    vm, gvt = build(Design.preset("v6.6"), [(0, 16, 0, False, False)], 18, [3, 5], [], [], [],
+                    False)
+    gpas = np.array([3 << 12, 5 << 12, 7 << 12], dtype=np.uint64)
+    assert vm.guest_write_batch(gpas)["missed"] == 0
+    gvt.ptable.delete(5)                       # behind KVM's back: 5 goes stale
+    assert vm.guest_write_batch(gpas)["missed"] == 1
+    gvt.shadow(7)
+    assert dict(vm.guest_write_batch(gpas)) == {"direct": 0, "ignored": 1, "handled": 2,
+                                                "missed": 1}
+    vm.memslots(0)[0].arch.gfn_write_track[7 - 0] = 0      # hand edit: 7 now goes direct
+    kwrites.forget(vm)
+    assert vm.guest_write_batch(gpas)["missed"] == 2
+
+
 @pytest.mark.parametrize("bad, exc", [
     (np.array([-1], dtype=np.int64), ValueError),
     (np.array([[0]], dtype=np.uint64), ValueError),

@@ -11,6 +11,8 @@ to a gfn GVT shadows that is not handled is also "missed".
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from ..lockdep import Lockdep
@@ -242,6 +244,46 @@ def _as_gpa_array(gpas) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.uint64)
 
 
+_side_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _side_sets(vm, gvt, tracker, sa, pt):
+    """(shadowed gfns whose writes are not handled, ptable gfns GVT does not shadow)."""
+    if gvt is not None and gvt.page_track_tree:
+        tree = gvt.page_track_tree
+        shadowed = np.fromiter(tree.keys(), dtype=np.uint64, count=len(tree))
+        shadowed = shadowed[np.fromiter(tree.values(), dtype=bool, count=len(tree))]
+        codes = classify_gfns(shadowed, sa.base, sa.npages, sa.trap, sa.counter_addrs,
+                              tracker is not None, pt.shift, pt.head, pt.nxt, pt.key, pt.occ)
+        missed_gfns = shadowed[codes != HANDLED]
+    else:
+        missed_gfns = np.zeros(0, dtype=np.uint64)
+    if tracker:
+        noshadow = np.fromiter(tracker.ptable.gfns() - tracker.page_track_tree.keys(),
+                               dtype=np.uint64)
+    else:
+        noshadow = np.zeros(0, dtype=np.uint64)
+    return missed_gfns, noshadow
+
+
+def _fingerprint(vm, as_id, sa, tracker):
+    """What the side sets depend on, as the model changes it: every change of GVT's
+    tree, ``ptable`` or a counter through the VM / KVMGT methods moves the tree
+    size, the table generation, a Work count or the memslot op log.  (Writing the
+    model's arrays or dicts directly between two batches is not seen: call
+    ``forget(vm)`` after doing that.)"""
+    gvt = vm.kvmgt
+    tree = gvt.page_track_tree if gvt is not None else None
+    return (as_id, id(sa), id(tracker), id(gvt), id(tree), len(tree) if tree is not None else -1,
+            id(tracker.ptable) if tracker else None, tracker.ptable.gen if tracker else -1,
+            id(vm.work), tuple(vm.work.ops.values()), len(vm.op_log))
+
+
+def forget(vm) -> None:
+    """Drop the cached side sets of ``vm`` (after editing model state by hand)."""
+    _side_cache.pop(vm, None)
+
+
 def _check_page_crossing(gpas, nbytes):
     first = first_page_crossing(gpas, nbytes)
     if first >= 0:
@@ -339,24 +381,15 @@ def guest_write_batch(vm, gpas, as_id: int = 0, outcomes: bool = False, nbytes: 
     sa = slot_arrays(vm, as_id)
     gvt = vm.kvmgt
     pt = ptable_arrays(tracker.ptable) if tracker else empty_ptable_arrays()
-    # side sets, usually empty: shadowed gfns whose writes are not handled, and
-    # ptable gfns GVT does not shadow
-    if gvt is not None and gvt.page_track_tree:
-        tree = gvt.page_track_tree
-        shadowed = np.fromiter(tree.keys(), dtype=np.uint64, count=len(tree))
-        shadowed = shadowed[np.fromiter(tree.values(), dtype=bool, count=len(tree))]
-        codes = classify_gfns(shadowed, sa.base, sa.npages, sa.trap, sa.counter_addrs,
-                              tracker is not None, pt.shift, pt.head, pt.nxt, pt.key, pt.occ)
-        missed_gfns = shadowed[codes != HANDLED]
+    fp = _fingerprint(vm, as_id, sa, tracker)
+    hit = _side_cache.get(vm)
+    if hit is not None and hit[0] == fp:
+        missed_gfns, noshadow, mtab, mshift, ntab, nshift = hit[1]
     else:
-        missed_gfns = np.zeros(0, dtype=np.uint64)
-    if tracker:
-        noshadow = np.fromiter(tracker.ptable.gfns() - tracker.page_track_tree.keys(),
-                               dtype=np.uint64)
-    else:
-        noshadow = np.zeros(0, dtype=np.uint64)
-    mtab, mshift = set_build(missed_gfns)
-    ntab, nshift = set_build(noshadow)
+        missed_gfns, noshadow = _side_sets(vm, gvt, tracker, sa, pt)
+        mtab, mshift = set_build(missed_gfns)
+        ntab, nshift = set_build(noshadow)
+    side = (missed_gfns, noshadow, mtab, mshift, ntab, nshift)
     stop_on = bool(tracker and tracker.failsafe)
     out_o = np.zeros(n if outcomes else 1, dtype=np.uint8)
     out_m = np.zeros(n if outcomes else 1, dtype=np.bool_)
@@ -406,6 +439,9 @@ def guest_write_batch(vm, gpas, as_id: int = 0, outcomes: bool = False, nbytes: 
     stop = int(stats[S_STOP])
     if stop < n:
         res.path = "kernel+python"
+        _side_cache.pop(vm, None)
         _python_path(vm, gpas, nbytes, as_id, outcomes, res, start=stop)
+    else:      # the batch changed only counts: its side sets still hold
+        _side_cache[vm] = (_fingerprint(vm, as_id, sa, tracker), side)
     res.update({k: vm.write_stats[k] - before[k] for k in before})
     return res
