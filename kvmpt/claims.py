@@ -35,7 +35,7 @@ from .work import PRIMITIVES
 
 __all__ = [
     "GIB", "SECTION2_DESIGNS", "SECTION3_DESIGNS", "Snapshot", "FailedMove", "HookCost",
-    "memslot_flow", "failed_move", "slot_hook_cost", "ptable_walk_cost", "cost_curve",
+    "memslot_flow", "vm_snapshot", "failed_move", "slot_hook_cost", "ptable_walk_cost", "cost_curve",
     "price_rows", "move_with_kvmgt", "qemu_move_census", "lock_verdicts", "summary_table",
     "EFFECTS", "EFFECT_NOTES", "fmt_us", "PROPOSAL", "SUMMARY_DESIGNS", "design_label", "TRACE_DIR",
 ]
@@ -134,6 +134,38 @@ def memslot_flow(design: Design | str = "v6.6", tracked: int = 4) -> dict[str, A
     return {"design": d.name, "ops": out_ops, "events": events, "tracked": tracked,
             "notifiers": [n.name for n in vm.track_notifier_list],
             "slots": [(s.id, s.base_gfn, s.npages) for s in vm.memslots(0)],
+            "stale": len(gvt.stale_gfns()), "violations": len(vm.check_invariants())}
+
+
+def vm_snapshot(design: Design | str = "v6.6", layout: str = "q35-ovmf-smm",
+                tracked: int = 256, seed: int = 0) -> dict[str, Any]:
+    """A booted VM of ``layout`` (``data/layouts``) with KVMGT attached and ``tracked`` guest
+    page-table pages shadowed in its RAM slots (``kvmpt.replay.place_tracked``): every
+    memslot with its role, KVM's write-tracked gfns, KVMGT's ``ptable`` and the notifier
+    list, for the section-1 picture."""
+    from .layouts import layout_ops, load_layout
+    from .replay import place_tracked
+    d = Design.coerce(design)
+    lay = load_layout(layout)
+    vm = _vm(d)
+    gvt = vm.attach_kvmgt()
+    for op in layout_ops(lay):
+        vm.set_user_memory_region(op.ioctl_slot, op.flags, op.gpa, op.size, op.ua)
+    roles = {(s.as_id, s.slot): s.role for s in lay.slots}
+    placed = place_tracked(vm, gvt, tracked, seed, roles)
+    slots = []
+    for as_id in (0, 1):
+        for s in vm.memslots(as_id):
+            tracked_here = [g for g in placed.gfns
+                            if s.base_gfn <= g < s.base_gfn + s.npages and as_id == 0]
+            n_tracked = int(np.count_nonzero(s.arch.gfn_write_track))
+            slots.append({"as_id": as_id, "id": s.id, "base_gfn": s.base_gfn,
+                          "npages": s.npages, "flags": s.flags,
+                          "role": roles.get((as_id, s.id), "?"),
+                          "write_tracked": n_tracked, "shadowed": tracked_here})
+    return {"design": d.name, "layout": layout, "slots": slots,
+            "notifiers": [n.name for n in vm.track_notifier_list],
+            "ptable": len(gvt.ptable), "shadowed": len(gvt.shadowed_gfns()),
             "stale": len(gvt.stale_gfns()), "violations": len(vm.check_invariants())}
 
 

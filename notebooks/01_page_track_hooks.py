@@ -57,6 +57,20 @@ REPORT = os.environ.get("KVMPT_REPORT") == "1"      # set by `kvmpt report`
 # page-table page it adds the gfn to its `ptable` and asks KVM to track it; its `track_write`
 # looks the gfn up in `ptable` and runs GVT's handler, which updates the shadow page table.
 #
+# First the picture: a q35/OVMF VM with SMM (so two address spaces) and a vGPU, booted from its
+# layout in `data/layouts`, with GVT shadowing `TRACKED` page-table pages in guest RAM.
+
+# %%
+snapshot = claims.vm_snapshot("v6.6", "q35-ovmf-smm", tracked=TRACKED, seed=SEED)
+
+# %% tags=["nbval-ignore-output"]
+memslot_figs.vm_layout_figure(snapshot).show()
+
+# %% [markdown]
+# *What to look at:* the shadowed pages (red ticks) sit only in the RAM slots of address space
+# 0, where KVMGT tracks them through `gfn_to_memslot()`; the notifier list holds KVMGT alone in
+# v6.6 (in v6.5 KVM's own node follows it).
+#
 # Memslot updates go through `kvm_set_memslot()`: S2 makes an INVALID copy of the old slot
 # active, S2c flushes shadow pages, S3 prepares (allocates metadata, **can fail**), S4 restores
 # the old slot on failure, S5 installs, S7 commits (**cannot fail**) and frees the old metadata.

@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 
 __all__ = ["STEP_LANES", "update_timeline", "update_timelines", "failed_move_figure",
            "move_policy_figure", "qemu_census_figure", "design_buttons", "scenario_timeline",
-           "scenario_traces", "scenario_title"]
+           "scenario_traces", "scenario_title", "vm_layout_figure"]
 
 #: The kernel steps of kvm_set_memslot() (spec/kernel-semantics.md 3.2), top to bottom.
 STEP_LANES = (
@@ -329,4 +329,53 @@ def scenario_timeline(results: Mapping[str, Any]) -> go.Figure:
     if len(results) > 1:
         fig.update_layout(updatemenus=[design_buttons(list(results), owners, layouts,
                                                       y=1.17)])
+    return fig
+
+
+_ROLE_COLOURS = {"ram-legacy": "#9ecae1", "ram-low": "#4C78A8", "ram-high": "#4C78A8",
+                 "pam": "#72B7B2", "vgpu-aperture": "#F58518", "flash-code": "#9D755D",
+                 "flash-vars": "#BAB0AC", "bios-rom": "#9D755D", "vga-vram": "#B279A2",
+                 "smram-high": "#EECA3B"}
+
+
+def vm_layout_figure(snap: Mapping[str, Any]) -> go.Figure:
+    """A VM's memslots (:func:`kvmpt.claims.vm_snapshot`): one row per slot, a bar from its
+    first to its last gpa (GiB), and a tick per page GVT shadows; the hover gives
+    ``base_gfn``, ``npages``, flags and how many of the slot's ``gfn_write_track``
+    counters are non-zero."""
+    rows = sorted(snap["slots"], key=lambda s: (s["as_id"], s["base_gfn"]))
+    names = [f"AS{s['as_id']} slot {s['id']}: {s['role']}" for s in rows]
+    gib = 1 << 18
+    fig = go.Figure()
+    from ..textreport import fmt_bytes
+    fig.add_trace(go.Bar(
+        y=names, x=[max(s["npages"] / gib, 0.05) for s in rows],    # tiny slots stay visible
+        base=[s["base_gfn"] / gib for s in rows], orientation="h",
+        text=[fmt_bytes(s["npages"] << 12) + (" RO" if s["flags"] & 2 else "")
+              for s in rows], textposition="outside", cliponaxis=False,
+        marker_color=[_ROLE_COLOURS.get(s["role"], "#999999") for s in rows],
+        customdata=[[hex(s["base_gfn"]), f"{s['npages']:,}", s["flags"], s["write_tracked"]]
+                    for s in rows],
+        hovertemplate=("%{y}<br>base_gfn %{customdata[0]}, npages %{customdata[1]}, "
+                       "flags %{customdata[2]}<br>gfn_write_track non-zero: "
+                       "%{customdata[3]}<extra></extra>"),
+        name="memslot (bar: gpa range)", showlegend=True))
+    xs, ys = [], []
+    for s, name in zip(rows, names):
+        xs += [g / gib for g in s["shadowed"]]
+        ys += [name] * len(s["shadowed"])
+    fig.add_trace(go.Scatter(
+        x=xs, y=ys, mode="markers", marker=dict(symbol="line-ns-open", size=14, color="#E45756",
+                                                line=dict(width=1)),
+        name="page GVT shadows (in ptable, write-tracked)",
+        hovertemplate="shadowed gfn at %{x:.4f} GiB<extra></extra>"))
+    fig.update_layout(
+        title=dict(text=(f"{snap['layout']} with a vGPU, design <b>{snap['design']}</b>: "
+                         f"notifier list {' → '.join(snap['notifiers'])}; {snap['shadowed']} "
+                         f"shadowed pages, {snap['ptable']} ptable entries, "
+                         f"{snap['violations']} invariant violations"), font=dict(size=13)),
+        xaxis=dict(title="guest physical address (GiB)"),
+        yaxis=dict(autorange="reversed", title=""), barmode="overlay",
+        template="plotly_white", height=140 + 28 * len(rows), width=1050,
+        margin=dict(l=230, r=20, t=60, b=50), legend=dict(orientation="h", y=-0.12))
     return fig
