@@ -1088,6 +1088,9 @@ def add_arguments(p) -> None:
                    help="with --resume, run again the runs the log records as failed")
     p.add_argument("--keep-log", action="store_true",
                    help="keep OUT.runs.jsonl after a sweep with no failures")
+    p.add_argument("--list-params", action="store_true",
+                   help="print the scenario's parameters (what --param can sweep) with their "
+                        "values and documented ranges, and exit")
     p.add_argument("--dry-run", action="store_true",
                    help="print the number of runs and the grid, run nothing")
     p.add_argument("--bench", action="store_true",
@@ -1112,6 +1115,35 @@ def _grid_from_args(args) -> tuple[Grid, Any]:
     return grid, args.scenario or spec.get("scenario")
 
 
+def _param_listing(sc) -> str:
+    """The scenario's sweepable parameters: name, value, range and tag where it has them."""
+    params = sc.parameters() if callable(getattr(sc, "parameters", None)) else (
+        {f.name: getattr(sc, f.name) for f in dataclasses.fields(sc)}
+        if dataclasses.is_dataclass(sc) else {})
+    rows = [("parameter", "value", "range", "tag")]
+    for k, v in params.items():
+        if k in ("name", "seed"):
+            continue
+        rng = tag = ""
+        fig = None
+        if callable(getattr(sc, "figure", None)):
+            try:
+                fig = sc.figure(k)
+            except (KeyError, ValueError, AttributeError, TypeError):
+                fig = None
+        if fig is not None:
+            lo, hi = getattr(fig, "low", None), getattr(fig, "high", None)
+            rng = f"{lo:g} .. {hi:g}" if isinstance(lo, (int, float)) and \
+                isinstance(hi, (int, float)) else ""
+            tag = (getattr(fig, "tag", "") or "") if rng else ""
+        rows.append((k, "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v),
+                     rng, tag))
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [f"scenario {_scenario_name(sc)} (seeds: --seeds; designs: --designs)"]
+    lines += ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def run(args) -> int:
     if args.retry_failed and not args.resume:
         raise ValueError("--retry-failed needs --resume")
@@ -1126,6 +1158,9 @@ def run(args) -> int:
         bench(grid, args.scenario)
         return 0
     grid, scenario = _grid_from_args(args)
+    if args.list_params:
+        sys.stdout.write(_param_listing(_resolve_scenario(scenario)))
+        return 0
     if args.dry_run:
         base, specs, _ = plan(grid, scenario)
         print(f"{len(specs)} runs of scenario {_scenario_name(base)!r}: "

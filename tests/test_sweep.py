@@ -309,7 +309,7 @@ def test_cli_help_documents_every_option(capsys):
     assert rc == 0
     for opt in ("--grid", "--param", "--scenario", "--designs", "--seeds", "--out",
                 "--scheduler", "--workers", "--resume", "--retry-failed", "--keep-log",
-                "--dry-run", "--bench", "--quiet"):
+                "--dry-run", "--bench", "--quiet", "--list-params"):
         assert opt in out
 
 
@@ -540,3 +540,11 @@ def test_heatmap_buttons_switch_designs_in_static_html(serial_table, tmp_path):
             assert "design: v6.6" in page.locator(".gtitle").first.text_content()
         finally:
             browser.close()
+
+
+def test_cli_lists_the_scenario_parameters(capsys):
+    pytest.importorskip("kvmpt.scenario")
+    rc, out, _ = _cli(capsys, "sweep", "--scenario", "q35-desktop", "--list-params")
+    assert rc == 0 and out.startswith("scenario q35-desktop")
+    for name in ("ram_gib", "tracked_gfns", "write_rate", "duration_s", "churn", "move_rate"):
+        assert f"\n{name} " in out
