@@ -101,6 +101,8 @@ def walk_range(pt, base_gfn: int, npages: int, delete: bool = True):
     """``ProtectTable.walk_range`` by kernel: (hits ascending, chain steps); with
     ``delete`` the hits are removed from ``pt`` as the hook does."""
     base_gfn, npages = _check_range(base_gfn, npages)
+    if not len(pt):
+        return [], 0             # every chain is empty: each probe costs no step
     arr = ptable_arrays(pt)
     if not delete:
         nh, steps = walk_count(np.uint64(base_gfn), npages, arr.shift, arr.head, arr.nxt,
