@@ -113,6 +113,18 @@ def test_qemu_traffic_has_no_move():
     assert all(r["move"] == 0 and r["mismatches"] == 0 for r in rows)
 
 
+def test_smm_address_space_delete_stales_kvmgt_in_both_designs():
+    rows = [r for r in claims.qemu_move_census(tracked=64)
+            if r["trace"] == "i440fx_seabios_40g_smm_on"]
+    assert {r["design"] for r in rows} == {"v6.5", "v6.6"}
+    for r in rows:
+        assert r["stale"] > 0 and r["staled_by"] == ["AS1 DELETE"]
+    assert {r["design"]: r["warns"] > 0 for r in rows} == {"v6.5": True, "v6.6": False}
+    off = [r for r in claims.qemu_move_census(tracked=64)
+           if r["trace"] == "i440fx_seabios_40g_smm_off"]
+    assert all(r["stale"] == 0 for r in off)
+
+
 def test_lock_verdicts():
     v = claims.lock_verdicts()
     assert {k: r.verdict for k, r in v.items()} == {
