@@ -200,7 +200,7 @@ def raw_write_kernel(gpas, sa, pt):
     m = np.zeros(1, dtype=np.bool_)
     page_track_write_batch(gpas, sa.base, sa.npages, sa.trap, sa.counter_addrs, True, pt.shift,
                            pt.head, pt.nxt, pt.key, pt.occ, tab, sh, False, tab, sh, False,
-                           False, False, o, m, stats)
+                           False, False, False, o, m, stats)
     return stats
 
 

@@ -76,7 +76,7 @@ def classify_gfns(gfns, slot_base, slot_npages, slot_trap, counter_addrs, tracke
 def page_track_write_batch(gpas, slot_base, slot_npages, slot_trap, counter_addrs,
                            tracker, shift, head, nxt, key, occ, missed_tab, missed_shift,
                            has_missed, noshadow_tab, noshadow_shift, has_noshadow,
-                           stop_on_shadowed, want, outcomes, missed_out, stats):
+                           stop_on_shadowed, track_hold, want, outcomes, missed_out, stats):
     """Classify ``gpas`` in order and count the primitive work (see module doc).
 
     The same path as ``classify_gfn``, written out in the loop: the slot last
@@ -88,8 +88,10 @@ def page_track_write_batch(gpas, slot_base, slot_npages, slot_trap, counter_addr
     ``classify_gfns``); ``noshadow_tab``: ``ptable`` gfns GVT does not shadow (the
     handler returns -ENXIO for them).  With ``stop_on_shadowed`` the loop stops
     before the first handled write to a shadowed gfn (failsafe: the handler would
-    change state); ``stats[S_STOP]`` is where it stopped.  ``stats[S_MAXOFF]`` is the
-    largest in-page offset seen (the wrapper checks page crossings with it).  ``counter_addrs[i]`` is
+    change state); ``stats[S_STOP]`` is where it stopped.  With ``track_hold`` (the
+    mmu_lock design, where each probe is an ``mmu_lock`` hold) the first largest hold
+    is recorded.  ``stats[S_MAXOFF]`` is the largest in-page offset seen (the
+    wrapper checks page crossings with it).  ``counter_addrs[i]`` is
     the data address of slot i's ``gfn_write_track`` (the caller keeps it alive)."""
     n = gpas.shape[0]
     n_direct = 0
@@ -117,6 +119,7 @@ def page_track_write_batch(gpas, slot_base, slot_npages, slot_trap, counter_addr
     ce = np.uint64(0)
     ctrap = False
     u2 = np.uint64(2)
+    side = has_missed or want
     for i in range(n):
         if i + PREFETCH_AHEAD < n:
             ga = gpas[i + PREFETCH_AHEAD] >> pshift
@@ -171,24 +174,26 @@ def page_track_write_batch(gpas, slot_base, slot_npages, slot_trap, counter_addr
                     kinds[kind] += 1
                     if firsts[kind] < 0:
                         firsts[kind] = i
-                    hold = 1 + s + (1 if found else 0)
-                    if hold > best:
-                        best = hold
-                        best_steps = s
-                        best_found = 1 if found else 0
+                    if track_hold:
+                        hold = 1 + s + (1 if found else 0)
+                        if hold > best:
+                            best = hold
+                            best_steps = s
+                            best_found = 1 if found else 0
         if o == DIRECT:
             n_direct += 1
         elif o == HANDLED:
             n_handled += 1
         else:
             n_ignored += 1
-        m = False
-        if has_missed and set_contains(missed_tab, missed_shift, g):
-            m = True
-            n_missed += 1
-        if want:
-            outcomes[i] = o
-            missed_out[i] = m
+        if side:
+            m = False
+            if has_missed and set_contains(missed_tab, missed_shift, g):
+                m = True
+                n_missed += 1
+            if want:
+                outcomes[i] = o
+                missed_out[i] = m
     stats[S_DIRECT] = n_direct
     stats[S_IGNORED] = n_ignored
     stats[S_HANDLED] = n_handled
@@ -398,6 +403,7 @@ def guest_write_batch(vm, gpas, as_id: int = 0, outcomes: bool = False, nbytes: 
                            tracker is not None,
                            pt.shift, pt.head, pt.nxt, pt.key, pt.occ, mtab, mshift,
                            missed_gfns.size > 0, ntab, nshift, noshadow.size > 0, stop_on,
+                           bool(tracker and tracker.design.kvmgt_lock == "mmu_lock"),
                            bool(outcomes), out_o, out_m, stats)
     if stats[S_STOP] < n or int(stats[S_MAXOFF]) + nbytes > PAGE_SIZE:
         _check_page_crossing(gpas, nbytes)      # nothing is applied yet
