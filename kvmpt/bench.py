@@ -72,13 +72,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------- helpers
 def _rounds(contenders, repeat, self_timed=()):
-    """Run every contender once per round, in turn, ``repeat`` rounds; returns
+    """Run every contender once per round, ``repeat`` rounds, the order rotated by
+    one each round (so no contender always follows the same one); returns
     ({name: [seconds per round]}, {name: last result}).  Contenders named in
     ``self_timed`` return (seconds, result) themselves."""
     times = {k: [] for k in contenders}
     out = {}
-    for _ in range(max(repeat, 1)):
-        for k, (_, fn) in contenders.items():
+    names = list(contenders)
+    for r in range(max(repeat, 1)):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            fn = contenders[k][1]
             if k in self_timed:
                 dt, out[k] = fn()
             else:

@@ -95,8 +95,6 @@ def page_track_write_batch(gpas, slot_base, slot_npages, slot_trap, counter_addr
     the data address of slot i's ``gfn_write_track`` (the caller keeps it alive)."""
     n = gpas.shape[0]
     n_direct = 0
-    n_ignored = 0
-    n_handled = 0
     n_missed = 0
     emulated = 0
     probes = 0
@@ -126,9 +124,7 @@ def page_track_write_batch(gpas, slot_base, slot_npages, slot_trap, counter_addr
             if ga >= cb and ga < ce:
                 prefetch(cur + (ga - cb) * u2)
         g = gpas[i] >> pshift
-        off = gpas[i] & offmask
-        if off > maxoff:
-            maxoff = off
+        maxoff = max(maxoff, gpas[i] & offmask)
         o = IGNORED
         if not (g >= cb and g < ce):
             si = find_slot(slot_base, slot_npages, g, -1)
@@ -144,6 +140,7 @@ def page_track_write_batch(gpas, slot_base, slot_npages, slot_trap, counter_addr
         if ctrap:
             if load_u16(cur, g - cb) == 0:
                 o = DIRECT
+                n_direct += 1
             else:
                 emulated += 1
                 if tracker:
@@ -180,12 +177,6 @@ def page_track_write_batch(gpas, slot_base, slot_npages, slot_trap, counter_addr
                             best = hold
                             best_steps = s
                             best_found = 1 if found else 0
-        if o == DIRECT:
-            n_direct += 1
-        elif o == HANDLED:
-            n_handled += 1
-        else:
-            n_ignored += 1
         if side:
             m = False
             if has_missed and set_contains(missed_tab, missed_shift, g):
@@ -195,8 +186,8 @@ def page_track_write_batch(gpas, slot_base, slot_npages, slot_trap, counter_addr
                 outcomes[i] = o
                 missed_out[i] = m
     stats[S_DIRECT] = n_direct
-    stats[S_IGNORED] = n_ignored
-    stats[S_HANDLED] = n_handled
+    stats[S_IGNORED] = stop - n_direct - handler     # every write processed is one of three
+    stats[S_HANDLED] = handler
     stats[S_MISSED] = n_missed
     stats[S_EMULATED] = emulated
     stats[S_PROBES] = probes
