@@ -378,6 +378,13 @@ sweep_figs.heatmap(sweep_table, "missed_writes", x="churn", y="tracked_gfns").sh
 # * **The fixes need each other** (section 7): rejecting MOVE does not save a flush-hook kernel,
 #   and the commit-time hook does not save a kernel that allows MOVE.
 #
+# ## Reproduce
+#
+# `./dev lab` opens this notebook in JupyterLab (the dashboard is live there); `./dev report`
+# executes it and writes `build/report/01_page_track_hooks.html` (offline, design buttons) and
+# `build/report/summary.txt` (the tables above, under 80 columns, for a reply on the list).
+# After changing the model, `kvmpt report --update-notebooks` refreshes the committed outputs.
+#
 # ## References
 #
 # * Yan Zhao, "[PATCH] KVM: move memslot invalidation later than possible failures",

@@ -5,6 +5,10 @@ nbval itself runs every notebook in the same pytest session: ``pyproject.toml`` 
 --nbval-sanitize-with nbval_sanitize.cfg`` to ``addopts``, so each ``notebooks/*.ipynb``
 is executed top to bottom and its ``# NBVAL_CHECK_OUTPUT`` cells are compared with the
 committed outputs.  This module checks what nbval cannot.
+
+When the model's numbers change on purpose, refresh the committed notebooks (sync with
+the py:percent twins, re-execute with small outputs) with ``kvmpt report
+--update-notebooks`` and commit both files of each pair.
 """
 from __future__ import annotations
 
