@@ -742,10 +742,19 @@ def test_fail_next_prepare_bad_errno(preset):
     """fail_next_prepare(err) takes a positive errno; 0 would mean "succeed" and a name is not a
     number.  A bad value is refused and nothing is armed."""
     vm = make_vm(preset)
-    for bad in (0, -errno.ENOMEM, "ENOMEM", 12.0, None):
+    for bad in (0, -errno.ENOMEM, "ENOMEM", 12.0):
         with pytest.raises((ValueError, TypeError)):
             vm.fail_next_prepare(bad)
     vm.set_user_memory_region(1, 0, 0, PAGE, UA)            # nothing armed
+    assert slots(vm) == [(1, 0, 0, 1, 0, UA)]
+
+
+def test_fail_next_prepare_none_cancels(preset):
+    """fail_next_prepare(None) disarms a pending injection (e.g. one a rejected MOVE left)."""
+    vm = make_vm(preset)
+    vm.fail_next_prepare(errno.ENOMEM)
+    vm.fail_next_prepare(None)
+    vm.set_user_memory_region(1, 0, 0, PAGE, UA)
     assert slots(vm) == [(1, 0, 0, 1, 0, UA)]
 
 
