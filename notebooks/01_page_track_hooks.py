@@ -4,7 +4,7 @@
 # **The question.** In November 2022 Yan Zhao reported that KVMGT (Intel GVT-g's KVM glue) could
 # lose write protection on guest page tables when a memslot update failed, and proposed moving
 # code in `kvm_main.c`. Sean Christopherson answered with a design instead of a reorder
-# (<Y26SI3uh8JV0vvO6@google.com>, 2022-11-11), and that design is what Linux 6.6 merged. Was each
+# ([\<Y26SI3uh8JV0vvO6@google.com\>](https://lore.kernel.org/r/Y26SI3uh8JV0vvO6@google.com), 2022-11-11), and that design is what Linux 6.6 merged. Was each
 # of its claims right, and what does each alternative cost? This notebook runs the argument, in
 # the thread's order, on the kvmpt model of both kernels. Every claim ends in a plot or a table.
 #
@@ -101,11 +101,11 @@ memslot_figs.update_timelines(flows).show()
 # > KVM might ultimately keep the existing memslot without notifying external page track users,
 # > a.k.a. KVMGT.
 # >
-# > — Sean Christopherson, <Y26SI3uh8JV0vvO6@google.com>, 2022-11-11
+# > — Sean Christopherson, [\<Y26SI3uh8JV0vvO6@google.com\>](https://lore.kernel.org/r/Y26SI3uh8JV0vvO6@google.com), 2022-11-11
 #
-# Yan's report (<20221108084416.11447-1-yan.y.zhao@intel.com>) showed the failed update
+# Yan's report ([\<20221108084416.11447-1-yan.y.zhao@intel.com\>](https://lore.kernel.org/r/20221108084416.11447-1-yan.y.zhao@intel.com)) showed the failed update
 # "leaving previous write protection not recovered". Sean had called the bug "purely
-# theoretical" (<Y2qSwlN26qWi3ZqH@google.com>): DELETE cannot fail on x86, and a MOVE fails after
+# theoretical" ([\<Y2qSwlN26qWi3ZqH@google.com\>](https://lore.kernel.org/r/Y2qSwlN26qWi3ZqH@google.com)): DELETE cannot fail on x86, and a MOVE fails after
 # S2c only on bad input or when allocating the new slot's metadata fails. Both are modelled: the
 # new range ends above `kvm_mmu_max_gfn()` (-EINVAL), and `kvm_alloc_memslot_metadata()` fails
 # (-ENOMEM, injected with `vm.fail_next_prepare`). A slot holding `TRACKED` shadowed page tables
@@ -141,7 +141,7 @@ memslot_figs.failed_move_figure(failed["enomem"]).show()
 # > memslot and thus gfn_track is literally being deleted immediately after invoking the hook
 # > ... if we kill off the MOVE path, then KVMGT just needs to delete its hash table entry.
 # >
-# > — <Y26SI3uh8JV0vvO6@google.com>
+# > — [\<Y26SI3uh8JV0vvO6@google.com\>](https://lore.kernel.org/r/Y26SI3uh8JV0vvO6@google.com)
 #
 # One DELETE of a slot of each size, holding `COST_TRACKED` shadowed pages; the model counts
 # each slot hook's primitive operations (`kvmpt.work`), `kvmpt.costs` prices them. v6.5 walks
@@ -209,10 +209,10 @@ sweep_figs.heatmap(sweep_table, "mmu_lock_max_hold_us", x="ram_gib", y="tracked_
 #
 # > actively prevent MOVE if there are external page trackers, i.e. if KVMGT is attached
 # >
-# > — <Y26SI3uh8JV0vvO6@google.com>
+# > — [\<Y26SI3uh8JV0vvO6@google.com\>](https://lore.kernel.org/r/Y26SI3uh8JV0vvO6@google.com)
 #
 # Merged as "KVM: x86: Reject memslot MOVE operations if KVMGT is attached" (aa611a99adb4, with
-# the inverted-check fix <ZPIwtfkVAyFWy41I@google.com>). First a MOVE that would succeed, with
+# the inverted-check fix [\<ZPIwtfkVAyFWy41I@google.com\>](https://lore.kernel.org/r/ZPIwtfkVAyFWy41I@google.com)). First a MOVE that would succeed, with
 # KVMGT attached: GVT shadows gfns, and after a MOVE the guest's page tables live at other gfns.
 
 # %%
@@ -260,15 +260,15 @@ memslot_figs.qemu_census_figure(census).show()
 # > Acquiring mmu_lock isn't an option as intel_vgpu_page_track_handler() might sleep, e.g. when
 # > acquiring vgpu_lock.
 # >
-# > — <Y26SI3uh8JV0vvO6@google.com>
+# > — [\<Y26SI3uh8JV0vvO6@google.com\>](https://lore.kernel.org/r/Y26SI3uh8JV0vvO6@google.com)
 #
 # `kvmpt.race.explore` enumerates every interleaving of a vCPU's trapped write against GVT
 # unshadowing the same page, under each lock design: none (v6.5), `mmu_lock` (the rejected
-# idea), a dedicated `gfn_lock` (series v1, <20221223005739.1295925-1-seanjc@google.com>) and
+# idea), a dedicated `gfn_lock` (series v1, [\<20221223005739.1295925-1-seanjc@google.com\>](https://lore.kernel.org/r/20221223005739.1295925-1-seanjc@google.com)) and
 # `vgpu_lock` (merged, 49a83e190b5b). Yan showed that `gfn_lock` deadlocks when the handler
-# re-enters `intel_gvt_page_track_add()` (<Y6vOEjHZhOWulyo1@yzhao56-desk.sh.intel.com>); Sean
+# re-enters `intel_gvt_page_track_add()` ([\<Y6vOEjHZhOWulyo1@yzhao56-desk.sh.intel.com\>](https://lore.kernel.org/r/Y6vOEjHZhOWulyo1@yzhao56-desk.sh.intel.com)); Sean
 # agreed: "Or even more simply, kvmgt_page_track_write() -> intel_vgpu_page_track_handler() ->
-# intel_gvt_page_track_remove()" (<Y7STZZkd3EaRXLTC@google.com>).
+# intel_gvt_page_track_remove()" ([\<Y7STZZkd3EaRXLTC@google.com\>](https://lore.kernel.org/r/Y7STZZkd3EaRXLTC@google.com)).
 
 # %%
 verdicts = claims.lock_verdicts()
@@ -388,17 +388,17 @@ sweep_figs.heatmap(sweep_table, "missed_writes", x="churn", y="tracked_gfns").sh
 # ## References
 #
 # * Yan Zhao, "[PATCH] KVM: move memslot invalidation later than possible failures",
-#   <20221108084416.11447-1-yan.y.zhao@intel.com>, 2022-11-08.
-# * Sean Christopherson, <Y2qSwlN26qWi3ZqH@google.com>, 2022-11-08: "Ugh, that's a terrible API".
+#   [\<20221108084416.11447-1-yan.y.zhao@intel.com\>](https://lore.kernel.org/r/20221108084416.11447-1-yan.y.zhao@intel.com), 2022-11-08.
+# * Sean Christopherson, [\<Y2qSwlN26qWi3ZqH@google.com\>](https://lore.kernel.org/r/Y2qSwlN26qWi3ZqH@google.com), 2022-11-08: "Ugh, that's a terrible API".
 # * Yan Zhao, "[PATCH v2 0/3] add track_remove_slot and remove track_flush_slot",
-#   <20221111103247.22275-1-yan.y.zhao@intel.com>, 2022-11-11.
-# * Sean Christopherson, reply to v2 1/3, <Y26SI3uh8JV0vvO6@google.com>, 2022-11-11 (quoted in
+#   [\<20221111103247.22275-1-yan.y.zhao@intel.com\>](https://lore.kernel.org/r/20221111103247.22275-1-yan.y.zhao@intel.com), 2022-11-11.
+# * Sean Christopherson, reply to v2 1/3, [\<Y26SI3uh8JV0vvO6@google.com\>](https://lore.kernel.org/r/Y26SI3uh8JV0vvO6@google.com), 2022-11-11 (quoted in
 #   sections 2-5).
-# * Sean Christopherson, <Y7STZZkd3EaRXLTC@google.com>, 2023-01-03 (the `gfn_lock` deadlock).
+# * Sean Christopherson, [\<Y7STZZkd3EaRXLTC@google.com\>](https://lore.kernel.org/r/Y7STZZkd3EaRXLTC@google.com), 2023-01-03 (the `gfn_lock` deadlock).
 # * "drm/i915/gvt: KVM: KVMGT fixes and page-track cleanups", v1
-#   <20221223005739.1295925-1-seanjc@google.com> … v4 <20230729013535.1070024-1-seanjc@google.com>;
-#   applied <169110211029.1965858.14581735700060429373.b4-ty@google.com>; commits 49a83e190b5b
+#   [\<20221223005739.1295925-1-seanjc@google.com\>](https://lore.kernel.org/r/20221223005739.1295925-1-seanjc@google.com) … v4 [\<20230729013535.1070024-1-seanjc@google.com\>](https://lore.kernel.org/r/20230729013535.1070024-1-seanjc@google.com);
+#   applied [\<169110211029.1965858.14581735700060429373.b4-ty@google.com\>](https://lore.kernel.org/r/169110211029.1965858.14581735700060429373.b4-ty@google.com); commits 49a83e190b5b
 #   (vgpu_lock), aa611a99adb4 (reject MOVE), a41e34b05da7 (no protection drop), cc49e12d8d3b
 #   (`track_remove_region`), b9ae8a09f357 and 1265fb534fa1 (flush hook gone).
 # * "KVM: x86/mmu: Fix inverted check when detecting external page tracker(s)",
-#   <ZPIwtfkVAyFWy41I@google.com>, 2023-09-01.
+#   [\<ZPIwtfkVAyFWy41I@google.com\>](https://lore.kernel.org/r/ZPIwtfkVAyFWy41I@google.com), 2023-09-01.

@@ -101,7 +101,8 @@ def test_notebook_conventions(nb_path):
         assert any(o.get("name") == "stdout" for o in c.get("outputs", [])), \
             f"checked cell without printed output: {''.join(c['source'])[:60]!r}"
     assert md.startswith("# "), "the notebook starts with a title"
-    assert re.search(r"<[^<>@\s]+@[^<>\s]+>", md), "no Message-ID cited"
+    assert re.search(r"https://lore\.kernel\.org/r/[^()\s]+@[^()\s]+\)", md), \
+        "no Message-ID cited (as a lore.kernel.org/r/ link)"
     assert "What to look at" in md
 
 
