@@ -159,6 +159,9 @@ def text_summary(executed: Sequence[Path]) -> str:
         nb = nbformat.read(str(path), as_version=4)
         names.append(path.stem)
         seeds.add(_read_param(nb, "SEED") or "-")
+        findings = _findings(nb)
+        if findings:
+            sections.append((_clip(f"Findings ({path.stem})", MAX_WIDTH), findings))
         heading, part = path.stem, 0
         for cell in nb.cells:
             if cell.cell_type == "markdown":
@@ -186,6 +189,27 @@ def text_summary(executed: Sequence[Path]) -> str:
                   and next(iter(seeds)).isdigit() else None,
                   extra=[("html", "the .html files beside this one (plotly, offline)")])
     return render_document(head, sections)
+
+
+def _findings(nb) -> str:
+    """The bullets of the notebook's ``## Summary`` section, as wrapped plain text."""
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        m = re.search(r"^##\s+Summary\s*$(.*?)(?=^##\s|\Z)", cell.source, re.M | re.S)
+        if not m:
+            continue
+        items, cur = [], None
+        for line in m.group(1).splitlines():
+            if line.startswith("* "):
+                cur = [line[2:].strip()]
+                items.append(cur)
+            elif cur is not None and line.startswith("  ") and line.strip():
+                cur.append(line.strip())
+            else:
+                cur = None
+        return "\n".join(_wrap("* " + _plain(" ".join(i))) for i in items)
+    return ""
 
 
 def _plain(md: str) -> str:

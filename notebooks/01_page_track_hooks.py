@@ -377,6 +377,8 @@ sweep_figs.heatmap(sweep_table, "missed_writes", x="churn", y="tracked_gfns").sh
 #   `gfn_lock` deadlocks, `vgpu_lock` is safe.
 # * **The fixes need each other** (section 7): rejecting MOVE does not save a flush-hook kernel,
 #   and the commit-time hook does not save a kernel that allows MOVE.
+# * **Beyond the thread** (section 4): neither hook is told the address space, so a DELETE in the
+#   SMM address space purges KVMGT's entries for the same gfns of guest RAM, in v6.5 and v6.6.
 #
 # ## Reproduce
 #
