@@ -43,7 +43,7 @@ __all__ = [
 GIB = 1 << 30
 PAGE_SHIFT = 12
 _UA = 0x7F00_0000_0000            # any page-aligned host address below TASK_SIZE_MAX
-TRACE_DIR = Path(__file__).resolve().parent.parent / "data" / "traces"
+TRACE_DIR = Path(__file__).resolve().parent / "data" / "traces"     # kvmpt/data -> ../data
 
 #: The three points section 2 toggles between: the slot hook alone, then the MOVE policy.
 SECTION2_DESIGNS = {
