@@ -35,7 +35,8 @@ from .work import PRIMITIVES
 
 __all__ = [
     "GIB", "SECTION2_DESIGNS", "SECTION3_DESIGNS", "Snapshot", "FailedMove", "HookCost",
-    "memslot_flow", "vm_snapshot", "failed_move", "slot_hook_cost", "ptable_walk_cost", "cost_curve",
+    "memslot_flow", "vm_snapshot", "failed_move", "slot_hook_cost", "ptable_walk_cost",
+    "cost_curve",
     "price_rows", "move_with_kvmgt", "qemu_move_census", "lock_verdicts", "summary_table",
     "EFFECTS", "EFFECT_NOTES", "fmt_us", "PROPOSAL", "SUMMARY_DESIGNS", "design_label", "TRACE_DIR",
 ]
@@ -564,7 +565,8 @@ def summary_table(designs: dict[str, Design], failed: dict[str, FailedMove],
     """Each design x each effect, as strings: ``(columns, rows, numbers)``.
 
     ``designs``: short column label -> Design; ``failed`` / ``moves``: ``Design.name`` ->
-    :func:`failed_move` / :func:`move_with_kvmgt` results; ``verdicts``: lock -> RaceResult; ``census``: :func:`qemu_move_census` rows.
+    :func:`failed_move` / :func:`move_with_kvmgt` results; ``verdicts``: lock -> RaceResult;
+    ``census``: :func:`qemu_move_census` rows.
     The DELETE rows run :func:`cost_curve` for one slot of ``size_pages`` pages holding
     ``tracked`` shadowed pages.  ``numbers`` holds the unformatted values."""
     from .textreport import fmt_bytes

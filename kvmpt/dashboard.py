@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
 from .claims import GIB, price_rows, ptable_walk_cost, slot_hook_cost
 from .design import KVMGT_LOCKS, Design
 

@@ -279,10 +279,12 @@ def scenario_traces(result) -> list[go.Scatter]:
     missed_end = np.append(missed, result.summary.get("missed_writes", missed[-1]))
     stale_end = np.append(stale, result.summary.get("stale_gfns_end", stale[-1]))
     out = [
-        go.Scatter(x=t_end, y=missed_end, mode="lines", line=dict(color="#E45756", width=2, shape="hv"),
+        go.Scatter(x=t_end, y=missed_end, mode="lines",
+                   line=dict(color="#E45756", width=2, shape="hv"),
                    name="missed page-table writes (cumulative)", xaxis="x", yaxis="y",
                    hovertemplate="t=%{x:.3f} s: %{y:,} writes missed<extra></extra>"),
-        go.Scatter(x=t_end, y=stale_end, mode="lines", line=dict(color="#4C78A8", width=2, shape="hv"),
+        go.Scatter(x=t_end, y=stale_end, mode="lines",
+                   line=dict(color="#4C78A8", width=2, shape="hv"),
                    name="stale shadowed pages", xaxis="x2", yaxis="y2",
                    hovertemplate="t=%{x:.3f} s: %{y:,} pages stale<extra></extra>"),
     ]
