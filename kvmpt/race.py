@@ -81,9 +81,9 @@ write (``vcpu_run`` -> ``kvm_vcpu_srcu_read_lock``), and ``kvm_swap_active_memsl
 waits for it (``synchronize_srcu_expedited``) before the slot hook runs, so a write *into the
 deleted slot* is safe even in v6.5 (scenario ``write_same_slot_vs_remove_region``).  The race
 needs a write to a gfn of a surviving slot whose ``ptable`` bucket chain also holds a gfn of
-the deleted slot: the walk then reads the node the slot hook frees.  ``ptable`` has 4096
-buckets (``DECLARE_HASHTABLE(ptable, PAGE_SHIFT)``); the model uses one, so gfns that share a
-bucket in the kernel share it here.
+the deleted slot: the walk then reads the node the slot hook frees.  ``ptable`` has 2^18
+buckets (gvt.h: ``DECLARE_HASHTABLE(ptable, 18)``, formerly ``NR_BKT (1 << 18)``); the model
+uses one, so gfns that share a bucket in the kernel share it here.
 
 Not modelled, on purpose: KVM's own notifier (v6.5) and ``kvm_mmu_track_write`` (v6.6) --
 they touch no KVMGT state and take ``mmu_lock`` only after KVMGT's callback returned;
