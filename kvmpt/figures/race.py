@@ -24,6 +24,11 @@ def _label(text: str, width: int = 20, lines: int = 3) -> str:
     return "<br>".join(wrapped)
 
 
+def _count(n: int) -> str:
+    """A schedule count that fits a grid cell: exact up to a million, then 2.7e+12."""
+    return f"{n:,}" if n < 10**6 else f"{n:.2e}".replace("e+0", "e+")
+
+
 def _hold_segments(steps, thread, attr="held"):
     """{lock name: [(first step, last step), ...]} the thread holds it after each step."""
     segs: dict[str, list[list[int]]] = {}
@@ -86,7 +91,8 @@ def witness_swimlane(result) -> go.Figure:
         fig.add_trace(go.Scatter(
             x=idx, y=[lane[t]] * len(idx), mode="markers+text",
             marker=dict(size=11, color="#333333", symbol="circle"),
-            text=[_label(steps[i - 1].text) for i in idx], textposition="top center",
+            text=[_label(steps[i - 1].text, 16, 4) for i in idx],
+            textposition=["top center" if i % 2 else "bottom center" for i in idx],
             textfont=dict(size=9),
             customdata=[[steps[i - 1].text, steps[i - 1].where] for i in idx],
             hovertemplate=f"<b>{t}</b> step %{{x}}<br>%{{customdata[0]}}"
@@ -120,7 +126,7 @@ def witness_swimlane(result) -> go.Figure:
                    zeroline=False),
         yaxis=dict(title="thread", tickvals=[lane[t] for t in threads], ticktext=threads,
                    range=[-0.8, len(threads) - 0.2], zeroline=False),
-        height=180 + 150 * len(threads), width=max(700, 105 * n + 200),
+        height=200 + 170 * len(threads), width=min(1100, max(700, 80 * n + 200)),
         template="plotly_white", legend=dict(orientation="h", y=-0.25),
         margin=dict(l=70, r=30, t=70, b=80))
     return fig
@@ -159,10 +165,13 @@ def witness_swimlanes(results) -> go.Figure:
     fig.update_layout(
         title=first.title, xaxis=first.xaxis, yaxis=first.yaxis,
         annotations=list(first.annotations), template="plotly_white",
-        height=first.height + 40, width=max(f.layout.width for f in figs),
-        legend=first.legend, margin=dict(l=70, r=30, t=110, b=80),
-        updatemenus=[dict(type="buttons", direction="right", x=0, xanchor="left", y=1.22,
-                          yanchor="top", buttons=buttons, showactive=True)])
+        height=first.height + 70, width=max(f.layout.width for f in figs),
+        legend=first.legend, margin=dict(l=70, r=30, t=140, b=80),
+        updatemenus=[dict(type="buttons", direction="right", x=0, xanchor="left",
+                          y=1.0, yanchor="bottom", pad=dict(b=8), buttons=buttons,
+                          showactive=True)])
+    # the title sits at the top of the figure, the buttons just above the plot
+    fig.update_layout(title=dict(y=0.98, yanchor="top", yref="container"))
     return fig
 
 
@@ -184,8 +193,8 @@ def verdict_matrix(results) -> go.Figure:
                 tr.append("")
                 continue
             zr.append(VERDICTS.index(r.verdict))
-            tr.append(f"<b>{r.verdict}</b><br>{r.failing_schedules:,} / {r.schedules:,}"
-                      f"<br>{r.states:,} states")
+            tr.append(f"<b>{r.verdict}</b><br>{_count(r.failing_schedules)} / "
+                      f"{_count(r.schedules)}<br>{r.states:,} states")
         z.append(zr)
         text.append(tr)
     n = len(VERDICTS)
