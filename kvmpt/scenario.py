@@ -267,6 +267,11 @@ def _validate(s: Scenario) -> None:
     if s.boot.startswith("trace:") and s.ram_gib is not None:
         bad("ram_gib cannot resize a traced boot (the trace creates its own RAM slots); "
             "use boot = 'layout'")
+    if s.boot == "layout" and s.ram_gib is not None:
+        try:                     # e.g. q35 keeps 2 GiB below 4G: ram_gib must exceed it
+            _resize_ram(load_layout(s.layout), s.ram_gib)
+        except (ValueError, TypeError) as exc:
+            bad(str(exc))
     for name, (lo, hi, integer) in _BOUNDS.items():
         v = getattr(s, name)
         if v is None:

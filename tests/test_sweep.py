@@ -332,9 +332,13 @@ def test_cli_dry_run_reads_a_grid_file(capsys, tmp_path):
     pytest.importorskip("kvmpt.scenario")
     g = tmp_path / "g.toml"
     g.write_text('designs = "all"\nseeds = "0-2"\n[params]\ntracked_gfns = [0, 100000]\n')
-    rc, out, _ = _cli(capsys, "sweep", "--grid", str(g), "--param", "ram_gib=1,1024",
+    rc, out, _ = _cli(capsys, "sweep", "--grid", str(g), "--param", "ram_gib=4,1024",
                       "--dry-run")
     assert rc == 0 and out.startswith(f"{32 * 3 * 2 * 2} runs of scenario 'q35-desktop':")
+    # q35 keeps 2 GiB below 4G: a 1 GiB guest is refused before any run
+    rc, _, err = _cli(capsys, "sweep", "--grid", str(g), "--param", "ram_gib=1,1024",
+                      "--dry-run")
+    assert rc == 2 and "ram_gib=1" in err
     g.write_text("designs = [\n")
     rc, _, err = _cli(capsys, "sweep", "--grid", str(g), "--dry-run")
     assert rc == 2 and "not valid TOML" in err
