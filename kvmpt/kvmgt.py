@@ -22,7 +22,7 @@ import numpy as np
 from . import lockdep as ld
 from .page_track import NotifierNode, gpa_to_gfn, write_track_add_gfn_locked, \
     write_track_remove_gfn_locked
-from .work import HookCall, Work
+from .work import HookCall
 
 if TYPE_CHECKING:  # pragma: no cover
     from .memslot import MemorySlot

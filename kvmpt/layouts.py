@@ -17,11 +17,11 @@ QEMU never MOVEs a slot (workloads.md §1.6), so neither does a layout.
 """
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .tomlfile import TomlLocator, names, resolve
 from .trace import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, PAGE_SIZE, MemslotOp
 
 __all__ = [
@@ -114,42 +114,12 @@ class Layout:
 # ---------------------------------------------------------------------------
 # Loading and validation
 
-class _Locator:
-    """Finds the line of the i-th ``[[slot]]`` (or ``[[churn]]``) entry and of a key in it."""
-
-    def __init__(self, text: str):
-        self.lines = text.splitlines()
-
-    def table_line(self, table: str, index: int | None) -> int | None:
-        pat = re.compile(r"^\s*\[\[\s*" + table + r"\s*\]\]" if index is not None
-                         else r"^\s*\[\s*" + table + r"\s*\]")
-        seen = -1
-        for n, line in enumerate(self.lines, start=1):
-            if pat.match(line):
-                seen += 1
-                if index is None or seen == index:
-                    return n
-        return None
-
-    def key_line(self, table: str, index: int | None, key: str) -> int | None:
-        start = self.table_line(table, index)
-        if start is None:
-            return None
-        for n in range(start + 1, len(self.lines) + 1):
-            line = self.lines[n - 1]
-            if re.match(r"^\s*\[", line):
-                break
-            if re.match(r"^\s*" + re.escape(key) + r"\s*=", line):
-                return n
-        return start
-
-
 class LayoutError(ValueError):
     """A layout file is malformed; the message names the file, entry, field and line."""
 
 
-def _where(path, loc: _Locator, table: str, index: int | None, key: str | None) -> str:
-    line = (loc.key_line(table, index, key) if key else loc.table_line(table, index))
+def _where(path, loc: TomlLocator, table: str, index: int | None, key: str | None) -> str:
+    line = loc.line((table,) if index is None else (table, index), key)
     entry = f"{table}[{index}]" if index is not None else f"[{table}]"
     field_txt = f" field '{key}'" if key else ""
     return f"{path}:{line if line else '?'}: {entry}{field_txt}"
@@ -179,18 +149,11 @@ def _check_fields(path, loc, table, index, entry: dict, required: dict, optional
 
 def layout_names() -> list[str]:
     """The layouts shipped in ``data/layouts/``."""
-    return sorted(p.stem for p in LAYOUT_DIR.glob("*.toml"))
+    return names(LAYOUT_DIR)
 
 
 def _resolve(name_or_path) -> Path:
-    p = Path(name_or_path)
-    if p.suffix == ".toml" and p.exists():
-        return p
-    cand = LAYOUT_DIR / f"{name_or_path}.toml"
-    if cand.exists():
-        return cand
-    raise LayoutError(f"unknown layout {str(name_or_path)!r}; known layouts: "
-                      f"{', '.join(layout_names())}")
+    return resolve(LAYOUT_DIR, name_or_path, "layout", LayoutError)
 
 
 def load_layout(name_or_path) -> Layout:
@@ -201,7 +164,7 @@ def load_layout(name_or_path) -> Layout:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise LayoutError(f"{path}: not valid TOML: {exc}") from None
-    loc = _Locator(text)
+    loc = TomlLocator(text)
     for key in doc:
         if key not in ("layout", "slot", "churn"):
             raise LayoutError(f"{path}: unknown top-level table '{key}'")

@@ -41,9 +41,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .costs import TAGS, CostModel, TomlLocator, default_costs, located
+from .costs import TAGS, CostModel, default_costs
 from .design import Design
 from .layouts import Churn, Layout, build_ops, churn_ops, final_state, load_layout
+from .tomlfile import TomlLocator, located, names, resolve
 from .trace import MemslotOp, load_qemu_trace
 
 __all__ = [
@@ -310,18 +311,11 @@ def _resize_ram(lay: Layout, ram_gib: float) -> Layout:
 
 def list_scenarios() -> list[str]:
     """The scenarios shipped in ``data/scenarios/``."""
-    return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
+    return names(SCENARIO_DIR)
 
 
 def _resolve(name_or_path) -> Path:
-    p = Path(name_or_path)
-    if p.suffix == ".toml" and p.exists():
-        return p
-    cand = SCENARIO_DIR / f"{name_or_path}.toml"
-    if cand.exists():
-        return cand
-    raise ScenarioError(f"unknown scenario {str(name_or_path)!r}; known: "
-                        f"{', '.join(list_scenarios())}")
+    return resolve(SCENARIO_DIR, name_or_path, "scenario", ScenarioError)
 
 
 def _figure(path, loc, table, key, raw) -> Figure:
