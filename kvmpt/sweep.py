@@ -672,8 +672,19 @@ def _run_local(todo, payload, run_fn, workers, on_done):
         while queue or inflight:
             while queue and len(inflight) < 2 * workers:
                 spec = queue.pop()
-                inflight[pool.submit(_execute, payload(spec), spec.design, spec.seed,
-                                     spec.key, run_fn)] = spec
+                try:
+                    fut = pool.submit(_execute, payload(spec), spec.design, spec.seed,
+                                      spec.key, run_fn)
+                except cf.process.BrokenProcessPool:
+                    # the pool broke after its last results came in: this run never
+                    # started, so it goes back in line
+                    queue.append(spec)
+                    if inflight:         # they fail with BrokenProcessPool: handled below
+                        break
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = new_pool(workers)
+                    continue
+                inflight[fut] = spec
             done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
             broken: list[RunSpec] = []
             for fut in sorted(done, key=lambda f: inflight[f].index):
