@@ -380,6 +380,17 @@ def _col_type(values: Iterable[Any]) -> str:
     return "str"
 
 
+def row_matches(row: Mapping[str, Any], equals: Mapping[str, Any]) -> bool:
+    """Whether ``row``'s columns equal ``equals`` (a list/tuple/set value means "any of")."""
+    for k, v in equals.items():
+        if isinstance(v, (list, tuple, set, frozenset)):
+            if row.get(k) not in v:
+                return False
+        elif row.get(k) != v:
+            return False
+    return True
+
+
 class SweepTable:
     """A tidy table: one row (a dict) per run, in grid order, with fixed columns.
 
@@ -435,15 +446,8 @@ class SweepTable:
 
     def where(self, **equals: Any) -> "SweepTable":
         """The rows whose columns equal the given values (a list value means "any of")."""
-        def ok(r):
-            for k, v in equals.items():
-                if isinstance(v, (list, tuple, set, frozenset)):
-                    if r.get(k) not in v:
-                        return False
-                elif r.get(k) != v:
-                    return False
-            return True
-        return SweepTable([r for r in self.rows if ok(r)], self.columns, self.meta)
+        return SweepTable([r for r in self.rows if row_matches(r, equals)], self.columns,
+                          self.meta)
 
     def to_dict(self) -> dict[str, list[Any]]:
         """Dict of columns."""

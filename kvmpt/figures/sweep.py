@@ -102,17 +102,8 @@ def _in_order(values: Iterable[Any]) -> list[Any]:
 
 
 def _filter(rows, where: Mapping[str, Any] | None):
-    if not where:
-        return rows
-    def ok(r):
-        for k, v in where.items():
-            if isinstance(v, (list, tuple, set, frozenset)):
-                if r.get(k) not in v:
-                    return False
-            elif r.get(k) != v:
-                return False
-        return True
-    return [r for r in rows if ok(r)]
+    from kvmpt.sweep import row_matches
+    return [r for r in rows if row_matches(r, where)] if where else rows
 
 
 def aggregate(rows: Sequence[Mapping[str, Any]], metric: str, by: Sequence[str],
