@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import functools
 import math
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
-from .tomlfile import TomlLocator, located  # noqa: F401  (re-exported)
+from .tomlfile import TomlLocator, located, read_toml  # noqa: F401  (re-exported)
 from .work import PRIMITIVES, Work
 
 __all__ = [
@@ -198,12 +197,7 @@ def _check_entry(path, loc, table: tuple, entry, spec: dict) -> None:
 def load_costs(path=None) -> CostModel:
     """Load and validate a cost file (default ``data/costs.toml``)."""
     path = Path(path) if path is not None else COSTS_PATH
-    text = path.read_text(encoding="utf-8")
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CostError(f"{path}: not valid TOML: {exc}") from None
-    loc = TomlLocator(text)
+    doc, loc = read_toml(path, CostError)
     for key in doc:
         if key not in ("clock", "primitive"):
             raise CostError(located(path, loc, (key,) if isinstance(doc[key], dict) else (),

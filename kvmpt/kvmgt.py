@@ -22,7 +22,7 @@ import numpy as np
 from . import lockdep as ld
 from .page_track import NotifierNode, gpa_to_gfn, write_track_add_gfn_locked, \
     write_track_remove_gfn_locked
-from .work import HookCall
+from .work import HookCall, Work
 
 if TYPE_CHECKING:  # pragma: no cover
     from .memslot import MemorySlot
@@ -252,6 +252,13 @@ class KVMGT:
         if not self.attached:
             raise OSError(errno.ESRCH, "vGPU is not attached (INTEL_VGPU_STATUS_ATTACHED clear)")
 
+    def _probe(self, gfn: int, work: Work) -> bool:
+        """``kvmgt_gfn_is_write_protected()``: one ptable lookup, accounted in ``work``."""
+        found, steps = self.ptable.find(gfn)
+        work.add("gfn_probes")
+        work.add("chain_steps", steps)
+        return found
+
     # ------------------------------------------ intel_gvt_page_track_{add,remove}
     def page_track_add(self, gfn: int) -> int:
         """Mirrors ``intel_gvt_page_track_add()``.  v6.5 (ptable under mmu_lock):
@@ -262,9 +269,7 @@ class KVMGT:
         vm, work = self.vm, self.vm.work
         if self._mutex_design():
             with vm.lockdep_ctx("gvt", self._table_lock):
-                found, steps = self.ptable.find(gfn)
-                work.add("gfn_probes")
-                work.add("chain_steps", steps)
+                found = self._probe(gfn, work)
                 if found:
                     return 0
                 r = vm.write_track_add_gfn(gfn, ctx="gvt", _raise=False)
@@ -278,9 +283,7 @@ class KVMGT:
         if slot is None:
             return -errno.EINVAL
         with vm.mmu_write_lock("gvt"):
-            found, steps = self.ptable.find(gfn)
-            work.add("gfn_probes")
-            work.add("chain_steps", steps)
+            found = self._probe(gfn, work)
             if not found:
                 write_track_add_gfn_locked(slot, gfn, work, vm.warnings, vm._op)
                 self.ptable.add(gfn)
@@ -294,9 +297,7 @@ class KVMGT:
         vm, work = self.vm, self.vm.work
         if self._mutex_design():
             with vm.lockdep_ctx("gvt", self._table_lock):
-                found, steps = self.ptable.find(gfn)
-                work.add("gfn_probes")
-                work.add("chain_steps", steps)
+                found = self._probe(gfn, work)
                 if not found:
                     return 0
                 r = vm.write_track_remove_gfn(gfn, ctx="gvt", _raise=False)
@@ -310,9 +311,7 @@ class KVMGT:
         if slot is None:
             return -errno.EINVAL
         with vm.mmu_write_lock("gvt"):
-            found, steps = self.ptable.find(gfn)
-            work.add("gfn_probes")
-            work.add("chain_steps", steps)
+            found = self._probe(gfn, work)
             if found:
                 write_track_remove_gfn_locked(slot, gfn, work, vm.warnings, vm._op)
                 self.ptable.delete(gfn)
@@ -333,9 +332,7 @@ class KVMGT:
         gfn = gpa_to_gfn(gpa)
         lock = self.design.kvmgt_lock
         if lock == "none":
-            found, steps = self.ptable.find(gfn)
-            work.add("gfn_probes")
-            work.add("chain_steps", steps)
+            found = self._probe(gfn, work)
             if found:
                 with vm.lockdep_ctx("vcpu", ld.VGPU_LOCK):
                     self.page_track_handler(gpa, nbytes)
@@ -345,9 +342,7 @@ class KVMGT:
         if lock == "mmu_lock":
             work.mmu_lock_begin()
         with vm.lockdep_ctx("vcpu", *locks):
-            found, steps = self.ptable.find(gfn)
-            work.add("gfn_probes")
-            work.add("chain_steps", steps)
+            found = self._probe(gfn, work)
             if found:
                 self.page_track_handler(gpa, nbytes)
         if lock == "mmu_lock":

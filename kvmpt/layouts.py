@@ -17,11 +17,10 @@ QEMU never MOVEs a slot (workloads.md §1.6), so neither does a layout.
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .tomlfile import TomlLocator, names, resolve
+from .tomlfile import TomlLocator, names, read_toml, resolve
 from .trace import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, PAGE_SIZE, MemslotOp
 
 __all__ = [
@@ -159,12 +158,7 @@ def _resolve(name_or_path) -> Path:
 def load_layout(name_or_path) -> Layout:
     """Load and validate a layout by name (``q35-ovmf-smm``) or path."""
     path = _resolve(name_or_path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise LayoutError(f"{path}: not valid TOML: {exc}") from None
-    loc = TomlLocator(text)
+    doc, loc = read_toml(path, LayoutError)
     for key in doc:
         if key not in ("layout", "slot", "churn"):
             raise LayoutError(f"{path}: unknown top-level table '{key}'")

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import errno as errno_mod
 import math
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -44,7 +43,7 @@ import numpy as np
 from .costs import TAGS, CostModel, default_costs
 from .design import Design
 from .layouts import Churn, Layout, build_ops, churn_ops, final_state, load_layout
-from .tomlfile import TomlLocator, located, names, resolve
+from .tomlfile import located, names, read_toml, resolve
 from .trace import MemslotOp, load_qemu_trace
 
 __all__ = [
@@ -356,12 +355,7 @@ def load_scenario(name_or_path) -> Scenario:
     if isinstance(name_or_path, Scenario):
         return name_or_path
     path = _resolve(name_or_path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
-    loc = TomlLocator(text)
+    doc, loc = read_toml(path, ScenarioError)
     for key, val in doc.items():
         if key not in _SCHEMA:
             raise ScenarioError(located(path, loc, (key,) if isinstance(val, dict) else (),

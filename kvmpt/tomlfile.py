@@ -7,6 +7,7 @@ file is reported as ``file:line: [table] field 'key': problem``.
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 
@@ -98,3 +99,13 @@ def resolve(directory: Path, name_or_path, kind: str, error=ValueError) -> Path:
 def names(directory: Path) -> list[str]:
     """The ``*.toml`` files of a data directory, by name."""
     return sorted(p.stem for p in directory.glob("*.toml"))
+
+
+def read_toml(path: Path, error=ValueError) -> tuple[dict, TomlLocator]:
+    """Parse a data file; a syntax error becomes ``error("path: not valid TOML: ...")``."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from None
+    return doc, TomlLocator(text)

@@ -181,30 +181,26 @@ class VM:
         ``srcu_read_lock``, ``gfn_to_memslot`` (address space 0; -EINVAL if none),
         ``write_lock(mmu_lock)``, ``__kvm_write_track_add_gfn``.  Returns 0, or
         raises OSError(EINVAL) (returns -EINVAL when called from the model)."""
-        gfn = self._check_gfn(gfn)
-        slot = self._gfn_to_memslot(gfn, 0)
-        self.work.add("slot_lookups")
-        if slot is None:
-            if _raise:
-                raise OSError(errno.EINVAL, f"kvm_write_track_add_gfn: no memslot holds gfn {gfn:#x}")
-            return -errno.EINVAL
-        with self.mmu_write_lock(ctx):
-            self.lockdep.assert_held_write(ctx, ld.MMU_LOCK, "__kvm_write_track_add_gfn")
-            write_track_add_gfn_locked(slot, gfn, self.work, self.warnings, self._op)
-        return 0
+        return self._write_track_gfn(gfn, ctx, _raise, "add", write_track_add_gfn_locked)
 
     def write_track_remove_gfn(self, gfn: int, ctx: str = "gvt", _raise: bool = True) -> int:
-        """Mirrors ``kvm_write_track_remove_gfn(kvm, gfn)`` (page_track.c, v6.6)."""
+        """Mirrors ``kvm_write_track_remove_gfn(kvm, gfn)`` (page_track.c, v6.6): the
+        same srcu / ``gfn_to_memslot`` / ``mmu_lock`` pattern around
+        ``__kvm_write_track_remove_gfn``."""
+        return self._write_track_gfn(gfn, ctx, _raise, "remove", write_track_remove_gfn_locked)
+
+    def _write_track_gfn(self, gfn, ctx, _raise, what, locked_fn) -> int:
         gfn = self._check_gfn(gfn)
         slot = self._gfn_to_memslot(gfn, 0)
         self.work.add("slot_lookups")
         if slot is None:
             if _raise:
-                raise OSError(errno.EINVAL, f"kvm_write_track_remove_gfn: no memslot holds gfn {gfn:#x}")
+                raise OSError(errno.EINVAL, f"kvm_write_track_{what}_gfn: no memslot holds "
+                              f"gfn {gfn:#x}")
             return -errno.EINVAL
         with self.mmu_write_lock(ctx):
-            self.lockdep.assert_held_write(ctx, ld.MMU_LOCK, "__kvm_write_track_remove_gfn")
-            write_track_remove_gfn_locked(slot, gfn, self.work, self.warnings, self._op)
+            self.lockdep.assert_held_write(ctx, ld.MMU_LOCK, f"__kvm_write_track_{what}_gfn")
+            locked_fn(slot, gfn, self.work, self.warnings, self._op)
         return 0
 
     # ================================================================ KVMGT
