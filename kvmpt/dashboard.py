@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .claims import GIB, price_rows, ptable_walk_cost, slot_hook_cost
-from .design import KVMGT_LOCKS, Design
+from .design import KNOBS, KVMGT_LOCKS, Design, parse_design
 
 __all__ = ["Param", "PARAMETERS", "controls", "evaluate", "Dashboard", "DEFAULTS"]
 
@@ -63,7 +63,7 @@ PARAMETERS: tuple[Param, ...] = (
     Param("seed", "seed", "int", default=0, lo=0, hi=9),
 )
 DEFAULTS = {p.name: p.default for p in PARAMETERS}
-DESIGN_KNOBS = ("slot_hook", "move", "kvmgt_lock", "drop_protection_on_remove")
+DESIGN_KNOBS = KNOBS
 __all__ += ["static_variants", "design_of"]
 
 #: slot sizes the cost curve is drawn at (GiB)
@@ -72,7 +72,8 @@ EXACT_MAX_PAGES = 1 << 18        # the dashboard runs the walk gfn by gfn up to 
 
 
 def design_of(values: Mapping[str, Any]) -> Design:
-    return Design(**{k: values[k] for k in DESIGN_KNOBS})
+    """The design the controls show (``kvmpt.design.parse_design`` of their knob values)."""
+    return parse_design({k: values[k] for k in DESIGN_KNOBS})
 
 
 # ------------------------------------------------------------------ the scenario

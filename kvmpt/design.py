@@ -29,11 +29,17 @@ Each knob is named after what it changes in the kernel:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 SLOT_HOOKS = ("flush", "remove")
 MOVE_POLICIES = ("allow", "reject")
 KVMGT_LOCKS = ("none", "mmu_lock", "gfn_lock", "vgpu_lock")
+#: the knobs in field order: the columns of a sweep, the controls of the dashboard
+KNOBS = ("slot_hook", "move", "kvmgt_lock", "drop_protection_on_remove")
+#: short spellings accepted by :func:`parse_design`'s ``knob=value`` form
+KNOB_ALIASES = {"hook": "slot_hook", "lock": "kvmgt_lock", "drop": "drop_protection_on_remove"}
+_TRUE, _FALSE = ("1", "true", "yes", "drop"), ("0", "false", "no", "keep")
 
 
 @dataclass(frozen=True)
@@ -71,15 +77,11 @@ class Design:
         raise ValueError(f"unknown design preset {name!r}; known presets: v6.5, v6.6")
 
     @classmethod
-    def coerce(cls, design: "Design | str | None") -> "Design":
-        """Accept a Design, a preset name, or None (the v6.6 default)."""
+    def coerce(cls, design: "Design | str | Mapping | None") -> "Design":
+        """Accept None (the v6.6 default) or anything :func:`parse_design` takes."""
         if design is None:
             return cls.preset("v6.6")
-        if isinstance(design, Design):
-            return design
-        if isinstance(design, str):
-            return cls.preset(design)
-        raise TypeError(f"design must be a Design or a preset name, got {type(design).__name__}")
+        return parse_design(design)
 
     def replace(self, **changes) -> "Design":
         return dataclasses.replace(self, **changes)
@@ -98,3 +100,64 @@ class Design:
         """Every combination of the knobs (32 designs)."""
         return [cls(h, m, l, d) for h in SLOT_HOOKS for m in MOVE_POLICIES
                 for l in KVMGT_LOCKS for d in (True, False)]
+
+    def knobs(self) -> dict[str, object]:
+        """The knob values by name (``KNOBS`` order)."""
+        return {k: getattr(self, k) for k in KNOBS}
+
+
+def parse_design(spec: "Design | str | Mapping") -> Design:
+    """The one way every entry point (CLI, sweep, dashboard, race, replay) reads a design.
+
+    Accepts a :class:`Design`; a preset name (``"v6.5"``, ``"v6.6"``); a compact name as
+    :attr:`Design.name` prints it (``"flush/allow-move/none/drop"``); knobs
+    (``"slot_hook=flush,move=allow,kvmgt_lock=none,drop=1"``; ``hook``, ``lock`` and
+    ``drop`` are short for the full knob names; unset knobs take the v6.6 value); or a
+    mapping of knob names to values (what the dashboard's controls hold).  Raises
+    ValueError naming the bad part, TypeError for a value of the wrong type.
+    """
+    if isinstance(spec, Design):
+        return spec
+    if isinstance(spec, Mapping):
+        return _from_knobs(dict(spec), repr(dict(spec)))
+    if not isinstance(spec, str):
+        raise TypeError(f"a design is a Design, a name or a mapping of knobs, "
+                        f"got {type(spec).__name__} {spec!r}")
+    text = spec.strip()
+    if text in Design.PRESETS:
+        return Design.preset(text)
+    if "=" in text:
+        knobs: dict[str, object] = {}
+        for part in text.split(","):
+            key, eq, value = (x.strip() for x in part.partition("="))
+            if not eq or not key:
+                raise ValueError(f"design {spec!r}: {part.strip()!r} is not knob=value")
+            if KNOB_ALIASES.get(key, key) in {KNOB_ALIASES.get(k, k) for k in knobs}:
+                raise ValueError(f"design {spec!r}: knob {key!r} given twice")
+            knobs[key] = value
+        return _from_knobs(knobs, repr(spec))
+    for d in Design.all():
+        if d.name == text:
+            return d
+    raise ValueError(f"unknown design {spec!r}: use a preset ({', '.join(Design.PRESETS)}), "
+                     "a name such as 'flush/allow-move/none/drop', or knobs such as "
+                     "'slot_hook=flush,move=allow,kvmgt_lock=none,drop=1'")
+
+
+def _from_knobs(raw: dict, where: str) -> Design:
+    knobs: dict[str, object] = {}
+    for key, value in raw.items():
+        name = KNOB_ALIASES.get(key, key)
+        if name not in KNOBS:
+            raise ValueError(f"design {where}: unknown knob {key!r} (knobs: "
+                             f"{', '.join(KNOBS)}; short: {', '.join(KNOB_ALIASES)})")
+        if name in knobs:
+            raise ValueError(f"design {where}: knob {name!r} given twice")
+        if name == "drop_protection_on_remove" and isinstance(value, str):
+            v = value.strip().lower()
+            if v not in _TRUE + _FALSE:
+                raise ValueError(f"design {where}: {key}={value!r} wants one of "
+                                 f"{'/'.join(_TRUE)} or {'/'.join(_FALSE)}")
+            value = v in _TRUE
+        knobs[name] = value
+    return Design(**knobs)

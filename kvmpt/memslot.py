@@ -9,6 +9,7 @@ bitmaps are reduced to what changes the flow (a bitmap exists or not).
 from __future__ import annotations
 
 import bisect
+import errno
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,14 @@ def gfn_to_index(gfn: int, base_gfn: int, level: int) -> int:
 
 # enum kvm_mr_change (include/linux/kvm_host.h)
 CREATE, DELETE, MOVE, FLAGS_ONLY = "CREATE", "DELETE", "MOVE", "FLAGS_ONLY"
+#: ``__kvm_set_memory_region()`` returns 0 without a change (same base, flags, size, hva)
+NOOP = "NOOP"
+#: the ioctl's checks refused the request before a change was chosen (no kvm_mr_change;
+#: not to be confused with ``KVM_MEMSLOT_INVALID``, the flag of the S2a copy)
+REJECTED = "REJECTED"
+#: what a KVM_SET_USER_MEMORY_REGION request turns into, in one vocabulary for the model,
+#: replay, scenarios and sweeps
+CHANGES = (CREATE, DELETE, MOVE, FLAGS_ONLY, NOOP, REJECTED)
 
 
 @dataclass(eq=False)
@@ -195,3 +204,150 @@ class Memslots:
                 return s if s.base_gfn + s.npages > start else None
             i -= 1
         return None
+
+
+# ---------------------------------------------------------------------------
+# The ioctl's rules: one function, used by the VM model and by replay
+
+@dataclass(frozen=True)
+class KernelProfile:
+    """The rules of ``KVM_SET_USER_MEMORY_REGION`` that depend on the kernel build and
+    version, as data.  ``V6_6`` holds v6.5/v6.6 x86-64 (they share these rules: the
+    page-track series did not touch ``kvm_main.c``, spec section 3).
+
+    ``access_ok``: ``"sign-bit"`` is x86-64 ``__access_ok()`` in v6.4..v6.11
+    (arch/x86/include/asm/uaccess_64.h: ``valid_user_address(x)`` is ``(long)x >= 0``,
+    applied to ``ptr + size`` with a wrap check); ``"user-ptr-max"`` compares ``ptr +
+    size`` with ``user_ptr_max`` (later kernels' runtime ``USER_PTR_MAX``).
+    """
+
+    name: str
+    user_mem_slots: int = KVM_USER_MEM_SLOTS       # KVM_USER_MEM_SLOTS (KVM_CAP_NR_MEMSLOTS)
+    mem_slots_num: int = KVM_MEM_SLOTS_NUM         # KVM_MEM_SLOTS_NUM
+    address_spaces: int = KVM_ADDRESS_SPACE_NUM    # KVM_ADDRESS_SPACE_NUM (SMM: 2)
+    valid_flags: int = KVM_VALID_FLAGS             # check_memory_region_flags()
+    max_nr_pages: int = KVM_MEM_MAX_NR_PAGES       # KVM_MEM_MAX_NR_PAGES
+    access_ok: str = "sign-bit"
+    user_ptr_max: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.access_ok not in ("sign-bit", "user-ptr-max"):
+            raise ValueError(f"KernelProfile.access_ok must be 'sign-bit' or 'user-ptr-max', "
+                             f"got {self.access_ok!r}")
+        if (self.access_ok == "user-ptr-max") != (self.user_ptr_max is not None):
+            raise ValueError("KernelProfile: user_ptr_max goes with access_ok='user-ptr-max'")
+
+    def access_ok_fails(self, ptr: int, size: int) -> bool:
+        """``!access_ok(ptr, size)`` for a non-constant size (the ioctl's case)."""
+        total = (ptr + size) & U64_MAX
+        if total < ptr:
+            return True
+        if self.access_ok == "sign-bit":
+            return total >= 1 << 63
+        return total > self.user_ptr_max
+
+
+#: v6.5 and v6.6 on x86-64 with CONFIG_KVM_SMM=y (the kernels of the review)
+V6_6 = KernelProfile("v6.6")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What ``__kvm_set_memory_region()`` decides for one request, before
+    ``kvm_set_memslot()`` runs: ``errno`` 0 with the ``change`` to make (``NOOP``: return
+    0 at once), or the errno with ``change`` ``REJECTED``.  ``old`` is the slot the
+    request names (None for CREATE); ``reason`` says which check decided, in the
+    kernel's terms."""
+
+    errno: int
+    change: str
+    reason: str
+    as_id: int = 0
+    id: int = 0
+    old: "MemorySlot | None" = None
+    base_gfn: int = 0
+    npages: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.errno == 0
+
+
+def check_set_user_memory_region(profile: KernelProfile, address_spaces, slot: int,
+                                 flags: int, guest_phys_addr: int, memory_size: int,
+                                 userspace_addr: int, nr_memslot_pages: int = 0) -> Decision:
+    """The checks of ``KVM_SET_USER_MEMORY_REGION`` in the kernel's order (spec section
+    3.1): mirrors virt/kvm/kvm_main.c ``kvm_vm_ioctl_set_memory_region()`` and
+    ``__kvm_set_memory_region()`` (v6.5/v6.6), up to the call of ``kvm_set_memslot()``.
+
+    ``address_spaces[as_id]`` is that address space's :class:`Memslots`; the fields are
+    integers that fit their ``__u32``/``__u64`` (the caller checks types).  Changes
+    nothing.  What can still fail later (prepare's -EINVAL/-ENOMEM, the MOVE rejection)
+    belongs to ``kvm_set_memslot()``.
+    """
+    as_id, id = slot >> 16, slot & 0xFFFF
+    size, gpa, ua = memory_size, guest_phys_addr, userspace_addr
+
+    def reject(why: str, err: int = errno.EINVAL) -> Decision:
+        return Decision(err, REJECTED, why, as_id, id)
+
+    # kvm_vm_ioctl_set_memory_region(): (u16)mem->slot >= KVM_USER_MEM_SLOTS
+    if id >= profile.user_mem_slots:
+        return reject(f"slot id {id} >= KVM_USER_MEM_SLOTS ({profile.user_mem_slots})")
+    # check_memory_region_flags()
+    if flags & ~profile.valid_flags:
+        return reject(f"flags {flags:#x} has bits outside {profile.valid_flags:#x} "
+                      "(check_memory_region_flags)")
+    # memory_size page aligned and fits unsigned long (x86-64: always)
+    if size & (PAGE_SIZE - 1):
+        return reject(f"memory_size {size:#x} is not page aligned")
+    if gpa & (PAGE_SIZE - 1):
+        return reject(f"guest_phys_addr {gpa:#x} is not page aligned")
+    # userspace_addr: aligned, == untagged_addr() (identity without LAM), access_ok()
+    if ua & (PAGE_SIZE - 1):
+        return reject(f"userspace_addr {ua:#x} is not page aligned")
+    if profile.access_ok_fails(ua, size):
+        return reject(f"access_ok({ua:#x}, {size:#x}) fails ({profile.access_ok})")
+    if as_id >= profile.address_spaces or id >= profile.mem_slots_num:
+        return reject(f"address space {as_id} >= KVM_ADDRESS_SPACE_NUM "
+                      f"({profile.address_spaces})")
+    if gpa + size > U64_MAX:
+        return reject("guest_phys_addr + memory_size wraps")
+    npages = size >> PAGE_SHIFT
+    if npages > profile.max_nr_pages:
+        return reject(f"{npages} pages > KVM_MEM_MAX_NR_PAGES ({profile.max_nr_pages})")
+
+    slots = address_spaces[as_id]
+    old = slots.by_id.get(id)
+    if not size:
+        # DELETE: "if (!old || !old->npages) return -EINVAL" -- no KVM_MR_DELETE is made
+        if old is None or not old.npages:
+            return reject(f"size 0 (DELETE) for slot {id} of address space {as_id}, "
+                          "which does not exist")
+        if nr_memslot_pages < old.npages:   # WARN_ON_ONCE(kvm->nr_memslot_pages < npages)
+            return reject("nr_memslot_pages < old->npages (WARN_ON_ONCE)", errno.EIO)
+        return Decision(0, DELETE, "size 0", as_id, id, old, old.base_gfn, old.npages)
+    base_gfn = gpa >> PAGE_SHIFT
+    if old is None or not old.npages:
+        change = CREATE
+        if nr_memslot_pages + npages > U64_MAX:      # unsigned long overflow
+            return reject("nr_memslot_pages + npages overflows")
+    else:
+        if ua != old.userspace_addr or npages != old.npages \
+                or (flags ^ old.flags) & KVM_MEM_READONLY:
+            return reject(f"slot {id} exists: userspace_addr, memory_size and READONLY "
+                          "cannot change")
+        if base_gfn != old.base_gfn:
+            change = MOVE
+        elif flags != old.flags:
+            change = FLAGS_ONLY
+        else:
+            return Decision(0, NOOP, "nothing changes: return 0", as_id, id, old, base_gfn,
+                            npages)
+    if change in (CREATE, MOVE):
+        # kvm_check_memslot_overlap()
+        other = slots.overlaps(id, base_gfn, base_gfn + npages)
+        if other is not None:
+            return reject(f"[{base_gfn:#x}, {base_gfn + npages:#x}) overlaps slot {other.id} "
+                          f"of address space {as_id}", errno.EEXIST)
+    return Decision(0, change, "", as_id, id, old, base_gfn, npages)

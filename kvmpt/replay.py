@@ -6,8 +6,9 @@ in bits 16..31, as QEMU's ``kvm_set_user_memory_region()`` passes it), compares
 the errno with the trace's ``ret=`` and reports:
 
 * op counts by kind (``enum kvm_mr_change``: CREATE, DELETE, MOVE, FLAGS_ONLY,
-  plus NOOP and INVALID), decided by ``__kvm_set_memory_region()``'s rules
-  (virt/kvm/kvm_main.c, spec/kernel-semantics.md §3.1 #9-11) against the VM's
+  plus NOOP and REJECTED), decided by the model's one rules function
+  (``kvmpt.memslot.check_set_user_memory_region``, mirroring
+  ``__kvm_set_memory_region()``, spec/kernel-semantics.md §3.1) against the VM's
   slots just before the op;
 * mismatches between the model's errno and the trace's;
 * the final layout per address space;
@@ -36,7 +37,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .design import Design
-from .trace import (KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, MemslotOp, load_ops)
+from .design import parse_design as _parse_design
+from .memslot import CHANGES, DELETE
+from .trace import MemslotOp, load_ops
 
 __all__ = [
     "KINDS", "WORK_FIELDS", "OpResult", "ReplayResult", "TrackedSet", "classify",
@@ -44,61 +47,23 @@ __all__ = [
     "cycles_of", "call_cycles", "add_arguments", "run",
 ]
 
-KINDS = ("CREATE", "DELETE", "MOVE", "FLAGS_ONLY", "NOOP", "INVALID")
+KINDS = CHANGES
 #: primitive-op counters reported per hook (kvmpt.work); missing ones count 0
 WORK_FIELDS = ("gfn_probes", "chain_steps", "counter_updates", "lpage_updates", "tlb_flushes",
                "hash_deletes", "zaps", "srcu_syncs", "mmu_lock_acquisitions",
                "mmu_lock_held_steps")
 BIG_SLOT_PAGES = 1 << 18          # 1 GiB: "big RAM slot" (workloads.md §1.5)
-_AS_IDS = (0, 1)
-
-# Mirrors of the x86 constants __kvm_set_memory_region() checks (v6.5/v6.6).
-_USER_MEM_SLOTS = 32764
-_MAX_NR_PAGES = (1 << 31) - 1
-_VALID_FLAGS = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY
 
 
 # ---------------------------------------------------------------------------
-# Classification (kernel rules, against the VM's current slots)
+# Classification: the kernel's own decision (kvmpt.memslot.check_set_user_memory_region)
 
-def _slot_table(vm, as_id: int) -> dict[int, Any]:
-    return {s.id: s for s in vm.memslots(as_id)}
-
-
-def classify(op: MemslotOp, slots_by_id: Mapping[int, Any]) -> str:
-    """The ``enum kvm_mr_change`` ``__kvm_set_memory_region()`` would pick for ``op``.
-
-    Mirrors virt/kvm/kvm_main.c:__kvm_set_memory_region (v6.5): the argument
-    checks (#1-8 of spec §3.1) first, then size 0 is DELETE, no old slot is
-    CREATE, and a modify of hva/size/READONLY is invalid; otherwise a new base
-    is MOVE, new flags FLAGS_ONLY, and nothing new a no-op.  ``slots_by_id``
-    maps slot id to the live slot (``.base_gfn .npages .flags
-    .userspace_addr``) in ``op``'s address space.  Returns one of ``KINDS``;
-    INVALID means the kernel rejects the op before choosing a change.
-    :func:`replay` uses the model's own choice (``vm.op_log``) when it has one
-    and this function otherwise; the tests check that the two agree.
-    """
-    if op.slot >= _USER_MEM_SLOTS or op.as_id >= len(_AS_IDS):
-        return "INVALID"
-    if op.flags & ~_VALID_FLAGS:
-        return "INVALID"
-    if op.size % 4096 or op.gpa % 4096 or op.ua % 4096:
-        return "INVALID"
-    if op.gpa + op.size > (1 << 64) - 1 or (op.size >> 12) > _MAX_NR_PAGES:
-        return "INVALID"
-    old = slots_by_id.get(op.slot)
-    if op.size == 0:
-        return "DELETE"
-    if old is None or not old.npages:
-        return "CREATE"
-    if (op.ua != old.userspace_addr or (op.size >> 12) != old.npages
-            or (op.flags ^ old.flags) & KVM_MEM_READONLY):
-        return "INVALID"
-    if (op.gpa >> 12) != old.base_gfn:
-        return "MOVE"
-    if op.flags != old.flags:
-        return "FLAGS_ONLY"
-    return "NOOP"
+def classify(op: MemslotOp, vm) -> str:
+    """The change ``__kvm_set_memory_region()`` picks for ``op`` against ``vm``'s slots
+    now: one of ``KINDS`` (``REJECTED``: refused by the ioctl's checks, no change made).
+    The decision is the model's own (:meth:`kvmpt.vm.VM.check_user_memory_region`)."""
+    return vm.check_user_memory_region(op.ioctl_slot, op.flags, op.gpa, op.size,
+                                       op.ua).change
 
 
 def infer_prologue(ops: Sequence[MemslotOp],
@@ -478,28 +443,24 @@ def _may_change_staleness(calls, kind: str) -> bool:
 
 def _apply(vm, op: MemslotOp, index: int, gvt, stale_before: int | None) -> OpResult:
     """Apply one op and record what it did (kind, errno, hook calls, WARNs, staleness)."""
-    slots = _slot_table(vm, op.as_id) if op.as_id in _AS_IDS else {}
-    kind = classify(op, slots)
+    decision = vm.check_user_memory_region(op.ioctl_slot, op.flags, op.gpa, op.size, op.ua)
+    kind, old = decision.change, decision.old
     note = ""
-    old = slots.get(op.slot)
-    if kind == "DELETE" and old is not None and (op.gpa >> 12) != old.base_gfn:
+    if kind == DELETE and (op.gpa >> 12) != old.base_gfn:
         note = (f"DELETE line says gpa 0x{op.gpa:x}, the slot is at "
                 f"0x{old.base_gfn << 12:x}")
-    calls_before = len(getattr(vm, "hook_calls", ()))
-    warns_before = len(getattr(vm, "warnings", ()))
-    log_before = len(getattr(vm, "op_log", ()))
+    calls_before, warns_before, log_before = (len(vm.hook_calls), len(vm.warnings),
+                                              len(vm.op_log))
     try:
         vm.set_user_memory_region(op.ioctl_slot, op.flags, op.gpa, op.size, op.ua)
         err = 0
     except OSError as exc:
         err = exc.errno if exc.errno is not None else errno_mod.EIO
-    calls = tuple(getattr(vm, "hook_calls", ())[calls_before:])
-    warns = tuple(str(_get(w, "message", w)) for w in getattr(vm, "warnings", ())[warns_before:])
-    log = getattr(vm, "op_log", ())
-    if len(log) > log_before:                    # the model's own choice of change wins
-        change = _get(log[-1], "change", None)
-        if change is not None:
-            kind = "NOOP" if change == "NONE" else str(change)
+    calls = tuple(vm.hook_calls[calls_before:])
+    warns = tuple(w.message for w in vm.warnings[warns_before:])
+    log = vm.op_log
+    if len(log) > log_before and log[-1].change != kind:    # one rules function: never
+        raise AssertionError(f"op {index}: decided {kind}, the model made {log[-1].change}")
     stale_after, newly = stale_before, 0
     if gvt is not None and _may_change_staleness(calls, kind):
         stale_after = _stale_count(gvt)
@@ -539,11 +500,12 @@ def replay(vm, ops: Sequence[MemslotOp], *, kvmgt: bool = False, tracked: int = 
         raise ValueError("tracked must be >= 0")
     if track_after is not None and not 0 <= track_after <= len(ops):
         raise ValueError(f"track_after={track_after} is outside 0..{len(ops)}")
-    design = getattr(vm, "design", None) or Design.coerce(None)
+    design = vm.design
+    address_spaces = range(vm.profile.address_spaces)
 
     # A KVMGT the caller attached (and maybe shadowed gfns with) is observed as is.
-    gvt = getattr(vm, "kvmgt", None)
-    if gvt is not None and not getattr(gvt, "attached", True):
+    gvt = vm.kvmgt
+    if gvt is not None and not gvt.attached:
         gvt = None
     if gvt is None and (kvmgt or tracked > 0):
         gvt = vm.attach_kvmgt()
@@ -551,7 +513,7 @@ def replay(vm, ops: Sequence[MemslotOp], *, kvmgt: bool = False, tracked: int = 
 
     prologue_results: list[OpResult] = []
     if infer_missing:
-        present = {(a, s.id) for a in _AS_IDS for s in vm.memslots(a)}
+        present = {(a, s.id) for a in address_spaces for s in vm.memslots(a)}
         for op in infer_prologue(ops, present):
             prologue_results.append(_apply(vm, op, -1, gvt, _stale_count(gvt)))
 
@@ -583,7 +545,7 @@ def replay(vm, ops: Sequence[MemslotOp], *, kvmgt: bool = False, tracked: int = 
                          "that much RAM in this trace (use a layout)")
 
     final = {a: [(s.id, s.base_gfn << 12, s.npages << 12, s.flags, s.userspace_addr)
-                 for s in vm.memslots(a)] for a in _AS_IDS}
+                 for s in vm.memslots(a)] for a in address_spaces}
     final = {a: v for a, v in final.items() if v or a == 0}
     stale_gfns = tuple(sorted(gvt.stale_gfns())) if gvt is not None else ()
     violations = tuple(vm.check_invariants()) if check_invariants else ()
@@ -663,28 +625,8 @@ def add_arguments(p) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
-def parse_design(text: str) -> Design:
-    """``v6.5`` / ``v6.6`` or ``slot_hook=flush,move=allow,kvmgt_lock=none,drop=1``."""
-    if "=" not in text:
-        return Design.preset(text)
-    knobs: dict[str, Any] = {}
-    names = {"slot_hook": "slot_hook", "hook": "slot_hook", "move": "move",
-             "kvmgt_lock": "kvmgt_lock", "lock": "kvmgt_lock",
-             "drop": "drop_protection_on_remove",
-             "drop_protection_on_remove": "drop_protection_on_remove"}
-    for part in text.split(","):
-        k, _, v = part.partition("=")
-        k = k.strip()
-        if k not in names:
-            raise ValueError(f"unknown design knob {k!r} in {text!r}")
-        key = names[k]
-        if key == "drop_protection_on_remove":
-            if v.strip().lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(f"drop= wants 1/0, got {v!r}")
-            knobs[key] = v.strip().lower() in ("1", "true", "yes")
-        else:
-            knobs[key] = v.strip()
-    return Design(**knobs)
+#: kept for callers of ``kvmpt.replay.parse_design``: the one parser is kvmpt.design's
+parse_design = _parse_design
 
 
 def load_costs(estimate: str = "point"):

@@ -43,6 +43,7 @@ import numpy as np
 from .costs import TAGS, CostModel, default_costs
 from .design import Design
 from .layouts import Churn, Layout, build_ops, churn_ops, final_state, load_layout
+from .memslot import CHANGES, REJECTED
 from .tomlfile import located, names, read_toml, resolve
 from .trace import MemslotOp, load_qemu_trace
 
@@ -988,7 +989,7 @@ def run(scenario, design, seed: int | None = None, costs: CostModel | None = Non
                 hcols[k].append(v)
             if call.node == "kvmgt":
                 totals["hook_held"] += h_tot
-        kind = rec.change if rec is not None and rec.change else "INVALID"
+        kind = rec.change if rec is not None else REJECTED
         if kind == "DELETE" and err == 0 and gvt is not None and gvt.attached:
             n_deletes += 1
             totals["delete_hook"] += hook_c
@@ -1034,8 +1035,7 @@ def run(scenario, design, seed: int | None = None, costs: CostModel | None = Non
         "scenario": sc.name, "design": design.name, "seed": seed,
         "sim_time_s": float(t_end),
         "ops_total": int(len(kinds)),
-        **{f"ops_{k}": int((kinds == k).sum()) for k in
-           ("CREATE", "DELETE", "MOVE", "FLAGS_ONLY", "NONE", "INVALID")},
+        **{f"ops_{k}": int((kinds == k).sum()) for k in CHANGES},
         "ops_failed": int((errs != 0).sum()),
         "moves_rejected": int(((kinds == "MOVE") & (errs == errno_mod.EINVAL)).sum()),
         "prepare_failures": int((errs == errno_mod.ENOMEM).sum()),

@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from .design import Design
+from .design import KNOBS, Design, parse_design
 
 __all__ = [
     "Grid", "RunSpec", "SweepTable", "sweep", "load_table", "diff", "parse_design", "parse_designs",
@@ -74,7 +74,7 @@ __all__ = [
 HELP = "sweep design knobs and workload parameters over seeds; write a tidy table"
 
 #: columns every table has, before the parameters and after them
-DESIGN_COLUMNS = ("design", "slot_hook", "move", "kvmgt_lock", "drop_protection_on_remove")
+DESIGN_COLUMNS = ("design", *KNOBS)
 _LEAD_COLUMNS = ("run", "key", "scenario")
 _STATUS_COLUMNS = ("seed", "status", "error")
 _RESERVED = frozenset(_LEAD_COLUMNS + DESIGN_COLUMNS + _STATUS_COLUMNS + ("designs", "seeds"))
@@ -88,27 +88,6 @@ _KEY_HEX = 16
 
 # ---------------------------------------------------------------------------
 # Designs, seeds and parameter values from text
-
-def parse_design(text: str | Design) -> Design:
-    """A :class:`Design` from a preset (``v6.5``), a compact name as ``Design.name`` prints it
-    (``flush/allow-move/none/drop``) or knobs (``slot_hook=flush,move=allow,...``)."""
-    if isinstance(text, Design):
-        return text
-    if not isinstance(text, str):
-        raise TypeError(f"a design is a Design or a name, got {type(text).__name__}")
-    text = text.strip()
-    if text in Design.PRESETS:
-        return Design.preset(text)
-    if "=" in text:
-        from .replay import parse_design as parse_knobs
-        return parse_knobs(text)
-    for d in Design.all():
-        if d.name == text:
-            return d
-    raise ValueError(f"unknown design {text!r}: use v6.5, v6.6, all, a name such as "
-                     "'flush/allow-move/none/drop', or knobs such as "
-                     "'slot_hook=flush,move=allow,kvmgt_lock=none,drop=1'")
-
 
 def parse_designs(spec: str | Design | Iterable[str | Design] | None) -> tuple[Design, ...]:
     """Designs from ``"v6.5,v6.6"``, ``"all"`` (the 32 combinations), or a list of names.
@@ -227,8 +206,7 @@ def _json_scalar(v: Any, where: str) -> Any:
 
 
 def _design_knobs(d: Design) -> dict[str, Any]:
-    return {"slot_hook": d.slot_hook, "move": d.move, "kvmgt_lock": d.kvmgt_lock,
-            "drop_protection_on_remove": d.drop_protection_on_remove}
+    return d.knobs()
 
 
 def run_key(scenario_name: str, params: Mapping[str, Any], design: Design, seed: int) -> str:

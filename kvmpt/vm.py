@@ -19,11 +19,11 @@ import numpy as np
 from . import lockdep as ld
 from .design import Design
 from .kvmgt import KVMGT
-from .memslot import (CREATE, DELETE, FLAGS_ONLY, HUGE_LEVELS, KVM_ADDRESS_SPACE_NUM,
-                      KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_MAX_NR_PAGES, KVM_MEM_READONLY,
-                      KVM_MEM_SLOTS_NUM, KVM_USER_MEM_SLOTS, KVM_VALID_FLAGS, MOVE,
-                      PAGE_SHIFT, PAGE_SIZE, U64_MAX, MemorySlot,
-                      Memslots, SlotArch, gfn_to_index, initial_lpage_info, level_shift)
+from .memslot import (CREATE, DELETE, FLAGS_ONLY, HUGE_LEVELS,
+                      KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, MOVE, NOOP, PAGE_SHIFT,
+                      PAGE_SIZE, V6_6, Decision, KernelProfile, MemorySlot, Memslots, SlotArch,
+                      check_set_user_memory_region, gfn_to_index, initial_lpage_info,
+                      level_shift)
 from .page_track import (KernelWarning, NotifierNode, gfn_is_write_tracked, gpa_to_gfn,
                          write_track_add_gfn_locked, write_track_remove_gfn_locked)
 from .work import HookCall, Work
@@ -45,7 +45,7 @@ class OpRecord:
     guest_phys_addr: int
     memory_size: int
     userspace_addr: int
-    change: str | None = None      # CREATE/DELETE/MOVE/FLAGS_ONLY, "NONE" for a no-op
+    change: str | None = None      # one of memslot.CHANGES other than REJECTED
     errno: int = 0
     hook_calls: list[HookCall] = field(default_factory=list)
 
@@ -75,12 +75,17 @@ class VM:
     also be a preset name.  ``max_gfn`` is ``kvm_mmu_max_gfn()``.
     """
 
-    def __init__(self, design: Design | str | None = None, max_gfn: int = DEFAULT_MAX_GFN):
+    def __init__(self, design: Design | str | None = None, max_gfn: int = DEFAULT_MAX_GFN,
+                 profile: KernelProfile = V6_6):
         self.design = Design.coerce(design)
+        if not isinstance(profile, KernelProfile):
+            raise TypeError(f"profile must be a kvmpt.memslot.KernelProfile, got "
+                            f"{type(profile).__name__}")
+        self.profile = profile
         if isinstance(max_gfn, bool) or not isinstance(max_gfn, (int, np.integer)) or max_gfn < 0:
             raise ValueError(f"max_gfn must be a non-negative integer, got {max_gfn!r}")
         self.max_gfn = int(max_gfn)
-        self._as = [Memslots() for _ in range(KVM_ADDRESS_SPACE_NUM)]
+        self._as = [Memslots() for _ in range(profile.address_spaces)]
         self.nr_memslot_pages = 0
         self.events: list[tuple[str, dict]] = []
         self.warnings: list[KernelWarning] = []
@@ -106,8 +111,9 @@ class VM:
 
     def _memslots(self, as_id: int) -> Memslots:
         if isinstance(as_id, bool) or not isinstance(as_id, (int, np.integer)) \
-                or not 0 <= as_id < KVM_ADDRESS_SPACE_NUM:
-            raise ValueError(f"as_id must be 0 or 1 (KVM_ADDRESS_SPACE_NUM = 2), got {as_id!r}")
+                or not 0 <= as_id < len(self._as):
+            raise ValueError(f"as_id must be 0..{len(self._as) - 1} (KVM_ADDRESS_SPACE_NUM = "
+                             f"{len(self._as)}), got {as_id!r}")
         return self._as[int(as_id)]
 
     def _check_gfn(self, gfn) -> int:
@@ -321,6 +327,16 @@ class VM:
     def _event(self, step: str, S: str, **detail) -> None:
         self.events.append((step, {"op": self._op, "S": S, **detail}))
 
+    def check_user_memory_region(self, slot: int, flags: int, guest_phys_addr: int,
+                                 memory_size: int, userspace_addr: int) -> Decision:
+        """What ``__kvm_set_memory_region()`` would decide for this request now (the
+        checks of :func:`kvmpt.memslot.check_set_user_memory_region` under this VM's
+        ``profile``), without doing it: a :class:`kvmpt.memslot.Decision`."""
+        return check_set_user_memory_region(
+            self.profile, self._as, _u("slot", slot, 32), _u("flags", flags, 32),
+            _u("guest_phys_addr", guest_phys_addr, 64), _u("memory_size", memory_size, 64),
+            _u("userspace_addr", userspace_addr, 64), self.nr_memslot_pages)
+
     def set_user_memory_region(self, slot: int, flags: int, guest_phys_addr: int,
                                memory_size: int, userspace_addr: int) -> None:
         """KVM_SET_USER_MEMORY_REGION.  Mirrors ``kvm_vm_ioctl_set_memory_region()`` and
@@ -330,75 +346,24 @@ class VM:
         Returns None; raises OSError with the kernel's errno.  A request rejected
         before ``kvm_set_memslot()`` changes no state and records no event.
         """
-        slot = _u("slot", slot, 32)
-        flags = _u("flags", flags, 32)
-        gpa = _u("guest_phys_addr", guest_phys_addr, 64)
-        size = _u("memory_size", memory_size, 64)
-        ua = _u("userspace_addr", userspace_addr, 64)
-
-        def einval(why: str):
-            return OSError(errno.EINVAL, f"KVM_SET_USER_MEMORY_REGION: {why}")
-
-        as_id, id = slot >> 16, slot & 0xFFFF
-        # kvm_vm_ioctl_set_memory_region()
-        if id >= KVM_USER_MEM_SLOTS:
-            raise einval(f"slot id {id} >= KVM_USER_MEM_SLOTS ({KVM_USER_MEM_SLOTS})")
-        # check_memory_region_flags()
-        if flags & ~KVM_VALID_FLAGS:
-            raise einval(f"flags {flags:#x} has bits other than LOG_DIRTY_PAGES|READONLY")
-        if size & (PAGE_SIZE - 1):
-            raise einval(f"memory_size {size:#x} is not page aligned")
-        if gpa & (PAGE_SIZE - 1):
-            raise einval(f"guest_phys_addr {gpa:#x} is not page aligned")
-        # access_ok() on x86-64 in v6.4..v6.12 (arch/x86/include/asm/uaccess_64.h
-        # __access_ok, after 6014bc27561f): sum = ptr + size; (long)sum >= 0 && sum >= ptr.
-        ua_end = (ua + size) & U64_MAX
-        if ua & (PAGE_SIZE - 1) or ua_end >= 1 << 63 or ua_end < ua:
-            raise einval(f"userspace_addr {ua:#x} is not page aligned or fails access_ok()")
-        if as_id >= KVM_ADDRESS_SPACE_NUM or id >= KVM_MEM_SLOTS_NUM:
-            raise einval(f"address space {as_id} >= KVM_ADDRESS_SPACE_NUM ({KVM_ADDRESS_SPACE_NUM})")
-        if (gpa + size) & U64_MAX < gpa:
-            raise einval("guest_phys_addr + memory_size wraps")
-        if id < KVM_USER_MEM_SLOTS and (size >> PAGE_SHIFT) > KVM_MEM_MAX_NR_PAGES:
-            raise einval(f"{size >> PAGE_SHIFT} pages > KVM_MEM_MAX_NR_PAGES")
-
-        slots = self._as[as_id]
-        old = slots.by_id.get(id)
-        if not size:
-            if old is None or not old.npages:
-                raise einval(f"DELETE of slot {id} in address space {as_id}, which does not exist")
-            change = DELETE
-            new = None
-        else:
-            base_gfn, npages = gpa >> PAGE_SHIFT, size >> PAGE_SHIFT
-            if old is None or not old.npages:
-                change = CREATE
-            else:
-                if ua != old.userspace_addr or npages != old.npages \
-                        or (flags ^ old.flags) & KVM_MEM_READONLY:
-                    raise einval(f"slot {id} exists: its userspace_addr, size and READONLY "
-                                 "flag cannot change")
-                if base_gfn != old.base_gfn:
-                    change = MOVE
-                elif flags != old.flags:
-                    change = FLAGS_ONLY
-                else:
-                    self._begin_op(slot, flags, gpa, size, ua).change = "NONE"
-                    return None
-            if change in (CREATE, MOVE):
-                other = slots.overlaps(id, base_gfn, base_gfn + npages)
-                if other is not None:
-                    raise OSError(errno.EEXIST, f"KVM_SET_USER_MEMORY_REGION: "
-                                  f"[{base_gfn:#x}, {base_gfn + npages:#x}) overlaps slot "
-                                  f"{other.id} in address space {as_id}")
-            new = MemorySlot(id, as_id, base_gfn, npages, flags, ua)
-
+        d = self.check_user_memory_region(slot, flags, guest_phys_addr, memory_size,
+                                          userspace_addr)
+        slot, flags, gpa, size, ua = (int(x) for x in (slot, flags, guest_phys_addr,
+                                                        memory_size, userspace_addr))
+        if d.errno:
+            raise OSError(d.errno, f"KVM_SET_USER_MEMORY_REGION: {d.reason}")
+        if d.change == NOOP:
+            self._begin_op(slot, flags, gpa, size, ua).change = NOOP
+            return None
+        change, old = d.change, d.old
+        new = None if change == DELETE else MemorySlot(d.id, d.as_id, d.base_gfn, d.npages,
+                                                       flags, ua)
         rec = self._begin_op(slot, flags, gpa, size, ua)
         rec.change = change
         r = self._set_memslot(old, new, change, rec)
         rec.errno = -r
         if r:
-            raise OSError(-r, f"KVM_SET_USER_MEMORY_REGION ({change} slot {id} as_id {as_id}) "
+            raise OSError(-r, f"KVM_SET_USER_MEMORY_REGION ({change} slot {d.id} as_id {d.as_id}) "
                           f"failed: {errno.errorcode[-r]}")
         return None
 

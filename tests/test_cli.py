@@ -23,16 +23,6 @@ def run(capsys, *argv):
     return rc, out, err
 
 
-@pytest.fixture
-def fake_vm(monkeypatch):
-    """Replay through the stand-in VM of test_replay (the CLI's logic, not the model's)."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_replay import FakeVM
-    monkeypatch.setattr(replay_mod, "_new_vm", lambda d: FakeVM(d))
-    yield
-    sys.path.remove(str(Path(__file__).parent))
-
-
 def test_top_level_help_lists_every_subcommand(capsys):
     rc, out, _ = run(capsys, "--help")
     assert rc == 0
@@ -86,14 +76,14 @@ def test_missing_subcommands_say_so_in_one_line(capsys, monkeypatch, name):
     (["replay", VGA, "--frobnicate"], "unrecognized arguments"),
     (["replay", VGA, "--format", "pdf"], "invalid choice"),
 ])
-def test_bad_input_is_one_line_and_nonzero(capsys, fake_vm, argv, fragment):
+def test_bad_input_is_one_line_and_nonzero(capsys, argv, fragment):
     rc, out, err = run(capsys, *argv)
     assert rc == 2
     assert err.count("\n") == 1, err
     assert fragment in err and "Traceback" not in err
 
 
-def test_malformed_trace_names_the_line(capsys, fake_vm, tmp_path):
+def test_malformed_trace_names_the_line(capsys, tmp_path):
     bad = tmp_path / "bad.log"
     bad.write_text("qemu starting\n"
                    "kvm_set_user_memory Slot#3 flags=0x1 gpa=0xfd000000 size=0x1000000\n")
@@ -102,7 +92,7 @@ def test_malformed_trace_names_the_line(capsys, fake_vm, tmp_path):
     assert err == "kvmpt: error: line 2: missing field ua\n"
 
 
-def test_empty_trace_is_an_error(capsys, fake_vm, tmp_path):
+def test_empty_trace_is_an_error(capsys, tmp_path):
     empty = tmp_path / "empty.log"
     empty.write_text("nothing here\n")
     rc, _, err = run(capsys, "replay", str(empty))
@@ -118,7 +108,7 @@ def test_internal_errors_are_one_line_too(capsys, monkeypatch):
     assert err.count("\n") == 1 and "internal error: RuntimeError: model exploded" in err
 
 
-def test_replay_text(capsys, fake_vm):
+def test_replay_text(capsys):
     rc, out, err = run(capsys, "replay", VGA, "--quiet")
     assert rc == 0 and err == ""
     assert "design:   v6.5, v6.6" in out
@@ -127,7 +117,7 @@ def test_replay_text(capsys, fake_vm):
     assert max(len(l) for l in out.splitlines()) < 80
 
 
-def test_replay_json_and_csv(capsys, fake_vm):
+def test_replay_json_and_csv(capsys):
     rc, out, _ = run(capsys, "replay", str(TRACES / "qemu_vga_bar_toggle_2020.csv"),
                      "--format", "json", "--design", "v6.6")
     assert rc == 0
@@ -136,7 +126,7 @@ def test_replay_json_and_csv(capsys, fake_vm):
     assert doc["results"][0]["counts"]["DELETE"] == 14
 
 
-def test_replay_layout_churn_with_tracked_set(capsys, fake_vm):
+def test_replay_layout_churn_with_tracked_set(capsys):
     rc, out, _ = run(capsys, "replay", "layout:q35-ovmf-smm", "--tracked", "500",
                      "--seed", "3", "-q")
     assert rc == 0
@@ -146,14 +136,14 @@ def test_replay_layout_churn_with_tracked_set(capsys, fake_vm):
     assert "track_remove_region" in out
 
 
-def test_replay_on_a_layout(capsys, fake_vm):
+def test_replay_on_a_layout(capsys):
     rc, out, _ = run(capsys, "replay", str(TRACES / "i440fx_seabios_40g_smm_on.trace"),
                      "--layout", "q35-ovmf", "--design", "v6.6", "-q")
     assert rc == 0      # the trace fights the layout: EEXIST mismatches are reported
     assert "errno mismatches (model vs trace)" in out
 
 
-def test_design_knobs(capsys, fake_vm):
+def test_design_knobs(capsys):
     rc, out, _ = run(capsys, "replay", VGA, "-q", "--design",
                      "slot_hook=flush,move=reject,kvmgt_lock=vgpu_lock,drop=0")
     assert rc == 0 and "design:   flush/reject-move/vgpu_lock/keep" in out
@@ -176,7 +166,6 @@ def test_as_a_process():
 
 
 def test_real_model_replay(capsys):
-    pytest.importorskip("kvmpt.vm", reason="kvmpt/vm.py (the model) not written yet")
     rc, out, err = run(capsys, "replay", str(TRACES / "i440fx_seabios_40g_smm_on.trace"),
                        "--kvmgt", "-q")
     assert rc == 0, err
@@ -186,7 +175,7 @@ def test_real_model_replay(capsys):
     assert max(len(l) for l in out.splitlines()) < 80
 
 
-def test_out_file(capsys, fake_vm, tmp_path):
+def test_out_file(capsys, tmp_path):
     dest = tmp_path / "report.txt"
     rc, out, err = run(capsys, "replay", VGA, "--out", str(dest))
     assert rc == 0 and out == "" and "wrote" in err

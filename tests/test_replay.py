@@ -1,14 +1,11 @@
 """kvmpt.replay: replaying memslot traffic, op kinds, tracked sets, the text report.
 
-The first half runs against ``FakeVM``, a few-line stand-in for the contract's
-``VM`` (just enough of __kvm_set_memory_region's rules and a v6.6-shaped
-remove_region hook), so replay's own logic is tested without the model.  The
-second half runs the real ``kvmpt.vm.VM`` and is skipped until it exists.
+Everything runs against the real model (``kvmpt.vm.VM``, v6.6 unless a test
+says otherwise): replay has no rules of its own to test apart from it.
 """
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -19,93 +16,13 @@ from kvmpt.replay import (KINDS, classify, infer_prologue, place_tracked, replay
                           replay_designs)
 from kvmpt.textreport import MAX_WIDTH, render_replay
 from kvmpt.trace import MemslotOp, load_ops, load_qemu_trace
+from kvmpt.vm import VM as _VM
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT / "data" / "traces"
 VGA = TRACES / "qemu_vga_bar_toggle_2020.trace"
 SMM_ON = TRACES / "i440fx_seabios_40g_smm_on.trace"
 SMM_OFF = TRACES / "i440fx_seabios_40g_smm_off.trace"
-
-
-# ---------------------------------------------------------------------------
-# A stand-in for kvmpt.vm.VM
-
-@dataclass
-class _Slot:
-    id: int
-    as_id: int
-    base_gfn: int
-    npages: int
-    flags: int
-    userspace_addr: int
-
-
-@dataclass
-class _Gvt:
-    vm: "FakeVM"
-    ptable: set = field(default_factory=set)
-    shadowed: set = field(default_factory=set)
-
-    def shadow(self, gfn):
-        if not any(s.base_gfn <= gfn < s.base_gfn + s.npages for s in self.vm.memslots(0)):
-            raise OSError(errno.EINVAL, "no slot")
-        self.ptable.add(gfn)
-        self.shadowed.add(gfn)
-
-    def stale_gfns(self):
-        return sorted(self.shadowed - self.ptable)
-
-
-class FakeVM:
-    def __init__(self, design="v6.6"):
-        self.design = Design.coerce(design)
-        self.slots = {0: {}, 1: {}}
-        self.hook_calls = []
-        self.gvt = None
-
-    def memslots(self, as_id=0):
-        return sorted(self.slots[as_id].values(), key=lambda s: s.base_gfn)
-
-    def attach_kvmgt(self):
-        self.gvt = _Gvt(self)
-        return self.gvt
-
-    def check_invariants(self):
-        return []
-
-    def set_user_memory_region(self, slot, flags, gpa, size, ua):
-        as_id, sid = slot >> 16, slot & 0xFFFF
-        if as_id > 1 or flags & ~3 or gpa % 4096 or size % 4096:
-            raise OSError(errno.EINVAL, "bad args")
-        table = self.slots[as_id]
-        old = table.get(sid)
-        if size == 0:
-            if old is None:
-                raise OSError(errno.EINVAL, "no such slot")
-            del table[sid]
-            if self.gvt is not None:        # v6.6 remove_region: no as_id, purge the range
-                hits = {g for g in self.gvt.ptable
-                        if old.base_gfn <= g < old.base_gfn + old.npages}
-                self.gvt.ptable -= hits
-                self.hook_calls.append({"hook": "track_remove_region", "node": "kvmgt",
-                                        "npages": old.npages, "hits": len(hits),
-                                        "work": {"gfn_probes": old.npages,
-                                                 "hash_deletes": len(hits)}})
-            return
-        new = _Slot(sid, as_id, gpa >> 12, size >> 12, flags, ua)
-        if old is not None:
-            if ua != old.userspace_addr or new.npages != old.npages or \
-                    (flags ^ old.flags) & 2:
-                raise OSError(errno.EINVAL, "bad modify")
-            if new.base_gfn != old.base_gfn and self.gvt is not None \
-                    and self.design.move == "reject":
-                raise OSError(errno.EINVAL, "MOVE rejected")
-        if old is None or new.base_gfn != old.base_gfn:
-            for s in table.values():
-                if s.id != sid and s.base_gfn < new.base_gfn + new.npages and \
-                        new.base_gfn < s.base_gfn + s.npages:
-                    raise OSError(errno.EEXIST, "overlap")
-        table[sid] = new
 
 
 def op(as_id, slot, gpa, size, flags=0, ua=0x7f0000000000, ret=None):
@@ -116,22 +33,25 @@ def op(as_id, slot, gpa, size, flags=0, ua=0x7f0000000000, ret=None):
 # classify(): spec/kernel-semantics.md §3.1 #9-11
 
 def test_classify_follows_the_kernel_rules():
-    old = _Slot(3, 0, 0x100, 16, 0, 0x7f0000000000)
-    slots = {3: old}
-    assert classify(op(0, 3, 0x100000, 0), slots) == "DELETE"
-    assert classify(op(0, 4, 0x100000, 0), slots) == "DELETE"         # -EINVAL later
-    assert classify(op(0, 5, 0x200000, 0x1000), slots) == "CREATE"
-    assert classify(op(0, 3, 0x200000, 0x10000), slots) == "MOVE"
-    assert classify(op(0, 3, 0x100000, 0x10000, flags=1), slots) == "FLAGS_ONLY"
-    assert classify(op(0, 3, 0x200000, 0x10000, flags=1), slots) == "MOVE"
-    assert classify(op(0, 3, 0x100000, 0x10000), slots) == "NOOP"
-    assert classify(op(0, 3, 0x100000, 0x20000), slots) == "INVALID"   # size change
-    assert classify(op(0, 3, 0x100000, 0x10000, flags=2), slots) == "INVALID"   # READONLY
-    assert classify(op(0, 3, 0x100000, 0x10000, ua=0x7f0000001000), slots) == "INVALID"
-    assert classify(op(0, 5, 0x200800, 0x1000), slots) == "INVALID"   # unaligned gpa
-    assert classify(op(0, 5, 0x200000, 0x1000, flags=4), slots) == "INVALID"
-    assert classify(op(2, 5, 0x200000, 0x1000), {}) == "INVALID"      # as_id >= 2
-    assert classify(op(0, 32764, 0x200000, 0x1000), {}) == "INVALID"  # internal slot id
+    vm = _VM()
+    vm.set_user_memory_region(3, 0, 0x100000, 0x10000, 0x7f0000000000)
+    assert classify(op(0, 3, 0x100000, 0), vm) == "DELETE"
+    # size 0 for a missing slot: the kernel returns -EINVAL before making a DELETE
+    assert classify(op(0, 4, 0x100000, 0), vm) == "REJECTED"
+    assert classify(op(0, 5, 0x200000, 0x1000), vm) == "CREATE"
+    assert classify(op(0, 3, 0x200000, 0x10000), vm) == "MOVE"
+    assert classify(op(0, 3, 0x100000, 0x10000, flags=1), vm) == "FLAGS_ONLY"
+    assert classify(op(0, 3, 0x200000, 0x10000, flags=1), vm) == "MOVE"
+    assert classify(op(0, 3, 0x100000, 0x10000), vm) == "NOOP"
+    assert classify(op(0, 3, 0x100000, 0x20000), vm) == "REJECTED"   # size change
+    assert classify(op(0, 3, 0x100000, 0x10000, flags=2), vm) == "REJECTED"   # READONLY
+    assert classify(op(0, 3, 0x100000, 0x10000, ua=0x7f0000001000), vm) == "REJECTED"
+    assert classify(op(0, 5, 0x200800, 0x1000), vm) == "REJECTED"   # unaligned gpa
+    assert classify(op(0, 5, 0x200000, 0x1000, flags=4), vm) == "REJECTED"
+    assert classify(op(2, 5, 0x200000, 0x1000), vm) == "REJECTED"      # as_id >= 2
+    assert classify(op(0, 32764, 0x200000, 0x1000), vm) == "REJECTED"  # internal slot id
+    assert classify(op(0, 5, 0x108000, 0x1000), vm) == "REJECTED"      # overlap
+    assert vm.check_user_memory_region(5, 0, 0x108000, 0x1000, 0).errno == errno.EEXIST
 
 
 def test_infer_prologue_for_a_trace_that_starts_mid_life():
@@ -145,16 +65,16 @@ def test_infer_prologue_for_a_trace_that_starts_mid_life():
 
 
 # ---------------------------------------------------------------------------
-# replay() on the stand-in
+# replay()
 
 def test_replay_vga_toggle_trace():
-    res = replay(FakeVM(), load_qemu_trace(VGA))
+    res = replay(_VM(), load_qemu_trace(VGA))
     assert len(res.prologue) == 2 and all(r.ok for r in res.prologue)
     assert res.counts["DELETE"] == 14 and res.counts["CREATE"] == 14
     assert res.mismatches == [] and all(r.match for r in res.results)
     assert res.final_layout[0] == [(3, 0xfd000000, 0x1000000, 1, 0x7fadf6800000)]
     assert res.final_layout[1] == [(3, 0xfd000000, 0x1000000, 1, 0x7fadf6800000)]
-    without = replay(FakeVM(), load_qemu_trace(VGA), infer_missing=False)
+    without = replay(_VM(), load_qemu_trace(VGA), infer_missing=False)
     assert len(without.mismatches) == 2          # the first two DELETEs: EINVAL vs ret=0
     assert without.mismatches[0].errno == errno.EINVAL
 
@@ -164,7 +84,7 @@ def test_replay_vga_toggle_trace():
     (SMM_ON, {"CREATE": 66, "DELETE": 46}),
 ])
 def test_replay_boot_traces(path, counts):
-    res = replay(FakeVM(), load_qemu_trace(path))
+    res = replay(_VM(), load_qemu_trace(path))
     assert res.mismatches == []
     assert {k: v for k, v in res.counts.items() if v} == counts
     assert len(res.final_layout[0]) == 10
@@ -174,8 +94,8 @@ def test_replay_reports_errno_mismatch_and_delete_gpa_notes():
     ops = [op(0, 1, 0x0, 0x100000, ret=0), op(0, 1, 0x0, 0x100000, ret=0),   # no-op
            op(0, 2, 0x80000, 0x100000, ret=0),                               # overlap
            op(0, 1, 0x4000, 0, ret=0)]                                       # gpa differs
-    res = replay(FakeVM(), ops)
-    assert [r.kind for r in res.results] == ["CREATE", "NOOP", "CREATE", "DELETE"]
+    res = replay(_VM(), ops)
+    assert [r.kind for r in res.results] == ["CREATE", "NOOP", "REJECTED", "DELETE"]
     assert [r.errno for r in res.results] == [0, 0, errno.EEXIST, 0]
     assert [r.index for r in res.mismatches] == [2]
     assert "gpa 0x4000" in res.notes[0].note
@@ -183,7 +103,7 @@ def test_replay_reports_errno_mismatch_and_delete_gpa_notes():
 
 def test_tracked_set_is_deterministic_and_in_big_ram():
     def placed(seed):
-        vm = FakeVM()
+        vm = _VM()
         for o in build_ops(load_layout("q35-ovmf-smm")):
             vm.set_user_memory_region(o.ioctl_slot, o.flags, o.gpa, o.size, o.ua)
         return place_tracked(vm, vm.attach_kvmgt(), 500, seed=seed)
@@ -197,14 +117,14 @@ def test_tracked_set_is_deterministic_and_in_big_ram():
 
 def test_tracked_needs_ram():
     with pytest.raises(ValueError, match="cannot place 10 tracked gfns"):
-        replay(FakeVM(), load_qemu_trace(VGA), tracked=10)
+        replay(_VM(), load_qemu_trace(VGA), tracked=10)
 
 
 def test_as1_ram_delete_makes_gfns_stale_with_a_tracker_that_ignores_as_id():
     """workloads.md §2.5: the hook gets no as_id, so an SMM-address-space DELETE
-    purges KVMGT's entries for gfns that stay protected in AS0 (stand-in model)."""
+    purges KVMGT's entries for gfns that stay protected in AS0."""
     lay = load_layout("q35-ovmf-smm")
-    vm = FakeVM()
+    vm = _VM()
     for o in build_ops(lay):
         vm.set_user_memory_region(o.ioctl_slot, o.flags, o.gpa, o.size, o.ua)
     as1_low = [s for s in lay.with_role("ram-low") if s.as_id == 1][0]
@@ -219,7 +139,7 @@ def test_as1_ram_delete_makes_gfns_stale_with_a_tracker_that_ignores_as_id():
 
 def test_churn_with_tracked_set():
     lay = load_layout("q35-ovmf-smm")
-    vm = FakeVM()
+    vm = _VM()
     for o in build_ops(lay):
         vm.set_user_memory_region(o.ioctl_slot, o.flags, o.gpa, o.size, o.ua)
     res = replay(vm, churn_ops(lay), tracked=400, track_after=0, seed=3)
@@ -233,20 +153,20 @@ def test_churn_with_tracked_set():
 
 def test_costs_turn_counts_into_cycles():
     lay = load_layout("q35-ovmf")
-    vm = FakeVM()
+    vm = _VM()
     for o in build_ops(lay):
         vm.set_user_memory_region(o.ioctl_slot, o.flags, o.gpa, o.size, o.ua)
     res = replay(vm, churn_ops(lay), kvmgt=True, costs={"gfn_probes": 2.0})
     row = res.hook_table()["track_remove_region"]
     assert row["cycles"] == 2.0 * row["gfn_probes"]
-    assert replay(FakeVM(), [], costs=lambda c: 7).costs is not None
+    assert replay(_VM(), [], costs=lambda c: 7).costs is not None
 
 
 def test_text_report_fits_80_columns_and_has_the_header():
     lay = load_layout("q35-ovmf-smm")
     results = []
     for d in ("v6.5", "v6.6"):
-        vm = FakeVM(d)
+        vm = _VM(d)
         for o in build_ops(lay):
             vm.set_user_memory_region(o.ioctl_slot, o.flags, o.gpa, o.size, o.ua)
         results.append(replay(vm, churn_ops(lay), tracked=300, track_after=0, seed=5))
@@ -262,12 +182,11 @@ def test_text_report_fits_80_columns_and_has_the_header():
 
 
 # ---------------------------------------------------------------------------
-# The real model (skipped until kvmpt/vm.py lands)
+# The model's end states
 
 @pytest.fixture(scope="module")
 def VM():
-    vm_mod = pytest.importorskip("kvmpt.vm", reason="kvmpt/vm.py (the model) not written yet")
-    return vm_mod.VM
+    return _VM
 
 
 def _built(VM, design, layout):
@@ -348,19 +267,17 @@ def test_auto_track_point_is_after_the_last_big_ram_create():
 
 @pytest.mark.parametrize("path", [VGA, SMM_ON, SMM_OFF, TRACES / "format_samples.trace"])
 def test_classify_agrees_with_the_model(VM, path):
-    """replay() prefers the model's own change; both must read §3.1 the same way."""
+    """The decision replay reports is the change the model then makes, op by op."""
     vm = VM(design=Design.preset("v6.6"))
-    from kvmpt.replay import _slot_table
     for o in infer_prologue(load_ops(path)) + load_ops(path):
-        want = classify(o, _slot_table(vm, o.as_id) if o.as_id < 2 else {})
+        want = classify(o, vm)
         n = len(vm.op_log)
         try:
             vm.set_user_memory_region(o.ioctl_slot, o.flags, o.gpa, o.size, o.ua)
         except OSError:
             pass
-        got = vm.op_log[-1].change if len(vm.op_log) > n else None
-        if got is not None:
-            assert ("NOOP" if got == "NONE" else got) == want, o
+        got = vm.op_log[-1].change if len(vm.op_log) > n else "REJECTED"
+        assert got == want, o
 
 
 def test_model_smm_boot_trace_as1_delete_stales_gfns(VM):
@@ -391,7 +308,7 @@ def test_cost_objects_and_progress_bar():
     assert cycles_of({"gfn_probes": 2}, lambda c: 5) == 5
     assert cycles_of({"gfn_probes": 2}, {"gfn_probes": 1.5}) == 3
     assert cycles_of({"gfn_probes": 2}, None) is None
-    res = replay(FakeVM(), load_qemu_trace(VGA), progress=True)
+    res = replay(_VM(), load_qemu_trace(VGA), progress=True)
     assert res.mismatches == [] and res.unattributed_stale == 0
 
 
