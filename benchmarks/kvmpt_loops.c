@@ -41,7 +41,7 @@ static inline int64_t find_slot(const uint64_t *base, const uint64_t *npages, in
 	return -1;
 }
 
-/* stats: direct, ignored, handled, emulated, probes, chain steps, handler calls */
+/* stats: direct, ignored, handled, emulated, probes, chain steps, handler calls, mmio */
 void guest_write_batch(const uint64_t *gpas, int64_t n, const uint64_t *slot_base,
 		       const uint64_t *slot_npages, const uint8_t *slot_trap,
 		       const uint16_t *const *counters, int64_t nslots, int tracker,
@@ -49,14 +49,14 @@ void guest_write_batch(const uint64_t *gpas, int64_t n, const uint64_t *slot_bas
 		       const uint64_t *key, const uint64_t *occ, int64_t *stats)
 {
 	int64_t direct = 0, ignored = 0, handled = 0, emulated = 0, probes = 0, steps = 0;
-	int64_t hint = -1;
+	int64_t mmio = 0, hint = -1;
 
 	for (int64_t i = 0; i < n; i++) {
 		uint64_t g = gpas[i] >> 12;
 		int64_t si = find_slot(slot_base, slot_npages, nslots, g, hint);
 
 		if (si < 0 || !slot_trap[si]) {
-			ignored++;
+			mmio++;
 			continue;
 		}
 		hint = si;
@@ -93,6 +93,7 @@ void guest_write_batch(const uint64_t *gpas, int64_t n, const uint64_t *slot_bas
 	stats[4] = probes;
 	stats[5] = steps;
 	stats[6] = handled;
+	stats[7] = mmio;
 }
 
 /* The slot hook's loop; out: hits, chain steps.  Deletes hits when `delete`. */

@@ -193,23 +193,21 @@ def _p(a):
     return a.ctypes.data
 
 
-def raw_write_kernel(gpas, sa, pt):
-    """The write kernel alone on prepared arrays (no side sets, no accounting)."""
-    from ._kernels.common import set_build
+def raw_write_kernel(gpas, sa, pt, shadow, miss):
+    """The write kernel alone on prepared arrays (no accounting)."""
     from ._kernels.writes import S_LEN, page_track_write_batch
-    tab, sh = set_build(np.zeros(0, dtype=np.uint64))
     stats = np.zeros(S_LEN, dtype=np.int64)
     o = np.zeros(1, dtype=np.uint8)
     m = np.zeros(1, dtype=np.bool_)
     page_track_write_batch(gpas, sa.base, sa.npages, sa.trap, sa.counter_addrs, True, pt.shift,
-                           pt.head, pt.nxt, pt.key, pt.occ, tab, sh, False, tab, sh, False,
-                           False, False, False, o, m, stats)
+                           pt.head, pt.nxt, pt.key, pt.occ, *shadow, *miss, False, False,
+                           o, m, stats)
     return stats
 
 
 def c_guest_writes(lib, gpas, sa, tracker, pt):
     ptrs = sa.counter_addrs
-    stats = np.zeros(7, dtype=np.int64)
+    stats = np.zeros(8, dtype=np.int64)
     lib.guest_write_batch(_p(gpas), gpas.size, _p(sa.base), _p(sa.npages), _p(sa.trap),
                           _p(ptrs), sa.base.size, int(tracker), int(pt.shift), _p(pt.head),
                           _p(pt.nxt), _p(pt.key), _p(pt.occ), _p(stats))
@@ -229,7 +227,7 @@ def run(args) -> int:
     from . import __version__
     from ._kernels import policy, warmup
     from ._kernels import walk as kwalk
-    from ._kernels.flat import ptable_arrays, slot_arrays, slots_as_arrays
+    from ._kernels.flat import slots_as_arrays
 
     if args.quick:
         args.guest_gib, args.writes, args.walk_tib = 1, 200_000, 1 / 64
@@ -289,13 +287,14 @@ def run(args) -> int:
     rep.line()
     rep.line("== guest write stream (same VM, same writes; contenders interleaved each round, "
              "ratios are the median over rounds)")
-    sa = slot_arrays(vm, 0)
-    pt = ptable_arrays(gvt.ptable)
+    sa = vm._slot_arrays(0)
+    pt = vm._ptable_arrays(gvt.ptable)
+    shadow, miss = vm._shadow_set(), vm._miss_set(0, sa, gvt, pt)
     lib = load_c(args, rep)
     sub = gpas[:args.python_writes]
     contenders = {
         "batch": (gpas.size, lambda: vm.guest_write_batch(gpas)),
-        "kernel": (gpas.size, lambda: raw_write_kernel(gpas, sa, pt)),
+        "kernel": (gpas.size, lambda: raw_write_kernel(gpas, sa, pt, shadow, miss)),
         "python": (sub.size, lambda: [vm.guest_write(g) for g in sub.tolist()]),
     }
     if lib is not None:
@@ -305,7 +304,7 @@ def run(args) -> int:
     per_write = {k: [x / contenders[k][0] for x in v] for k, v in t.items()}
     ratio = lambda a, b: _median([y / x for x, y in zip(per_write[a], per_write[b])])  # noqa: E731
     rep.line(f"  vm.guest_write_batch {_fmt_rate(rate['batch'], 'writes')}  ({gpas.size:,} writes in "
-             f"{min(t['batch']) * 1e3:.1f} ms: validation, side sets, kernel, accounting)")
+             f"{min(t['batch']) * 1e3:.1f} ms: validation, kernel, accounting)")
     rep.line(f"  kernel alone         {_fmt_rate(rate['kernel'], 'writes')}  "
              f"({min(t['kernel']) * 1e3:.1f} ms)")
     rep.line(f"  python guest_write   {_fmt_rate(rate['python'], 'writes')}  ({sub.size:,} writes in "
@@ -318,7 +317,8 @@ def run(args) -> int:
              f"{ratio('batch', 'python'):,.0f}x (kernel alone {ratio('kernel', 'python'):,.0f}x)")
     if lib is not None:
         st = out["c"]
-        ok = [int(st[0]), int(st[1]), int(st[2])] == [res["direct"], res["ignored"], res["handled"]]
+        ok = [int(st[0]), int(st[1]), int(st[2]), int(st[7])] == [
+            res["direct"], res["ignored"], res["handled"], res["mmio"]]
         kc, bc = 1 / ratio("kernel", "c"), 1 / ratio("batch", "c")
         rep.line(f"  C -O2 loop           {_fmt_rate(rate['c'], 'writes')}  ({min(t['c']) * 1e3:.1f} ms;"
                  f" counts {'agree' if ok else 'DISAGREE'})   kernel time / C time = {kc:.2f}, "
@@ -372,12 +372,9 @@ def run(args) -> int:
             s_ += find(g)[1]
         return s_
 
-    npy = min(big.npages, 4 << 20)
     walkers = {"kernel": (big.npages, lambda: k_walk(False)),
                "kernel_drop": (big.npages, lambda: k_walk(True)),
-               "python": (ng, py_walk),
-               "numpy": (npy, lambda: gvt.ptable.walk_range_numpy(big.base_gfn, npy,
-                                                                  delete=False))}
+               "python": (ng, py_walk)}
     if lib is not None:
         walkers["c"] = (big.npages, c_once)
     t, out = _rounds(walkers, args.repeat, self_timed=("kernel", "kernel_drop", "c"))
@@ -390,8 +387,6 @@ def run(args) -> int:
     rep.line(f"  kernel, dropping  {_fmt_rate(rate['kernel_drop'], 'gfns')}  "
              f"({min(t['kernel_drop']) * 1e3:.1f} ms; counters and lpage counts of the hits "
              f"decremented)")
-    rep.line(f"  numpy (vectorised){_fmt_rate(rate['numpy'], 'gfns')}  ({npy:,} gfns in "
-             f"{min(t['numpy']) * 1e3:.1f} ms)   kernel/numpy = {ratio('kernel', 'numpy'):,.0f}x")
     rep.line(f"  python (per gfn)  {_fmt_rate(rate['python'], 'gfns')}  ({ng:,} gfns in "
              f"{min(t['python']) * 1e3:.1f} ms)   kernel/python = {ratio('kernel', 'python'):,.0f}x")
     rep.goal(">= 300 M gfns/s slot walk", rate["kernel"] >= GOALS["walk_gfns_per_s"],

@@ -42,7 +42,7 @@ __all__ = [
 COSTS_PATH = Path(__file__).resolve().parent / "data" / "costs.toml"
 TAGS = ("[S]", "[D]", "[G]", "[M]", "[R]")
 #: the Work counters a cost entry may price
-COUNTERS = PRIMITIVES + ("mmu_lock_acquisitions",)
+COUNTERS = PRIMITIVES + ("mmu_lock_acquisitions", "mmu_lock_read_acquisitions")
 ESTIMATES = ("point", "low", "high")
 
 
@@ -117,6 +117,7 @@ class CostModel:
         if isinstance(work, Work):
             d = dict(work.ops)
             d["mmu_lock_acquisitions"] = work.mmu_lock_acquisitions
+            d["mmu_lock_read_acquisitions"] = work.mmu_lock_read_acquisitions
             return d
         if isinstance(work, Mapping):
             return {k: v for k, v in work.items() if k in COUNTERS}

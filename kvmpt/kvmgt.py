@@ -14,18 +14,20 @@ A guest write to a gfn in ``page_track_tree`` that does not reach
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import lockdep as ld
-from .page_track import NotifierNode, gpa_to_gfn, write_track_add_gfn_locked, \
-    write_track_remove_gfn_locked
+from .memslot import PAGE_SHIFT, MemorySlot, SlotArch
+from .page_track import (NotifierNode, gpa_to_gfn, update_gfn_disallow_lpage_count,
+                         update_gfn_write_track, write_track_add_gfn_locked,
+                         write_track_remove_gfn_locked)
 from .work import HookCall, Work
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .memslot import MemorySlot
     from .vm import VM
 
 GOLDEN_RATIO_64 = 0x61C8864680B583EB     # include/linux/hash.h
@@ -54,6 +56,7 @@ class ProtectTable:
         self.chain_len = np.zeros(1 << bits, dtype=np.int32)
         self._members: set[int] = set()
         self.gen = 0          # bumped by every change: kernels rebuild their flat copy
+        self.flat = None      # (gen, the kernels' flat form), see VM._ptable_arrays
 
     def __contains__(self, gfn: int) -> bool:
         return gfn in self._members
@@ -100,56 +103,23 @@ class ProtectTable:
         self._members.clear()
         self.gen += 1
 
-    def walk_range(self, base_gfn: int, npages: int, delete: bool = True,
-                   chunk: int | None = None) -> tuple[list[int], int]:
-        """One lookup per gfn of [base_gfn, base_gfn + npages) in ascending order,
-        deleting each hit as it goes (the loop of ``kvmgt_page_track_flush_slot()`` /
-        ``kvmgt_page_track_remove_region()``).  Returns (hits ascending, chain steps).
+    def add_many(self, gfns: np.ndarray) -> None:
+        """``add(g)`` for each g in order (``hash_add`` at the chain head), with the
+        hashing vectorised: what the bulk shadowing path applies."""
+        if not gfns.size:
+            return
+        buckets = hash_64_array(gfns, self.bits).astype(np.int64)
+        for g, b in zip(gfns.tolist(), buckets.tolist()):
+            self.buckets.setdefault(b, []).insert(0, g)
+        np.add.at(self.chain_len, buckets, 1)
+        self._members.update(gfns.tolist())
+        self.gen += 1
 
-        Runs the jitted kernel ``kvmpt._kernels.walk.slot_walk`` (``chunk`` is
-        accepted for ``walk_range_numpy``'s signature and ignored: the kernel needs no
-        per-gfn memory); ``walk_range_numpy`` is the reference it is tested against."""
-        from ._kernels.walk import walk_range
-        return walk_range(self, base_gfn, npages, delete)
 
-    def walk_range_numpy(self, base_gfn: int, npages: int, delete: bool = True,
-                         chunk: int = 1 << 22) -> tuple[list[int], int]:
-        """``walk_range`` in vectorised NumPy (the reference for the kernel).
-
-        Exact chain-step count: gfns whose bucket holds no hit see the bucket's
-        current chain length; gfns in buckets with hits are replayed one by one,
-        because each deletion shortens the chain for later probes.
-        """
-        end = base_gfn + npages
-        hits = sorted(g for g in self._members if base_gfn <= g < end)
-        hit_buckets = np.array(sorted({hash_64(g, self.bits) for g in hits}), dtype=np.uint64)
-        steps = 0
-        replay: list[np.ndarray] = []
-        for start in range(base_gfn, end, chunk):
-            gfns = np.arange(start, min(start + chunk, end), dtype=np.uint64)
-            h = hash_64_array(gfns, self.bits)
-            if hit_buckets.size:
-                mask = np.isin(h, hit_buckets)
-                steps += int(self.chain_len[h[~mask]].sum(dtype=np.int64))
-                replay.append(gfns[mask])
-            else:
-                steps += int(self.chain_len[h].sum(dtype=np.int64))
-        if hit_buckets.size:
-            chains = {int(b): list(self.buckets[int(b)]) for b in hit_buckets}
-            for g in (int(x) for part in replay for x in part):
-                chain = chains[hash_64(g, self.bits)]
-                try:
-                    i = chain.index(g)
-                except ValueError:
-                    steps += len(chain)
-                    continue
-                steps += i + 1
-                if delete:
-                    chain.pop(i)
-        if delete:
-            for g in hits:
-                self.delete(g)
-        return hits, steps
+#: kinds of ``intel_gvt_page_track_add()`` result (the codes of the bulk kernel)
+ADDED, FOUND, EINVAL = 0, 1, 2
+#: kinds of ``kvmgt_page_track_write()`` call (the codes of the write kernel)
+NOT_FOUND, FOUND_NOT_SHADOWED, FOUND_SHADOWED = 0, 1, 2
 
 
 class KVMGT:
@@ -158,13 +128,20 @@ class KVMGT:
 
     Locks: the GTT shadowing path runs in lockdep context ``"gvt"``, guest
     writes in ``"vcpu"``, memslot updates in ``"ioctl"``.
+
+    Every hook with a bulk (Numba) path books its work in one function that the
+    plain path calls too: ``_track_write_section`` (guest writes),
+    ``_book_adds`` (``intel_gvt_page_track_add``), ``_book_slot_hook`` (the slot
+    walk).  ``vm.kernels`` chooses the path; the plain one has no jitted call.
     """
 
     def __init__(self, vm: "VM") -> None:
         self.vm = vm
         self.design = vm.design
         self.ptable = ProtectTable()
-        self.page_track_tree: dict[int, bool] = {}     # gfn -> intel_vgpu_page_track.tracked
+        #: gfn -> ``intel_vgpu_page_track.tracked``: GVT's radix tree of the guest
+        #: page-table pages it shadows (only tracked entries are modelled)
+        self.page_track_tree: dict[int, bool] = {}
         # The host page behind each shadowed gfn when GVT shadowed it: a MOVE keeps
         # the hva (userspace_addr cannot change) but shows the page at another gfn.
         self.shadow_hva: dict[int, int] = {}
@@ -182,6 +159,9 @@ class KVMGT:
 
     def _mutex_design(self) -> bool:
         return self.design.kvmgt_lock in ("gfn_lock", "vgpu_lock")
+
+    def _changed(self) -> None:
+        self.vm.generation += 1
 
     # ------------------------------------------------------- GVT entry points
     def shadow(self, gfn: int) -> None:
@@ -201,17 +181,47 @@ class KVMGT:
         if r:
             raise OSError(-r, f"intel_gvt_page_track_add(gfn={gfn:#x}) failed: "
                           f"{errno.errorcode[-r]} (no memslot in address space 0 holds it)")
-        self.page_track_tree[gfn] = True
-        slot = self.vm._gfn_to_memslot(gfn, 0)
-        self.shadow_hva[gfn] = slot.userspace_addr + ((gfn - slot.base_gfn) << 12)
+        self._register(np.array([gfn], dtype=np.uint64))
+
+    def _register(self, gfns: np.ndarray) -> None:
+        """GVT's radix tree and the host page behind each gfn (none when no slot holds
+        it: v6.6 returns 0 for a gfn already in ``ptable`` whatever the slots say)."""
+        self.page_track_tree.update(dict.fromkeys(gfns.tolist(), True))
+        slots = self.vm._as[0]
+        for g in gfns.tolist():
+            slot = slots.find_gfn(g)
+            if slot is not None:
+                self.shadow_hva[g] = slot.userspace_addr + ((g - slot.base_gfn) << PAGE_SHIFT)
+        self._changed()
 
     def shadow_many(self, gfns) -> None:
-        """``shadow(g)`` for each g of ``gfns`` (a NumPy integer array) in order, in one
-        jitted kernel (``kvmpt._kernels.track.page_track_add_gfns``): the same state,
-        warnings, Work and lockdep as the loop, and the same OSError at the same gfn
-        (the gfns before it stay shadowed)."""
-        from ._kernels.track import shadow_many
-        shadow_many(self, gfns)
+        """``shadow(g)`` for each g of ``gfns`` (a NumPy integer array) in order: the
+        same state, warnings, Work and lockdep, and the same OSError at the same gfn
+        (the gfns before it stay shadowed).  With ``vm.kernels`` the adds run in one
+        jitted kernel (``kvmpt._kernels.track.page_track_add_gfns``)."""
+        gfns = _as_gfn_array(gfns)
+        self._check_attached()
+        if not self.vm.kernels:
+            for g in gfns.tolist():
+                self.shadow(g)
+            return
+        # intel_vgpu_register_page_track(): -EEXIST for a gfn already in the tree
+        tree, stop, seen = self.page_track_tree, gfns.shape[0], set()
+        for i, g in enumerate(gfns.tolist()):
+            if g in tree or g in seen:
+                stop = i
+                break
+            seen.add(g)
+        todo = gfns[:stop]
+        status, steps, tlb, done = self._page_track_add_kernel(todo)
+        n_ok = done - 1 if done and status[done - 1] == EINVAL else done
+        if n_ok < todo.shape[0]:
+            stop = n_ok                # the kernel stopped at a gfn no AS0 slot holds
+        self._book_adds(status[:n_ok], steps[:n_ok], tlb[:n_ok])
+        self._register(todo[:n_ok])
+        if stop < gfns.shape[0]:
+            self.shadow(int(gfns[stop]))          # raises as the loop would
+            raise AssertionError("shadow_many: shadow() did not raise where the loop stops")
 
     def unshadow(self, gfn: int) -> None:
         """Mirrors ``intel_vgpu_unregister_page_track()``: radix-tree delete, then
@@ -222,6 +232,7 @@ class KVMGT:
         self.shadow_hva.pop(gfn, None)
         if tracked:
             self.page_track_remove(gfn)
+        self._changed()
 
     def is_write_protected(self, gfn: int) -> bool:
         """Mirrors ``kvmgt_gfn_is_write_protected()``: the gfn is in ``ptable``."""
@@ -229,7 +240,8 @@ class KVMGT:
 
     def stale_gfns(self) -> list[int]:
         """Gfns GVT shadows whose guest writes (from a vCPU outside SMM) would not
-        reach its handler: no memslot, write-track count 0, or not in ``ptable``."""
+        reach its handler: no memslot, write-track count 0, not in ``ptable``, or
+        the vGPU is detached (its shadows stay; see ``detach``)."""
         return sorted(g for g, tracked in self.page_track_tree.items()
                       if tracked and self.vm._classify(g, 0) != "handled")
 
@@ -237,27 +249,28 @@ class KVMGT:
         return sorted(g for g, t in self.page_track_tree.items() if t)
 
     def detach(self) -> None:
-        """Mirrors ``intel_vgpu_close_device()``: ``intel_gvt_release_vgpu()`` (which
-        in mainline does not tear down PPGTT shadows, so KVM's write-track counts
-        are *not* dropped), clear ATTACHED, ``kvm_page_track_unregister_notifier()``
-        (``synchronize_srcu``), ``kvmgt_protect_table_destroy()``."""
+        """Mirrors ``intel_vgpu_close_device()`` (drivers/gpu/drm/i915/gvt/kvmgt.c, v6.6):
+        ``intel_gvt_release_vgpu()`` -> ``intel_gvt_deactivate_vgpu()``, which stops
+        the vGPU but does not free its PPGTT mms: the shadow pages, their entries in
+        ``vgpu->page_track_tree`` and KVM's write-track counts stay until a vGPU reset
+        or destroy (``intel_vgpu_reset_gtt``/``intel_vgpu_clean_gtt`` ->
+        ``ppgtt_free_spt()`` -> ``intel_vgpu_unregister_page_track()``).  Then
+        ``clear_bit(INTEL_VGPU_STATUS_ATTACHED)``,
+        ``kvm_page_track_unregister_notifier()`` (``synchronize_srcu``) and
+        ``kvmgt_protect_table_destroy()`` (frees every ``ptable`` entry, no call into
+        KVM).  Afterwards guest writes to those gfns still trap (their counts are
+        not dropped) and no notifier takes them: ``"ignored"``, and missed for the
+        shadows GVT keeps (``stale_gfns()`` lists them); ``check_invariants()``
+        reports the leaked protection."""
         self._check_attached()
         self.attached = False
         self.vm._unregister_notifier(self.node)
         self.ptable.destroy()
-        self.page_track_tree.clear()     # the vGPU is gone: nothing is shadowed any more
-        self.shadow_hva.clear()
+        self._changed()
 
     def _check_attached(self) -> None:
         if not self.attached:
             raise OSError(errno.ESRCH, "vGPU is not attached (INTEL_VGPU_STATUS_ATTACHED clear)")
-
-    def _probe(self, gfn: int, work: Work) -> bool:
-        """``kvmgt_gfn_is_write_protected()``: one ptable lookup, accounted in ``work``."""
-        found, steps = self.ptable.find(gfn)
-        work.add("gfn_probes")
-        work.add("chain_steps", steps)
-        return found
 
     # ------------------------------------------ intel_gvt_page_track_{add,remove}
     def page_track_add(self, gfn: int) -> int:
@@ -265,36 +278,114 @@ class KVMGT:
         srcu, ``gfn_to_memslot`` (-EINVAL), ``write_lock(mmu_lock)``, skip if in
         ptable, else ``kvm_slot_page_track_add_page`` + ``kvmgt_protect_table_add``.
         v6.6 (caller holds vgpu_lock): return 0 if in ptable, else
-        ``kvm_write_track_add_gfn()`` then ``kvmgt_protect_table_add()``."""
-        vm, work = self.vm, self.vm.work
+        ``kvm_write_track_add_gfn()`` (srcu, ``gfn_to_memslot`` -EINVAL, ``mmu_lock``,
+        ``__kvm_write_track_add_gfn``) then ``kvmgt_protect_table_add()``.  The state
+        change here, the work and locks in ``_book_adds``."""
+        vm = self.vm
+        mutex = self._mutex_design()
+        slot = None
+        if not mutex:
+            slot = vm._gfn_to_memslot(gfn, 0)
+            if slot is None:
+                status, steps, tlb = EINVAL, 0, 0
+        if mutex or slot is not None:
+            found, steps = self.ptable.find(gfn)
+            tlb = 0
+            if found:
+                status = FOUND
+            else:
+                slot = slot or vm._gfn_to_memslot(gfn, 0)
+                if slot is None:
+                    status = EINVAL
+                else:
+                    tlb = int(write_track_add_gfn_locked(slot, gfn, None, vm.warnings, vm._op))
+                    self.ptable.add(gfn)
+                    status = ADDED
+        self._book_adds(np.array([status], dtype=np.int8), np.array([steps], dtype=np.int64),
+                        np.array([tlb], dtype=np.int8))
+        self._changed()
+        return -errno.EINVAL if status == EINVAL else 0
+
+    def _page_track_add_kernel(self, gfns: np.ndarray):
+        """``page_track_add`` for each gfn in one kernel call (until the first EINVAL):
+        returns (status, chain steps, TLB flush, gfns processed); WARNs replayed."""
+        from ._kernels.track import EVENT_COLS, page_track_add_gfns
+        vm = self.vm
+        n = gfns.shape[0]
+        sa = vm._slot_arrays(0)
+        pt = vm._ptable_arrays(self.ptable).copy(extra=n)
+        status = np.zeros(n, dtype=np.int8)
+        steps = np.zeros(n, dtype=np.int64)
+        tlb = np.zeros(n, dtype=np.int8)
+        events = np.zeros((max(n, 1), EVENT_COLS), dtype=np.int64)
+        done, n_nodes, nev = page_track_add_gfns(
+            gfns, self._mutex_design(), pt.shift, pt.head, pt.nxt, pt.key, pt.clen, pt.occ,
+            pt.n, sa.base, sa.npages, sa.counter_addrs, sa.lpage2_addrs, sa.lpage3_addrs,
+            status, steps, tlb, events)
+        pt.n = n_nodes
+        added = gfns[:done][status[:done] == ADDED]
+        replay_warnings(vm, sa.slots, events[:nev], lambda r: gfns[r], vm._op)
+        self.ptable.add_many(added)
+        vm._remember_ptable_arrays(self.ptable, pt)
+        return status, steps, tlb, int(done)
+
+    def _book_adds(self, status: np.ndarray, steps: np.ndarray, tlb: np.ndarray) -> None:
+        """The Work and lockdep of ``intel_gvt_page_track_add()`` calls with these
+        results, for the plain path (one call) and the kernel (many) alike.
+
+        v6.6 (mutex): ``gfn_probes``/``chain_steps`` under the table mutex,
+        ``slot_lookups`` for each call that reached ``kvm_write_track_add_gfn()``,
+        one ``write_lock(mmu_lock)`` hold per add (counter, 2 lpage levels, TLB
+        flush), ``hash_inserts``.  v6.5: ``slot_lookups`` first, then one
+        ``mmu_lock`` hold per call around probe + add."""
+        vm, work, lockdep = self.vm, self.vm.work, self.vm.lockdep
+        added, reached = status == ADDED, status != EINVAL
+        n_added = int(added.sum())
+        t = tlb.astype(np.int64)
+        steps = steps.astype(np.int64)
         if self._mutex_design():
-            with vm.lockdep_ctx("gvt", self._table_lock):
-                found = self._probe(gfn, work)
-                if found:
-                    return 0
-                r = vm.write_track_add_gfn(gfn, ctx="gvt", _raise=False)
-                if r:
-                    return r
-                self.ptable.add(gfn)
-                work.add("hash_inserts")
-                return 0
-        slot = vm._gfn_to_memslot(gfn, 0)
-        work.add("slot_lookups")
-        if slot is None:
-            return -errno.EINVAL
-        with vm.mmu_write_lock("gvt"):
-            found = self._probe(gfn, work)
-            if not found:
-                write_track_add_gfn_locked(slot, gfn, work, vm.warnings, vm._op)
-                self.ptable.add(gfn)
-                work.add("hash_inserts")
-        return 0
+            work.add("gfn_probes", int(status.size))
+            work.add("chain_steps", int(steps.sum()))
+            work.add("slot_lookups", int((status != FOUND).sum()))
+            if n_added:
+                k = int(np.argmax(np.where(added, t, -1)))
+                work.add_holds(n_added, {"counter_updates": n_added,
+                                         "lpage_updates": 2 * n_added,
+                                         "tlb_flushes": int(t[added].sum())},
+                               {"counter_updates": 1, "lpage_updates": 2,
+                                "tlb_flushes": int(t[k])})
+            work.add("hash_inserts", n_added)
+            kinds = [(FOUND, [self._table_lock]), (EINVAL, [self._table_lock]),
+                     (ADDED, [self._table_lock, ld.MMU_LOCK])]
+        else:
+            work.add("slot_lookups", int(status.size))
+            n = int(reached.sum())
+            if n:
+                sums = np.where(reached, 1 + steps + np.where(added, 4 + t, 0), -1)
+                k = int(np.argmax(sums))
+                longest = {"gfn_probes": 1, "chain_steps": int(steps[k])}
+                if added[k]:
+                    longest.update(counter_updates=1, lpage_updates=2,
+                                   tlb_flushes=int(t[k]), hash_inserts=1)
+                work.add_holds(n, {"gfn_probes": n, "chain_steps": int(steps[reached].sum()),
+                                   "counter_updates": n_added, "lpage_updates": 2 * n_added,
+                                   "tlb_flushes": int(t[added].sum()),
+                                   "hash_inserts": n_added}, longest)
+            kinds = [(FOUND, [ld.MMU_LOCK]), (ADDED, [ld.MMU_LOCK])]
+        for kind, locks in kinds:
+            times = int((status == kind).sum())
+            if times:
+                with reported_times(lockdep, times), vm.lockdep_ctx("gvt", *locks):
+                    if ld.MMU_LOCK in locks and kind == ADDED:
+                        lockdep.assert_held_write("gvt", ld.MMU_LOCK,
+                                                  "__kvm_write_track_add_gfn")
 
     def page_track_remove(self, gfn: int) -> int:
         """Mirrors ``intel_gvt_page_track_remove()`` (v6.5: under mmu_lock; v6.6:
         caller holds vgpu_lock, returns early if not in ptable, and keeps the entry
         if ``kvm_write_track_remove_gfn()`` fails with -EINVAL)."""
         vm, work = self.vm, self.vm.work
+        self._changed()
         if self._mutex_design():
             with vm.lockdep_ctx("gvt", self._table_lock):
                 found = self._probe(gfn, work)
@@ -318,56 +409,87 @@ class KVMGT:
                 work.add("hash_deletes")
         return 0
 
-    # ------------------------------------------------------------- the hooks
-    def track_write(self, gpa: int, nbytes: int) -> bool:
-        """``kvmgt_page_track_write()``; returns True if GVT's handler ran.
-
-        none (v6.5): unlocked ``kvmgt_gfn_is_write_protected()``, the handler takes
-        ``vgpu_lock`` itself.  mmu_lock: lookup under ``mmu_lock``, and the
-        handler then sleeps under it (lockdep reports sleep-in-atomic).  gfn_lock
-        (v1): ``vgpu_lock`` then ``gfn_lock``.  vgpu_lock (v6.6): ``vgpu_lock``
-        hoisted here, the handler no longer takes it.
-        """
-        vm, work = self.vm, self.vm.work
-        gfn = gpa_to_gfn(gpa)
-        lock = self.design.kvmgt_lock
-        if lock == "none":
-            found = self._probe(gfn, work)
-            if found:
-                with vm.lockdep_ctx("vcpu", ld.VGPU_LOCK):
-                    self.page_track_handler(gpa, nbytes)
-            return found
-        locks = {"mmu_lock": [ld.MMU_LOCK], "gfn_lock": [ld.VGPU_LOCK, ld.GFN_LOCK],
-                 "vgpu_lock": [ld.VGPU_LOCK]}[lock]
-        if lock == "mmu_lock":
-            work.mmu_lock_begin()
-        with vm.lockdep_ctx("vcpu", *locks):
-            found = self._probe(gfn, work)
-            if found:
-                self.page_track_handler(gpa, nbytes)
-        if lock == "mmu_lock":
-            work.mmu_lock_end()
+    def _probe(self, gfn: int, work: Work) -> bool:
+        """``kvmgt_gfn_is_write_protected()``: one ptable lookup, accounted in ``work``."""
+        found, steps = self.ptable.find(gfn)
+        work.add("gfn_probes")
+        work.add("chain_steps", steps)
         return found
 
-    def page_track_handler(self, gpa: int, nbytes: int) -> int:
-        """Mirrors ``intel_vgpu_page_track_handler()``: radix-tree lookup (-ENXIO if
-        absent); in failsafe mode ``intel_gvt_page_track_remove()``, else the
-        shadow update (``ppgtt_write_protection_handler``), which may sleep
-        (``cache_lock`` in ``intel_gvt_dma_unmap_guest_page``)."""
-        vm = self.vm
-        vm.work.add("handler_calls")
+    # ------------------------------------------------------------- track_write
+    def track_write(self, gpa: int, nbytes: int) -> bool:
+        """``kvmgt_page_track_write()``; returns True if GVT's handler ran.  The
+        lookup here; the locks and work in ``_track_write_section``; in failsafe mode
+        the handler's ``intel_gvt_page_track_remove()`` runs inside the section."""
         gfn = gpa_to_gfn(gpa)
-        if gfn not in self.page_track_tree:
-            return -errno.ENXIO
-        vm.lockdep.might_sleep("vcpu", "ppgtt_write_protection_handler -> mutex_lock(cache_lock)")
-        if self.failsafe:
-            if self.design.kvmgt_lock == "gfn_lock" and vm.lockdep.holds("vcpu", ld.GFN_LOCK):
-                # v1: intel_gvt_page_track_remove() takes gfn_lock again -> never returns.
-                vm.lockdep.acquire("vcpu", ld.GFN_LOCK)
-                return -errno.EDEADLK
-            return self.page_track_remove(gfn)
-        return 0
+        found, steps = self.ptable.find(gfn)
+        shadowed = found and gfn in self.page_track_tree
+        with self._track_write_section(found, shadowed, 1, steps, steps):
+            if shadowed and self.failsafe:
+                self._failsafe_remove(gfn)
+        return found
 
+    @contextlib.contextmanager
+    def _track_write_section(self, found: bool, shadowed: bool, n: int = 1, steps: int = 0,
+                             longest: int = 0):
+        """The locks and work of ``n`` ``kvmgt_page_track_write()`` calls of one kind,
+        walking ``steps`` chain entries in all (``longest`` the most in one call), for
+        the plain path (n = 1) and the write kernel alike.  Lockdep judges the lock
+        sequence once; whatever it reports is reported ``n`` times.
+
+        * none (v6.5): unlocked ``kvmgt_gfn_is_write_protected()``; on a hit
+          ``intel_vgpu_page_track_handler()`` takes ``vgpu_lock`` itself.
+        * mmu_lock (the rejected idea): ``read_lock(&kvm->mmu_lock)`` around lookup
+          and handler -- v6.5 KVMGT changes ``ptable`` only under
+          ``write_lock(&kvm->mmu_lock)`` (kvmgt.c ``intel_gvt_page_track_add/remove``,
+          ``kvmgt_page_track_flush_slot``), so a reader needs only the read side; any
+          rwlock mode spins, so the sleeping handler is "sleeping function called
+          from invalid context" (<Y26SI3uh8JV0vvO6@google.com>).
+        * gfn_lock (series v1): ``vgpu_lock`` then ``gfn_lock``.
+        * vgpu_lock (v6.6, 49a83e190b5b): ``vgpu_lock`` hoisted into
+          ``kvmgt_page_track_write()``; the handler no longer takes it.
+
+        In the handler, a shadowed gfn's update (``ppgtt_write_protection_handler``)
+        may sleep (``cache_lock`` in ``intel_gvt_dma_unmap_guest_page``); a gfn GVT
+        does not shadow returns -ENXIO first.
+        """
+        vm, work, lockdep = self.vm, self.vm.work, self.vm.lockdep
+        lock = self.design.kvmgt_lock
+        totals = {"gfn_probes": n, "chain_steps": steps, "handler_calls": n if found else 0}
+        if lock == "mmu_lock":
+            work.add_holds(n, totals, {"gfn_probes": 1, "chain_steps": longest,
+                                       "handler_calls": int(found)}, mode="read")
+        else:
+            for k, v in totals.items():
+                work.add(k, v)
+        outer = {"none": [], "mmu_lock": [(ld.MMU_LOCK, "read")],
+                 "gfn_lock": [(ld.VGPU_LOCK, "write"), (ld.GFN_LOCK, "write")],
+                 "vgpu_lock": [(ld.VGPU_LOCK, "write")]}[lock]
+        if found and lock == "none":
+            outer = [(ld.VGPU_LOCK, "write")]
+        with reported_times(lockdep, n):
+            taken = [l for l, mode in outer if lockdep.acquire("vcpu", l, mode)]
+            try:
+                if shadowed:
+                    lockdep.might_sleep("vcpu", "ppgtt_write_protection_handler -> "
+                                        "mutex_lock(cache_lock)")
+                yield
+            finally:
+                for l in reversed(taken):
+                    lockdep.release("vcpu", l)
+
+    def _failsafe_remove(self, gfn: int) -> None:
+        """``intel_vgpu_page_track_handler()`` with ``vgpu->failsafe`` set:
+        ``intel_gvt_page_track_remove()`` ("Remove write protection to prevent furture
+        traps").  Series v1 (gfn_lock) takes ``gfn_lock`` again there: a mutex is not
+        recursive, the call never returns (lockdep: recursive locking)."""
+        vm = self.vm
+        if self.design.kvmgt_lock == "gfn_lock" and vm.lockdep.holds("vcpu", ld.GFN_LOCK):
+            vm.lockdep.acquire("vcpu", ld.GFN_LOCK)
+            return
+        self.page_track_remove(gfn)
+
+    # ------------------------------------------------------------- the slot hook
     def slot_hook(self, hook: str, base_gfn: int, npages: int, slot: "MemorySlot | None",
                   call: HookCall) -> None:
         """The body shared by ``kvmgt_page_track_flush_slot()`` (v6.5, given the slot)
@@ -389,33 +511,117 @@ class KVMGT:
         which looks the gfn up in address space 0 (``gfn_to_memslot``) and
         returns -EINVAL when the slot is already gone.
         """
-        vm, work = self.vm, call.work
-        drop = self.design.drop_protection_on_remove
-        outer_mmu = not self._mutex_design()
-        if outer_mmu:
-            vm.lockdep.acquire("ioctl", ld.MMU_LOCK)
-            work.mmu_lock_begin()
-        else:
-            vm.lockdep.acquire("ioctl", self._table_lock)
-        hits, steps = self.ptable.walk_range(base_gfn, npages, delete=True)
-        work.add("gfn_probes", npages)
-        work.add("chain_steps", steps)
-        call.hits = len(hits)
-        for gfn in hits:
+        walk = self._walk_kernel if self.vm.kernels else self._walk_plain
+        hits, steps, lookups, ndrop = walk(base_gfn, npages, slot)
+        self._book_slot_hook(call, npages, hits, steps, lookups, ndrop)
+        self._changed()
+
+    def _walk_plain(self, base_gfn: int, npages: int, slot):
+        """The hook's loop, one gfn at a time: (hits, chain steps, slot lookups,
+        protections dropped)."""
+        vm, drop = self.vm, self.design.drop_protection_on_remove
+        hits, steps, lookups, ndrop = [], 0, 0, 0
+        for gfn in range(base_gfn, base_gfn + npages):
+            found, s = self.ptable.find(gfn)
+            steps += s
+            if not found:
+                continue
+            hits.append(gfn)
             if drop:
                 target = slot
                 if target is None:
                     target = vm._gfn_to_memslot(gfn, 0)
-                    work.add("slot_lookups")
+                    lookups += 1
                 if target is not None:
-                    if not outer_mmu:
-                        work.mmu_lock_begin()
-                    write_track_remove_gfn_locked(target, gfn, work, vm.warnings, vm._op)
-                    if not outer_mmu:
-                        work.mmu_lock_end()
-            work.add("hash_deletes")
+                    write_track_remove_gfn_locked(target, gfn, None, vm.warnings, vm._op)
+                    ndrop += 1
+            self.ptable.delete(gfn)
+        return hits, steps, lookups, ndrop
+
+    def _walk_kernel(self, base_gfn: int, npages: int, slot):
+        """``_walk_plain`` in one kernel call (``kvmpt._kernels.walk.slot_walk``)."""
+        from ._kernels.flat import slots_as_arrays
+        from ._kernels.walk import DROP_LOOKUP, DROP_NONE, DROP_SLOT, slot_walk
+        vm = self.vm
+        if not len(self.ptable):
+            return [], 0, 0, 0         # every chain is empty: each probe costs no step
+        arr = vm._ptable_arrays(self.ptable).copy()
+        hits = np.zeros(max(arr.n, 1), dtype=np.uint64)
+        dropped = np.zeros(max(arr.n, 1), dtype=np.uint8)
+        events = np.zeros((max(arr.n, 1), 6), dtype=np.int64)
+        mode, target, sa = DROP_NONE, -1, None
+        if self.design.drop_protection_on_remove:
+            if slot is not None:
+                mode, target, sa = DROP_SLOT, 0, slots_as_arrays([slot])
+            else:
+                mode, sa = DROP_LOOKUP, vm._slot_arrays(0)
+        sa = sa or slots_as_arrays([])
+        nh, steps, lookups, nev = slot_walk(
+            np.uint64(base_gfn), npages, arr.shift, arr.head, arr.nxt, arr.key, arr.clen,
+            arr.occ, True, hits, mode, target, sa.base, sa.npages, sa.counter_addrs,
+            sa.lpage2_addrs, sa.lpage3_addrs, dropped, events)
+        out = hits[:nh].tolist()
+        replay_warnings(vm, sa.slots, events[:nev], lambda r: out[r], vm._op)
+        for g in out:
+            self.ptable.delete(g)
+        vm._remember_ptable_arrays(self.ptable, arr)
+        return out, int(steps), int(lookups), int(dropped[:nh].sum())
+
+    def _book_slot_hook(self, call: HookCall, npages: int, hits: list, steps: int,
+                        lookups: int, ndrop: int) -> None:
+        """The Work and lockdep of one slot-hook call, for both walks."""
+        vm, work = self.vm, call.work
+        outer_mmu = not self._mutex_design()
+        lock = ld.MMU_LOCK if outer_mmu else self._table_lock
+        vm.lockdep.acquire("ioctl", lock)
+        if outer_mmu:
+            work.mmu_lock_begin()
+        work.add("gfn_probes", npages)
+        work.add("chain_steps", steps)
+        work.add("slot_lookups", lookups)
+        call.hits = len(hits)
+        if outer_mmu:
+            work.add("counter_updates", ndrop)
+            work.add("lpage_updates", 2 * ndrop)
+        else:
+            work.add_hold(ndrop, {"counter_updates": 1, "lpage_updates": 2})
+        work.add("hash_deletes", len(hits))
         if outer_mmu:
             work.mmu_lock_end()
-            vm.lockdep.release("ioctl", ld.MMU_LOCK)
-        else:
-            vm.lockdep.release("ioctl", self._table_lock)
+        vm.lockdep.release("ioctl", lock)
+
+
+@contextlib.contextmanager
+def reported_times(lockdep: ld.Lockdep, n: int):
+    """What lockdep reports inside the block is reported ``n`` times: the block
+    stands for ``n`` calls of one kind that take the same locks in the same state."""
+    first = len(lockdep.reports)
+    yield
+    lockdep.reports.extend(lockdep.reports[first:] * (n - 1))
+
+
+def replay_warnings(vm, slots, events: np.ndarray, gfn_of_row, op: int) -> None:
+    """Turn a kernel's WARN event rows ``(row, count, slot index, counter before,
+    lpage 2M before, lpage 1G before)`` into the model's ``KernelWarning``s, in order,
+    by running ``kvmpt.page_track``'s own update functions on a one-gfn copy of the
+    slot (so the text is the model's)."""
+    for row in events:
+        r, count, si, before, b2, b3 = (int(x) for x in row)
+        gfn = int(gfn_of_row(r))
+        s = slots[si]
+        fake = MemorySlot(s.id, s.as_id, gfn, 1, s.flags, s.userspace_addr, SlotArch(
+            np.array([before], dtype=np.uint16),
+            [np.array([b2], dtype=np.int32), np.array([b3], dtype=np.int32)]))
+        update_gfn_write_track(fake, gfn, count, None, vm.warnings, op)
+        update_gfn_disallow_lpage_count(fake, gfn, count, None, vm.warnings, op)
+
+
+def _as_gfn_array(gfns) -> np.ndarray:
+    a = np.asarray(gfns)
+    if a.ndim != 1:
+        raise ValueError(f"gfns must be a 1-D array, got shape {a.shape}")
+    if a.size and a.dtype.kind not in "iu":
+        raise ValueError(f"gfns must be integers, got dtype {a.dtype}")
+    if a.dtype.kind == "i" and a.size and int(a.min()) < 0:
+        raise ValueError("gfns must be non-negative")
+    return np.ascontiguousarray(a, dtype=np.uint64)

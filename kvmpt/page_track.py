@@ -29,15 +29,17 @@ class KernelWarning:
     message: str
 
 
-def update_gfn_write_track(slot: MemorySlot, gfn: int, count: int, work: Work,
+def update_gfn_write_track(slot: MemorySlot, gfn: int, count: int, work: Work | None,
                            warnings: list, op: int) -> bool:
     """Mirrors ``update_gfn_write_track()`` (page_track.c, v6.6; ``update_gfn_track()``
     in v6.5): ``WARN_ON(val + count < 0 || val + count > USHRT_MAX)`` and return
-    **without** changing the count.  Returns whether the count changed."""
+    **without** changing the count.  Returns whether the count changed.  ``work``
+    None: the caller books the primitive itself (``KVMGT``'s booking functions)."""
     arr = slot.arch.gfn_write_track
     idx = gfn - slot.base_gfn
     val = int(arr[idx])
-    work.add("counter_updates")
+    if work is not None:
+        work.add("counter_updates")
     if val + count < 0 or val + count > USHRT_MAX:
         warnings.append(KernelWarning(
             op, "update_gfn_write_track",
@@ -49,8 +51,8 @@ def update_gfn_write_track(slot: MemorySlot, gfn: int, count: int, work: Work,
     return True
 
 
-def update_gfn_disallow_lpage_count(slot: MemorySlot, gfn: int, count: int, work: Work,
-                                    warnings: list, op: int) -> None:
+def update_gfn_disallow_lpage_count(slot: MemorySlot, gfn: int, count: int,
+                                    work: Work | None, warnings: list, op: int) -> None:
     """Mirrors ``update_gfn_disallow_lpage_count()`` (mmu.c, v6.5/v6.6): adds
     ``count`` at every huge level, then ``WARN_ON(disallow_lpage < 0)`` (the
     change is kept)."""
@@ -58,7 +60,8 @@ def update_gfn_disallow_lpage_count(slot: MemorySlot, gfn: int, count: int, work
         linfo = slot.arch.lpage_info[level - 2]
         i = gfn_to_index(gfn, slot.base_gfn, level)
         linfo[i] += count
-        work.add("lpage_updates")
+        if work is not None:
+            work.add("lpage_updates")
         if linfo[i] < 0:
             warnings.append(KernelWarning(
                 op, "update_gfn_disallow_lpage_count",
@@ -66,21 +69,24 @@ def update_gfn_disallow_lpage_count(slot: MemorySlot, gfn: int, count: int, work
                 f"{int(linfo[i])} (as_id {slot.as_id}, slot {slot.id})"))
 
 
-def write_track_add_gfn_locked(slot: MemorySlot, gfn: int, work: Work, warnings: list,
-                               op: int) -> None:
+def write_track_add_gfn_locked(slot: MemorySlot, gfn: int, work: Work | None,
+                               warnings: list, op: int) -> bool:
     """Mirrors ``__kvm_write_track_add_gfn()`` (v6.6) / ``kvm_slot_page_track_add_page()``
     (v6.5): count +1, ``kvm_mmu_gfn_disallow_lpage()``, then
     ``kvm_mmu_slot_gfn_write_protect()`` and ``kvm_flush_remote_tlbs()`` if an
-    SPTE changed.  SPTEs are write-protected, not zapped."""
+    SPTE changed.  SPTEs are write-protected, not zapped.  Returns whether a TLB flush
+    followed."""
     before = int(slot.arch.gfn_write_track[gfn - slot.base_gfn])
     update_gfn_write_track(slot, gfn, 1, work, warnings, op)
     update_gfn_disallow_lpage_count(slot, gfn, 1, work, warnings, op)
-    if FLUSH_ON_FIRST_PROTECT and before == 0:
+    flush = FLUSH_ON_FIRST_PROTECT and before == 0
+    if flush and work is not None:
         work.add("tlb_flushes")
+    return flush
 
 
-def write_track_remove_gfn_locked(slot: MemorySlot, gfn: int, work: Work, warnings: list,
-                                  op: int) -> None:
+def write_track_remove_gfn_locked(slot: MemorySlot, gfn: int, work: Work | None,
+                                  warnings: list, op: int) -> None:
     """Mirrors ``__kvm_write_track_remove_gfn()`` (v6.6) /
     ``kvm_slot_page_track_remove_page()`` (v6.5): count -1 and
     ``kvm_mmu_gfn_allow_lpage()``.  No TLB flush, no SPTE change."""

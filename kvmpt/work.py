@@ -14,11 +14,20 @@ into cycles.  The primitives:
 ``zaps``             one ``kvm_mmu_zap_all_fast()``
 ``srcu_syncs``       one ``synchronize_srcu_expedited()`` in ``kvm_swap_active_memslots()``
 ``handler_calls``    one ``intel_vgpu_page_track_handler()``
-``emulated_writes``  one trapped guest write that went through the x86 emulator
+``emulated_writes``  one guest write that faulted on a write-tracked gfn and went
+                     through the x86 emulator (``page_fault_handle_page_track()`` ->
+                     ``RET_PF_EMULATE``, ``emulator_write_phys()``): a trapped write
+``mmio_exits``       one guest write to a gpa no memslot holds, or to a
+                     ``KVM_MEM_READONLY`` slot: an exit to the VMM (``KVM_EXIT_MMIO``);
+                     no page-track notifier sees it
 
-``mmu_lock`` is accounted per write acquisition: the number of acquisitions,
-the primitives done while held (``held``), and the longest single hold
-(``max_hold``, by number of primitives), because vCPU faults stall behind it.
+``mmu_lock`` (an rwlock) is accounted per acquisition and mode: for write holds
+the number of acquisitions, the primitives done while held (``held``) and the
+longest single hold (``max_hold``, by number of primitives) -- vCPU faults and
+every other ``mmu_lock`` user stall behind them; read holds the same in
+``mmu_lock_read_acquisitions``, ``read_held``, ``read_max_hold`` -- they stall
+only writers (KVM's zap on a memslot DELETE/MOVE, write-track add/remove), since
+with the TDP MMU vCPU faults take the lock for read too.
 """
 from __future__ import annotations
 
@@ -27,8 +36,9 @@ from dataclasses import dataclass, field
 PRIMITIVES = (
     "gfn_probes", "chain_steps", "counter_updates", "lpage_updates", "tlb_flushes",
     "hash_inserts", "hash_deletes", "slot_lookups", "zaps", "srcu_syncs",
-    "handler_calls", "emulated_writes",
+    "handler_calls", "emulated_writes", "mmio_exits",
 )
+MODES = ("write", "read")
 
 
 def _zero() -> dict[str, int]:
@@ -43,36 +53,66 @@ class Work:
     held: dict[str, int] = field(default_factory=_zero)
     max_hold: dict[str, int] = field(default_factory=_zero)
     mmu_lock_acquisitions: int = 0
-    _hold_depth: int = 0
+    read_held: dict[str, int] = field(default_factory=_zero)
+    read_max_hold: dict[str, int] = field(default_factory=_zero)
+    mmu_lock_read_acquisitions: int = 0
     _current: dict[str, int] | None = None
+    _mode: str = "write"
 
     def add(self, primitive: str, n: int = 1) -> None:
         self.ops[primitive] += n
         if self._current is not None:
             self._current[primitive] += n
-            self.held[primitive] += n
+            (self.held if self._mode == "write" else self.read_held)[primitive] += n
+
+    @property
+    def in_hold(self) -> bool:
+        """An ``mmu_lock`` hold is open (between ``mmu_lock_begin`` and ``_end``)."""
+        return self._current is not None
 
     # mmu_lock bracketing --------------------------------------------------
-    def mmu_lock_begin(self) -> None:
-        self.mmu_lock_acquisitions += 1
-        self._current = _zero()
+    def mmu_lock_begin(self, mode: str = "write") -> None:
+        """``write_lock(&kvm->mmu_lock)`` (or ``read_lock`` with ``mode="read"``)."""
+        if mode not in MODES:
+            raise ValueError(f"mmu_lock mode must be 'write' or 'read', got {mode!r}")
+        if self._current is not None:
+            raise RuntimeError("mmu_lock hold opened twice: rwlocks do not nest here")
+        if mode == "write":
+            self.mmu_lock_acquisitions += 1
+        else:
+            self.mmu_lock_read_acquisitions += 1
+        self._current, self._mode = _zero(), mode
 
     def mmu_lock_end(self) -> None:
         cur = self._current or _zero()
-        if sum(cur.values()) > sum(self.max_hold.values()):
-            self.max_hold = dict(cur)
-        self._current = None
+        attr = "max_hold" if self._mode == "write" else "read_max_hold"
+        if sum(cur.values()) > sum(getattr(self, attr).values()):
+            setattr(self, attr, dict(cur))
+        self._current, self._mode = None, "write"
 
-    def add_hold(self, n: int, held: dict[str, int]) -> None:
+    def add_hold(self, n: int, held: dict[str, int], mode: str = "write") -> None:
         """Account ``n`` identical holds, each doing ``held`` (bulk form of begin/add/end)."""
+        self.add_holds(n, {k: v * n for k, v in held.items()}, held, mode)
+
+    def add_holds(self, n: int, totals: dict[str, int], longest: dict[str, int],
+                  mode: str = "write") -> None:
+        """Account ``n`` holds that did ``totals`` between them, the longest of them
+        ``longest`` (bulk form of ``n`` begin/add/end brackets)."""
+        if mode not in MODES:
+            raise ValueError(f"mmu_lock mode must be 'write' or 'read', got {mode!r}")
         if n <= 0:
             return
-        self.mmu_lock_acquisitions += n
-        for k, v in held.items():
-            self.ops[k] += v * n
-            self.held[k] += v * n
-        if sum(held.values()) > sum(self.max_hold.values()):
-            self.max_hold = {**_zero(), **held}
+        target = self.held if mode == "write" else self.read_held
+        for k, v in totals.items():
+            self.ops[k] += v
+            target[k] += v
+        if mode == "write":
+            self.mmu_lock_acquisitions += n
+        else:
+            self.mmu_lock_read_acquisitions += n
+        attr = "max_hold" if mode == "write" else "read_max_hold"
+        if sum(longest.values()) > sum(getattr(self, attr).values()):
+            setattr(self, attr, {**_zero(), **longest})
 
     # views ------------------------------------------------------------------
     @property
@@ -89,19 +129,34 @@ class Work:
             return ops[name]
         raise AttributeError(name)
 
+    @property
+    def mmu_lock_read_held_steps(self) -> int:
+        return sum(self.read_held.values())
+
+    @property
+    def mmu_lock_read_max_hold_steps(self) -> int:
+        return sum(self.read_max_hold.values())
+
     def merge(self, other: "Work") -> None:
         for k in PRIMITIVES:
             self.ops[k] += other.ops[k]
             self.held[k] += other.held[k]
+            self.read_held[k] += other.read_held[k]
         self.mmu_lock_acquisitions += other.mmu_lock_acquisitions
+        self.mmu_lock_read_acquisitions += other.mmu_lock_read_acquisitions
         if other.mmu_lock_max_hold_steps > self.mmu_lock_max_hold_steps:
             self.max_hold = dict(other.max_hold)
+        if other.mmu_lock_read_max_hold_steps > self.mmu_lock_read_max_hold_steps:
+            self.read_max_hold = dict(other.read_max_hold)
 
     def as_dict(self) -> dict[str, int]:
         d = dict(self.ops)
         d["mmu_lock_acquisitions"] = self.mmu_lock_acquisitions
         d["mmu_lock_held_steps"] = self.mmu_lock_held_steps
         d["mmu_lock_max_hold_steps"] = self.mmu_lock_max_hold_steps
+        d["mmu_lock_read_acquisitions"] = self.mmu_lock_read_acquisitions
+        d["mmu_lock_read_held_steps"] = self.mmu_lock_read_held_steps
+        d["mmu_lock_read_max_hold_steps"] = self.mmu_lock_read_max_hold_steps
         return d
 
 

@@ -47,14 +47,16 @@ def guest_writes(vm, gpas, as_id=0):
     chains = snapshot_chains(tracker.ptable) if tracker else {}
     bits = tracker.ptable.bits if tracker else 18
     shadowed = {g for g, t in gvt.page_track_tree.items() if t} if gvt else set()
-    counts = {"direct": 0, "ignored": 0, "handled": 0, "missed": 0}
-    work = {"emulated_writes": 0, "gfn_probes": 0, "chain_steps": 0, "handler_calls": 0}
+    counts = {"direct": 0, "ignored": 0, "handled": 0, "mmio": 0, "missed": 0}
+    work = {"emulated_writes": 0, "gfn_probes": 0, "chain_steps": 0, "handler_calls": 0,
+            "mmio_exits": 0}
     outcomes, missed = [], []
     for gpa in gpas:
         gfn = int(gpa) >> 12
         slot = next((s for s in slots if s[0] <= gfn < s[0] + s[1]), None)
         if slot is None or slot[2]:
-            outcome = "ignored"
+            outcome = "mmio"
+            work["mmio_exits"] += 1
         elif not slot[3].get(gfn - slot[0], 0):
             outcome = "direct"
         else:

@@ -68,7 +68,7 @@ def test_missing_subcommands_say_so_in_one_line(capsys, monkeypatch, name):
 @pytest.mark.parametrize("argv, fragment", [
     (["replay", "/nonexistent/trace.log"], "no such file"),
     (["replay"], "needs a TRACE"),
-    (["replay", VGA, "--design", "v7.0"], "unknown design preset 'v7.0'"),
+    (["replay", VGA, "--design", "v7.0"], "unknown design 'v7.0'"),
     (["replay", VGA, "--design", "hook=sideways"], "slot_hook='sideways'"),
     (["replay", VGA, "--tracked", "-3"], "--tracked must be >= 0"),
     (["replay", VGA, "--tracked", "many"], "invalid int value"),

@@ -1,14 +1,17 @@
 """The Numba kernels against the plain-Python model and against ``tests/reference.py``.
 
-* ``VM.guest_write_batch`` vs N calls of ``VM.guest_write`` (every design, failsafe on
-  and off, broken states where GVT shadows gfns KVM no longer traps), and vs the reference.
-* ``ProtectTable.walk_range`` (kernel) vs ``walk_range_numpy`` vs the reference, on
-  tables with few buckets so chains are long.
-* ``KVMGT.shadow_many`` vs N calls of ``KVMGT.shadow``, including the u16 WARN and the
-  EEXIST / EINVAL stops.
-* the kernel slot hook (``kvmpt._kernels.walk.slot_hook``) vs ``KVMGT.slot_hook``.
+Every bulk path of the model runs twice: on a ``VM(kernels=False)`` (the plain-Python
+path, no jitted call) and on a ``VM(kernels=True)``; the two must leave the same state,
+Work, warnings and lockdep record (lockdep's reports compared as a multiset: the batch
+reports them grouped by kind of write).
+
+* ``VM.guest_write_batch`` (every design, failsafe on and off, broken states where GVT
+  shadows gfns KVM no longer traps), and vs ``tests/reference.py``.
+* KVMGT's slot walk (plain vs kernel vs the reference), on tables with few buckets so
+  chains are long, and the whole slot hook.
+* ``KVMGT.shadow_many``, including the u16 WARN and the EEXIST / EINVAL stops.
 * a stateful test driving random memslot / shadow / unshadow / write sequences through
-  a VM on the plain paths and a VM on the kernels, comparing after every step.
+  both VMs, comparing after every step.
 
 Sizes are small on purpose (the big ones are in ``kvmpt bench``); the file also passes
 with ``NUMBA_DISABLE_JIT=1``.
@@ -30,8 +33,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import reference as ref
 from kvmpt import VM, Design
-from kvmpt._kernels import policy, walk as kwalk, warmup
+from kvmpt._kernels import policy, warmup
 from kvmpt.kvmgt import ProtectTable
+from kvmpt.vm import WRITE_OUTCOMES
 from kvmpt.work import HookCall
 
 EXAMPLES = int(os.environ.get("KVMPT_KERNEL_EXAMPLES", "60"))   # raise it for a soak run
@@ -71,7 +75,7 @@ def full_state(vm):
     st_["write_stats"] = dict(vm.write_stats)
     st_["work"] = work_state(vm.work)
     st_["warnings"] = [(w.op, w.where, w.message) for w in vm.warnings]
-    st_["reports"] = [(r.kind, r.context, r.message) for r in vm.lockdep.reports]
+    st_["reports"] = sorted((r.kind, r.context, r.message) for r in vm.lockdep.reports)
     st_["order"] = set(vm.lockdep.order)
     st_["held"] = {k: list(v) for k, v in vm.lockdep.held.items() if v}
     st_["events"] = list(vm.events)
@@ -81,19 +85,14 @@ def full_state(vm):
 
 
 def work_state(w):
-    return (dict(w.ops), dict(w.held), dict(w.max_hold), w.mmu_lock_acquisitions)
+    return (dict(w.ops), dict(w.held), dict(w.max_hold), w.mmu_lock_acquisitions,
+            dict(w.read_held), dict(w.read_max_hold), w.mmu_lock_read_acquisitions)
 
 
 def assert_same(a, b):
     sa, sb = full_state(a), full_state(b)
     for k in sa:
         assert sa[k] == sb[k], f"{k} differs"
-
-
-def numpy_walks(vm):
-    """Make this VM's ptable walk with the vectorised NumPy reference."""
-    pt = vm.kvmgt.ptable
-    pt.walk_range = pt.walk_range_numpy
 
 
 _slot = st.tuples(st.sampled_from([0, 0, 1]), st.integers(1, 40), st.integers(0, 600),
@@ -103,13 +102,13 @@ layouts = st.tuples(st.tuples(st.just(0), st.integers(1, 40), st.integers(0, 600
                     st.lists(_slot, max_size=3)).map(lambda t: [t[0], *t[1]])
 
 
-def build(design, layout, bits, shadow_idx, bumps, untrack, orphan, failsafe, numpy_ref=False):
+def build(design, layout, bits, shadow_idx, bumps, untrack, orphan, failsafe, kernels=True):
     """A VM with ``layout`` slots [(as_id, npages, gap, readonly, misaligned ua)], KVMGT
     attached with a ``2**bits``-bucket ptable, shadowing the AS0 gfns picked by
     ``shadow_idx``; ``bumps`` raises counters directly (other trackers; 65535 to hit the
     WARN); ``untrack`` drops ptable entries behind GVT's back (stale shadows);
     ``orphan`` removes gfns from GVT's tree only (the handler returns -ENXIO)."""
-    vm = VM(design=design)
+    vm = VM(design=design, kernels=kernels)
     nxt = {0: 0, 1: 0}
     for i, (as_id, npages, gap, ro, mis) in enumerate(layout):
         base = nxt[as_id] + gap
@@ -120,8 +119,6 @@ def build(design, layout, bits, shadow_idx, bumps, untrack, orphan, failsafe, nu
     gvt = vm.attach_kvmgt()
     gvt.ptable = ProtectTable(bits=bits)
     gvt.failsafe = failsafe
-    if numpy_ref:
-        numpy_walks(vm)
     gfns0 = [g for s in vm.memslots(0) for g in range(s.base_gfn, s.end_gfn)]
     if gfns0:
         for k in dict.fromkeys(i % len(gfns0) for i in shadow_idx):
@@ -173,7 +170,7 @@ def test_guest_write_batch_matches_loop_and_reference(design, layout, bits, shad
                                                       untrack, orphan, failsafe, picks, as_id,
                                                       outcomes):
     args = (design, layout, bits, shadow_idx, bumps, untrack, orphan, failsafe)
-    loop_vm, _ = build(*args, numpy_ref=True)
+    loop_vm, _ = build(*args, kernels=False)
     batch_vm, _ = build(*args)
     gpas = gpas_for(loop_vm, picks)
     expect = None if failsafe else ref.guest_writes(batch_vm, gpas, as_id)
@@ -185,17 +182,16 @@ def test_guest_write_batch_matches_loop_and_reference(design, layout, bits, shad
     ops0 = dict(batch_vm.work.ops)
     res = batch_vm.guest_write_batch(gpas, as_id=as_id, outcomes=outcomes)
     assert_same(loop_vm, batch_vm)
-    counts = {k: names.count(k) for k in ("direct", "ignored", "handled")}
+    counts = {k: names.count(k) for k in WRITE_OUTCOMES}
     counts["missed"] = sum(missed)
     assert dict(res) == counts
     if outcomes:
-        assert [("direct", "ignored", "handled")[c] for c in res.outcomes] == names
+        assert [WRITE_OUTCOMES[c] for c in res.outcomes] == names
         assert res.missed.tolist() == missed
     if expect is not None:
         e_counts, e_work, e_names, e_missed = expect
         assert dict(res) == e_counts and e_names == names and e_missed == missed
         assert {k: batch_vm.work.ops[k] - ops0[k] for k in e_work} == e_work
-        assert res.path == "kernel"
 
 
 def test_guest_write_batch_failsafe_falls_back_after_first_handled_write():
@@ -207,8 +203,8 @@ def test_guest_write_batch_failsafe_falls_back_after_first_handled_write():
     res = vm.guest_write_batch(gpas)
     for g in gpas.tolist():
         loop.guest_write(g)
-    assert res.path == "kernel+python"
-    assert dict(res) == {"direct": 3, "ignored": 0, "handled": 2, "missed": 1}
+    # the first handled write removes 3's protection: the second write to 3 goes direct
+    assert dict(res) == {"direct": 3, "ignored": 0, "handled": 2, "mmio": 0, "missed": 1}
     assert_same(loop, vm)
 
 
@@ -218,13 +214,15 @@ def test_guest_write_batch_mmu_lock_design_records_sleep_in_atomic_per_handled_w
     vm.guest_write_batch(np.array([3 << 12] * 4 + [4 << 12], dtype=np.uint64))
     kinds = [r.kind for r in vm.lockdep.reports]
     assert kinds == ["sleep-in-atomic"] * 4
-    assert vm.work.mmu_lock_acquisitions >= 4
+    # read_lock(&kvm->mmu_lock) per trapped write; the write holds are the shadowing's
+    assert vm.work.mmu_lock_read_acquisitions == 4
+    assert vm.work.read_max_hold == {**dict.fromkeys(vm.work.ops, 0), "gfn_probes": 1,
+                                     "chain_steps": 1, "handler_calls": 1}
 
 
-def test_side_sets_follow_model_changes_between_batches():
-    """The batch caches which shadowed gfns would miss; API changes and ``forget`` after
-    a hand edit must both be seen."""
-    from kvmpt._kernels import writes as kwrites
+def test_flat_caches_follow_model_changes_between_batches():
+    """The kernel's flat arrays are cached per VM generation: every change made through
+    the model (and through ProtectTable's own methods) is seen by the next batch."""
     vm, gvt = build(Design.preset("v6.6"), [(0, 16, 0, False, False)], 18, [3, 5], [], [], [],
                     False)
     gpas = np.array([3 << 12, 5 << 12, 7 << 12], dtype=np.uint64)
@@ -233,10 +231,12 @@ def test_side_sets_follow_model_changes_between_batches():
     assert vm.guest_write_batch(gpas)["missed"] == 1
     gvt.shadow(7)
     assert dict(vm.guest_write_batch(gpas)) == {"direct": 0, "ignored": 1, "handled": 2,
-                                                "missed": 1}
-    vm.memslots(0)[0].arch.gfn_write_track[7 - 0] = 0      # hand edit: 7 now goes direct
-    kwrites.forget(vm)
-    assert vm.guest_write_batch(gpas)["missed"] == 2
+                                                "mmio": 0, "missed": 1}
+    gvt.unshadow(7)
+    assert dict(vm.guest_write_batch(gpas)) == {"direct": 1, "ignored": 1, "handled": 1,
+                                                "mmio": 0, "missed": 1}
+    vm.set_user_memory_region(0, 0, 0, 0, UA)                # DELETE: every write is mmio
+    assert vm.guest_write_batch(gpas)["mmio"] == 3
 
 
 @pytest.mark.parametrize("bad, exc", [
@@ -254,7 +254,7 @@ def test_guest_write_batch_rejects_bad_input(bad, exc):
     with pytest.raises(ValueError):
         vm.guest_write_batch(np.zeros(1, dtype=np.uint64), nbytes=9)
     assert dict(vm.guest_write_batch(np.zeros(0, dtype=np.uint64))) == dict.fromkeys(
-        ("direct", "ignored", "handled", "missed"), 0)
+        WRITE_OUTCOMES + ("missed",), 0)
 
 
 # --------------------------------------------------------------------- slot walk
@@ -268,40 +268,41 @@ def table(bits, ops):
     return pt
 
 
+def walks(bits, ops, base, npages):
+    """KVMGT's slot walk on the plain path and in the kernel, on two copies of a table."""
+    out = []
+    for kernels in (False, True):
+        gvt = VM("v6.6", kernels=kernels).attach_kvmgt()
+        gvt.ptable = table(bits, ops)
+        walk = gvt._walk_kernel if kernels else gvt._walk_plain
+        hits, steps, _, _ = walk(base, npages, None)
+        out.append(((list(hits), steps), gvt.ptable))
+    return out
+
+
 @SETTINGS
 @given(bits=st.integers(1, 6), ops=st.lists(st.tuples(st.integers(0, 300), st.booleans()),
                                              max_size=80),
-       base=st.integers(0, 300), npages=st.integers(0, 200), delete=st.booleans())
-def test_walk_range_matches_numpy_and_reference(bits, ops, base, npages, delete):
-    a, b = table(bits, ops), table(bits, ops)
-    expect = ref.slot_walk(a, base, npages, delete)
-    got = a.walk_range(base, npages, delete=delete)
-    assert got == b.walk_range_numpy(base, npages, delete=delete) == expect
+       base=st.integers(0, 300), npages=st.integers(0, 200))
+def test_slot_walk_plain_kernel_and_reference_agree(bits, ops, base, npages):
+    expect = ref.slot_walk(table(bits, ops), base, npages, True)
+    (plain, a), (kern, b) = walks(bits, ops, base, npages)
+    assert plain == kern == expect
     assert ref.snapshot_chains(a) == ref.snapshot_chains(b)
     assert a.chain_len.tolist() == b.chain_len.tolist() and a.gfns() == b.gfns()
-    # the kernel's cached flat table follows later changes
-    for g, add in ops[:5]:
-        for t in (a, b):
-            if add and g not in t:
-                t.add(g)
-    assert a.walk_range(0, 320, delete=False) == b.walk_range_numpy(0, 320, delete=False)
 
 
-def test_walk_range_counts_steps_on_a_known_chain():
-    pt = ProtectTable(bits=1)
-    for g in (10, 11, 12, 13):
-        pt.add(g)
-    assert pt.walk_range(10, 4, delete=False) == ref.slot_walk(pt, 10, 4, False)
-    hits, steps = pt.walk_range(10, 4)
-    assert hits == [10, 11, 12, 13] and len(pt) == 0
-    assert steps == ref.slot_walk(table(1, [(g, True) for g in (10, 11, 12, 13)]), 10, 4)[1]
+def test_slot_walk_counts_steps_on_a_known_chain():
+    ops = [(g, True) for g in (10, 11, 12, 13)]
+    for (hits, steps), pt in walks(1, ops, 10, 4):
+        assert hits == [10, 11, 12, 13] and len(pt) == 0
+        assert steps == ref.slot_walk(table(1, ops), 10, 4)[1]
 
 
 def test_walk_high_gfns_do_not_wrap():
-    pt = ProtectTable()
     top = (1 << 52) - 4
-    pt.add(top + 1)
-    assert pt.walk_range(top, 4) == ([top + 1], 1)
+    for result, _ in walks(18, [(top + 1, True)], top, 4):
+        assert result == ([top + 1], 1)
 
 
 @SETTINGS
@@ -309,7 +310,7 @@ def test_walk_high_gfns_do_not_wrap():
 def test_slot_hook_kernel_matches_model(design, layout, bits, shadow_idx, bumps, untrack,
                                         orphan, which, given_slot):
     args = (design, layout, bits, shadow_idx, bumps, untrack, orphan, False)
-    a, ga = build(*args, numpy_ref=True)
+    a, ga = build(*args, kernels=False)
     b, gb = build(*args)
     slots_a = a.memslots(0) + a.memslots(1)
     slots_b = b.memslots(0) + b.memslots(1)
@@ -318,7 +319,7 @@ def test_slot_hook_kernel_matches_model(design, layout, bits, shadow_idx, bumps,
     ca = HookCall(0, hook, "kvmgt", "DELETE", sa.as_id, sa.id, sa.base_gfn, sa.npages)
     cb = HookCall(0, hook, "kvmgt", "DELETE", sb.as_id, sb.id, sb.base_gfn, sb.npages)
     ga.slot_hook(hook, sa.base_gfn, sa.npages, sa if given_slot else None, ca)
-    kwalk.slot_hook(gb, hook, sb.base_gfn, sb.npages, sb if given_slot else None, cb)
+    gb.slot_hook(hook, sb.base_gfn, sb.npages, sb if given_slot else None, cb)
     assert_same(a, b)
     assert work_state(ca.work) == work_state(cb.work) and ca.hits == cb.hits
 
@@ -330,13 +331,12 @@ def test_slot_hook_kernel_matches_model(design, layout, bits, shadow_idx, bumps,
 def test_shadow_many_matches_shadow_loop(design, layout, bits, shadow_idx, bumps, untrack,
                                          orphan, picks, outside):
     args = (design, layout, bits, shadow_idx, bumps, untrack, orphan, False)
-    a, ga = build(*args, numpy_ref=True)
+    a, ga = build(*args, kernels=False)
     b, gb = build(*args)
     cands = [g for s in a.memslots(0) for g in range(s.base_gfn, s.end_gfn)] or [0]
     gfns = [cands[i % len(cands)] for i in picks]
     for k in outside:          # a gfn no AS0 slot holds -> EINVAL at that point
         gfns.insert(k % (len(gfns) + 1), (1 << 40) + k)
-    expect_counts = None
     err_a = err_b = None
     try:
         for g in gfns:
@@ -349,7 +349,6 @@ def test_shadow_many_matches_shadow_loop(design, layout, bits, shadow_idx, bumps
         err_b = e.errno
     assert err_a == err_b
     assert_same(a, b)
-    del expect_counts
 
 
 def test_shadow_many_warns_on_u16_overflow_and_leaves_the_count():
@@ -385,13 +384,13 @@ MIB2 = 2 << 20
 
 
 class KernelsVsModel(RuleBasedStateMachine):
-    """Two VMs fed the same random sequence: ``plain`` uses guest_write / shadow and the
-    NumPy walk, ``fast`` uses guest_write_batch / shadow_many and the kernel walk.
-    They must agree exactly after every step."""
+    """Two VMs fed the same random sequence: ``plain`` (``kernels=False``) uses
+    guest_write / shadow and the plain walk, ``fast`` uses guest_write_batch /
+    shadow_many and the kernels.  They must agree exactly after every step."""
 
     @initialize(design=st.sampled_from(DESIGNS), bits=st.sampled_from([2, 18]))
     def setup(self, design, bits):
-        self.plain, self.fast = VM(design=design), VM(design=design)
+        self.plain, self.fast = VM(design=design, kernels=False), VM(design=design)
         self.bits = bits
         self.ua = UA
         self.attach()
@@ -410,7 +409,6 @@ class KernelsVsModel(RuleBasedStateMachine):
         for vm in (self.plain, self.fast):
             if vm.kvmgt is None or not vm.kvmgt.attached:
                 vm.attach_kvmgt().ptable = ProtectTable(bits=self.bits)
-        numpy_walks(self.plain)
 
     @rule(as_id=st.sampled_from([0, 0, 1]), id=st.integers(0, 4), where=st.integers(0, 7),
           pages=st.sampled_from([16, 512, 600]), flags=st.sampled_from([0, 0, 1, 2]))

@@ -72,16 +72,22 @@ def _walk_reference(table_gfns_in_insert_order, base, npages):
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(0, 5000), unique=True, max_size=60),
        st.integers(0, 4000), st.integers(1, 3000), st.integers(0, 3))
-def test_walk_range_counts_chain_steps_exactly(gfns, base, npages, collide):
+def test_slot_walk_counts_chain_steps_exactly(gfns, base, npages, collide):
+    """KVMGT's slot-hook loop, on the plain path and in the kernel, against a walk
+    written from the kernel's loop (v6.6: no protection dropped)."""
     # force collisions: add gfns that share buckets with existing ones
     extra = [g + (1 << 18) * k for g in gfns[:collide] for k in (1, 2)]
     order = gfns + [e for e in extra if e not in gfns]
-    t = ProtectTable()
-    for g in order:
-        t.add(g)
-    hits, steps = t.walk_range(base, npages, chunk=777)
-    assert (hits, steps) == _walk_reference(order, base, npages)
-    assert all(g not in t for g in hits) and len(t) == len(order) - len(hits)
+    expect = _walk_reference(order, base, npages)
+    for kernels in (False, True):
+        gvt = VM("v6.6", kernels=kernels).attach_kvmgt()
+        for g in order:
+            gvt.ptable.add(g)
+        walk = gvt._walk_kernel if kernels else gvt._walk_plain
+        hits, steps, lookups, dropped = walk(base, npages, None)
+        assert (list(hits), steps, lookups, dropped) == (*expect, 0, 0)
+        t = gvt.ptable
+        assert all(g not in t for g in hits) and len(t) == len(order) - len(hits)
 
 
 # ------------------------------------------------- hooks and accounting
@@ -149,7 +155,7 @@ def test_every_design_runs_every_change(design):
     if moved:
         assert design.move == "allow"
     for gpa in (0x200 << 12, 0x9000 << 12):
-        assert vm.guest_write(gpa) in ("direct", "ignored", "handled")
+        assert vm.guest_write(gpa) in ("direct", "ignored", "handled", "mmio")
 
 
 def test_allowed_move_leaves_gvt_shadowing_untracked_gfns_under_both_hooks():
@@ -186,12 +192,24 @@ def test_rejected_move_still_invalidates_and_zaps():
     assert vm.check_invariants() == [] and gvt.stale_gfns() == []
 
 
-def test_detach_leaks_kvm_protection_and_says_so():
-    vm, gvt = shadowed_vm("v6.6")
+@pytest.mark.parametrize("design", ["v6.5", "v6.6"])
+def test_detach_leaks_kvm_protection_and_says_so(design):
+    """intel_vgpu_close_device() -> intel_gvt_release_vgpu() leaves the PPGTT shadows (and
+    their page_track_tree entries and KVM's counts) in place; kvmgt_protect_table_destroy()
+    frees ptable without calling KVM; the notifier is gone."""
+    vm, gvt = shadowed_vm(design)
     gvt.detach()
     assert vm.write_track_count(0x200) == 1
-    assert vm.guest_write(0x200 << 12) == "ignored"
-    assert any("protection leaked" in v for v in vm.check_invariants())
+    assert gvt.ptable.gfns() == set()
+    assert gvt.shadowed_gfns() == [0x200, 0x201, 0x5000]       # GVT's shadows stay
+    assert vm.guest_write(0x200 << 12) == "ignored"            # still trapped, nobody takes it
+    assert vm.write_stats["missed"] == 1
+    assert gvt.stale_gfns() == [0x200, 0x201, 0x5000]
+    inv = vm.check_invariants()
+    assert sum("protection leaked" in v for v in inv) == 3
+    with pytest.raises(OSError) as e:
+        gvt.shadow(0x300)
+    assert e.value.errno == errno.ESRCH
     vm.attach_kvmgt()       # a new vGPU may attach after the old one closed
 
 

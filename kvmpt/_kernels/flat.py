@@ -1,21 +1,20 @@
-"""Model objects -> the flat arrays the kernels take (struct of arrays), cached.
+"""Model objects -> the flat arrays the kernels take (struct of arrays).
 
-``ptable_arrays(pt)``: KVMGT's ``ProtectTable`` as an ``hlist`` in arrays
-(``head``, ``nxt``, ``key``, ``clen``, ``occ``; see ``common``), rebuilt lazily
-when ``pt.gen`` (bumped by every add/delete/destroy) moves.  The arrays are
-shared with the cache: kernels that change them get ``copy=True``.
+``build_ptable_arrays(pt)``: KVMGT's ``ProtectTable`` as an ``hlist`` in arrays
+(``head``, ``nxt``, ``key``, ``clen``, ``occ``; see ``common``).  Kernels that
+change a table get a ``copy()``.
 
-``slot_arrays(vm, as_id)``: the live slots of one address space sorted by
-``base_gfn``: ``base`` and ``npages`` (uint64), ``trap`` (uint8: writes can
-trap, i.e. not ``KVM_MEM_READONLY``), and the data addresses of the slots' own
+``slots_as_arrays(slots)``: slots sorted by ``base_gfn``: ``base`` and
+``npages`` (uint64), ``trap`` (uint8: writes can trap, i.e. not
+``KVM_MEM_READONLY``), and the data addresses of the slots' own
 ``gfn_write_track`` and ``lpage_info`` arrays (no copies: kernels update the
-model's arrays in place; ``keep`` holds the arrays alive).  Rebuilt when the
-slot set changes.
+model's arrays in place; ``keep`` holds the arrays alive).
+
+The model caches both per VM generation (``kvmpt.vm.VM.generation``).
 """
 from __future__ import annotations
 
 import itertools
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,9 +45,6 @@ class PtableArrays:
                             self.clen.copy(), self.occ.copy(), self.n)
 
 
-_ptable_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def build_ptable_arrays(pt) -> PtableArrays:
     """Flatten ``pt.buckets`` (bucket -> gfns, chain head first) preserving chain order."""
     bits = pt.bits
@@ -71,26 +67,6 @@ def build_ptable_arrays(pt) -> PtableArrays:
     return PtableArrays(bits, np.uint64(64 - bits), head, nxt, key, clen, build_occ(clen), n)
 
 
-def ptable_arrays(pt) -> PtableArrays:
-    """The cached flat form of ``pt`` (read-only for callers)."""
-    hit = _ptable_cache.get(pt)
-    gen = getattr(pt, "gen", None)
-    if hit is not None and gen is not None and hit[0] == gen:
-        return hit[1]
-    arr = build_ptable_arrays(pt)
-    if gen is not None:
-        _ptable_cache[pt] = (gen, arr)
-    return arr
-
-
-def remember_ptable_arrays(pt, arr: PtableArrays) -> None:
-    """Install ``arr`` as the flat form of ``pt`` at its current generation (a kernel
-    produced it while the Python table was brought to the same state)."""
-    gen = getattr(pt, "gen", None)
-    if gen is not None:
-        _ptable_cache[pt] = (gen, arr)
-
-
 def empty_ptable_arrays(bits: int = 18) -> PtableArrays:
     nb = 1 << bits
     clen = np.zeros(nb, dtype=np.int32)
@@ -109,9 +85,6 @@ class SlotArrays:
     lpage2_addrs: np.ndarray    # uint64: lpage_info[0] (2M, s32)
     lpage3_addrs: np.ndarray    # uint64: lpage_info[1] (1G, s32)
     keep: list            # the arrays behind the addresses
-
-
-_slot_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _addrs(arrays, dtype) -> np.ndarray:
@@ -133,17 +106,3 @@ def slots_as_arrays(slots) -> SlotArrays:
         np.array([0 if s.flags & KVM_MEM_READONLY else 1 for s in slots], dtype=np.uint8),
         _addrs(track, np.uint16), _addrs(lp2, np.int32), _addrs(lp3, np.int32),
         track + lp2 + lp3)
-
-
-def slot_arrays(vm, as_id: int) -> SlotArrays:
-    """The cached ``SlotArrays`` of one address space's live slots."""
-    slots = vm._as[as_id].sorted()
-    sig = tuple((id(s), id(s.arch.gfn_write_track), id(s.arch.lpage_info[0]),
-                 id(s.arch.lpage_info[1]), s.base_gfn, s.npages, s.flags) for s in slots)
-    per_vm = _slot_cache.setdefault(vm, {})
-    hit = per_vm.get(as_id)
-    if hit is not None and hit[0] == sig:
-        return hit[1]
-    arr = slots_as_arrays(slots)
-    per_vm[as_id] = (sig, arr)
-    return arr
