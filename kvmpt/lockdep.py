@@ -90,6 +90,9 @@ SLOTS_ARCH_LOCK = LockClass("kvm->slots_arch_lock", MUTEX)
 VGPU_LOCK = LockClass("vgpu->vgpu_lock", MUTEX)
 GFN_LOCK = LockClass("vgpu->gfn_lock", MUTEX)      # v1 of the series only
 CACHE_LOCK = LockClass("vgpu->cache_lock", MUTEX)
+#: GVT-wide: guards the PPGTT mm LRU list (gvt/gtt.c, "drm/i915/gvt: Add mutual lock for
+#: ppgtt mm LRU list", 72aabfb862e4); reclaim_one_ppgtt_mm() drops it before invalidating.
+PPGTT_MM_LOCK = LockClass("gvt->gtt.ppgtt_mm_lock", MUTEX)
 
 
 @dataclass(frozen=True)

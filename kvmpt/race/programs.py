@@ -106,7 +106,8 @@ class Gen:
         """``lockdep_assert_held`` in ``__kvmgt_protect_table_find`` (kvmgt.c): on
         ``gfn_lock`` in v1 09/27, on ``vgpu_lock`` in v6.6 (v6.5 had none)."""
         lock = self.table_lock(v)
-        return AssertHeld(f"lockdep_assert_held(&info->{lock.cls.name.split('->')[1]})",
+        held = lock.name if self.multi else f"info->{lock.cls.name.split('->')[1]}"
+        return AssertHeld(f"lockdep_assert_held(&{held})",
                           self.at(f"{KVMGT}:__kvmgt_protect_table_find"), lock=lock)
 
     # -- KVM side ----------------------------------------------------------------------
