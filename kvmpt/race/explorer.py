@@ -143,10 +143,11 @@ def check_args(lock, scenario, slot_hook, srcu=True, lockdep=True, max_states=1)
 
 
 def resolve(lock, design, slot_hook):
-    """``design`` (a Design or a preset name) gives ``lock`` and the default slot hook."""
+    """``design`` (anything :func:`kvmpt.design.parse_design` reads) gives ``lock`` and the
+    default slot hook."""
     if design is not None:
-        from ..design import Design
-        d = Design.coerce(design)
+        from ..design import parse_design
+        d = parse_design(design)
         return d.kvmgt_lock, slot_hook or d.slot_hook
     return lock, slot_hook
 
