@@ -83,10 +83,11 @@ def email(result, width: int = WIDTH, sliced: bool = True) -> str:
         text = text.replace("hash_for_each_possible(ptable, p, hnode, gfn)",
                             "hash_for_each_possible()")
         mark = f"[{len(refs)}] "
+        pieces = textwrap.wrap(mark + text, max(10, colw - min(len(stack), 8) - 1),
+                               break_on_hyphens=False) or [mark]
         if r.failing:
-            text = f"{text}  <== {result.verdict.upper()}"
-        for j, piece in enumerate(textwrap.wrap(mark + text, max(10, colw - min(len(stack), 8)))
-                                  or [mark]):
+            pieces.append(f"<== {result.verdict.upper()}")
+        for j, piece in enumerate(pieces):
             out.append(_cell(col, ncol, colw, len(stack) + (1 if j else 0), piece))
     out.append("")
     out += textwrap.wrap(ascii(result.message or ""), width)
