@@ -9,7 +9,8 @@ import os
 import pytest
 
 from kvmpt.race import LOCKS, SCENARIOS, explore
-from kvmpt.race.promela import spin_available, to_promela, verify
+from kvmpt.race.promela import to_promela
+from kvmpt.race.spin import agreement, spin_available, verify
 
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -51,3 +52,9 @@ def test_export_marks_every_bug_site():
     assert sites and all(lines[n - 1].strip().startswith("bug = ") for n in sites)
     assert set(sites.values()) >= {"use-after-free", "missed-write", "deadlock"}
     assert "proctype t0()" in text and "proctype t1()" in text and "timeout" in text
+
+
+def test_agreement_rows(spin):
+    rows = agreement(["two_vgpus_reclaim"], locks=("vgpu_lock",))
+    assert len(rows) == 1 and rows[0].agrees and rows[0].spin_verdict == "not-held"
+    assert rows[0].spin_states > 0 and rows[0].states > 0

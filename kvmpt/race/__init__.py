@@ -125,7 +125,15 @@ from .steps import (AssertHeld, Blocked, Bug, Choose, Ctx, Goto, If, IfNot, Lock
 from .threads import Programs
 
 __all__ = ["explore", "sample", "matrix", "scenarios", "RaceResult", "SampleResult",
-           "LOCKS", "VERDICTS", "SCENARIOS", "DEFAULT_SCENARIO", "THREAD_SCENARIOS"]
+           "LOCKS", "VERDICTS", "SCENARIOS", "DEFAULT_SCENARIO", "THREAD_SCENARIOS",
+           # the building blocks, for tests and for writing a new scenario
+           "Model", "Programs", "Gen", "Label", "assemble", "Scenario", "WitnessStep",
+           "check_args", "count_paths", "resolve", "wait_cycle", "KERNEL", "VERSION",
+           "SLOT_HOOKS", "CHILD", "GFN", "NEIGHBOUR", "NR_BUCKETS", "KVM_SRCU", "TRACK_SRCU",
+           "Thread", "World", "Step", "Ok", "Blocked", "Bug", "Ctx", "Lock", "Unlock",
+           "AssertHeld", "SrcuReadLock", "SrcuReadUnlock", "SyncSrcuStart", "SyncSrcuWait",
+           "Goto", "If", "IfNot", "Note", "Choose", "Probe", "ReadNode", "FindLocked",
+           "HashAdd", "HashDel", "KFree", "HashDestroy", "WriteTrack"]
 
 # names the first, single-module explorer had (tests and notebooks import some of them)
 _Model, _cycle, _assemble, _Gen, _count_paths = Model, wait_cycle, assemble, Programs, count_paths

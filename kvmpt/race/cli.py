@@ -33,7 +33,7 @@ def run(args) -> int:
     r = explore(scenario=args.scenario, **kw)
     print(r.email(sliced=not args.full) if args.email else str(r))
     if args.spin:
-        from .promela import verify
+        from .spin import verify
         s = verify(r.lock, r.scenario, slot_hook=r.slot_hook, srcu=r.srcu, lockdep=r.lockdep)
         print(f"SPIN: {s.verdict} ({', '.join(s.kinds) or 'no bug reachable'}), "
               f"{s.states:,} states stored; explorer: {r.verdict}")

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..lockdep import (CACHE_LOCK, GFN_LOCK, MMU_LOCK, PPGTT_MM_LOCK, SLOTS_LOCK, VGPU_LOCK,
-                       LockClass)
-from .objects import (FindLocked, HashAdd, HashDel, HashDestroy, KFree, NotifierDel,
-                      NotifierWalk, Probe, RadixDelete, RadixInsert, RadixLookup, ReadNode,
-                      SlotLookup, SlotSet, SlotUsable, WriteTrack)
-from .state import CHILD, KVM_SRCU, TRACK_SRCU
-from .steps import (AssertHeld, Choose, Goto, If, IfNot, Lock, Note, SrcuReadLock,
-                    SrcuReadUnlock, Step, SyncSrcuStart, SyncSrcuWait, Unlock)
+from ..lockdep import GFN_LOCK, MMU_LOCK, SLOTS_LOCK, VGPU_LOCK, LockClass
+from .objects import FindLocked, HashAdd, HashDel, KFree, SlotLookup, WriteTrack
+from .state import KVM_SRCU
+from .steps import (AssertHeld, Choose, Goto, If, IfNot, Lock, SrcuReadLock, SrcuReadUnlock,
+                    Step, Unlock)
 
 LOCKS = ("none", "mmu_lock", "gfn_lock", "vgpu_lock")
 SLOT_HOOKS = ("flush", "remove")

@@ -5,7 +5,7 @@
 explorer) plus the step's own enabling condition (a free lock, an ended grace period).
 Every place a bug can happen is a statement ``bug = K`` on a line of its own; a ``watchdog``
 process turns SPIN's ``timeout`` (nothing can move) into ``bug = DEADLOCK`` when some thread
-has not finished.  :func:`verify` runs ``spin -a``, compiles ``pan`` with partial-order
+has not finished.  :func:`kvmpt.race.spin.verify` runs ``spin -a``, compiles ``pan`` with partial-order
 reduction off and searches the whole state space (``-E``: the blocked threads after a bug
 are not SPIN errors); the bug kinds whose lines SPIN did *not* list as unreached are the
 reachable ones, and the verdict is the first of them in :data:`~kvmpt.race.VERDICTS`
@@ -13,14 +13,6 @@ order -- the explorer's rule.  Nothing here reuses the explorer's successor func
 the step list (kind, operands, jump targets) is shared.
 """
 from __future__ import annotations
-
-import os
-import re
-import shutil
-import subprocess
-import tempfile
-import time
-from dataclasses import dataclass
 
 from ..lockdep import MUTEX, RWLOCK
 from . import objects as O, state as S, steps as T
@@ -339,48 +331,3 @@ def to_promela(lock: str = "vgpu_lock", scenario: str = DEFAULT_SCENARIO, *,
     for t in range(len(m.progs)):
         em.thread(t)
     return "\n".join(em.lines) + "\n", em.sites
-
-
-@dataclass
-class SpinResult:
-    lock: str
-    scenario: str
-    verdict: str
-    kinds: tuple                # reachable bug kinds, VERDICTS order
-    states: int                 # SPIN's "states, stored"
-    transitions: int
-    seconds: float
-    spin_version: str
-
-
-def spin_available() -> str | None:
-    """Path of the ``spin`` executable and a C compiler, or None."""
-    spin, cc = shutil.which("spin"), shutil.which("cc") or shutil.which("gcc")
-    return spin if spin and cc else None
-
-
-def verify(lock: str = "vgpu_lock", scenario: str = DEFAULT_SCENARIO, *, workdir=None,
-           **kw) -> SpinResult:
-    """Export, run SPIN, and read back the reachable bug kinds and the verdict."""
-    spin = spin_available()
-    if spin is None:
-        raise RuntimeError("SPIN is not installed (Debian package 'spin', plus a C compiler)")
-    text, sites = to_promela(lock, scenario, **kw)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=workdir) as d:
-        with open(os.path.join(d, "model.pml"), "w") as f:
-            f.write(text)
-        run = lambda *c: subprocess.run(c, cwd=d, capture_output=True, text=True, check=True)
-        run(spin, "-o3", "-a", "model.pml")   # -o3: no statement merging, so every bug line is listed
-        run(shutil.which("cc") or "gcc", "-O0", "-DNOREDUCE", "-DSAFETY", "-o", "pan", "pan.c")
-        out = run("./pan", "-E", "-m1000000").stdout
-        version = run(spin, "-V").stdout.strip()
-    if "errors: 0" not in out:
-        raise RuntimeError(f"SPIN reported errors for {lock}/{scenario}:\n{out}")
-    unreached = {int(n) for n in re.findall(r"model\.pml:(\d+), state", out)}
-    kinds = tuple(k for k in S.BUGS if any(kk == k and ln not in unreached
-                                           for ln, kk in sites.items()))
-    stored = int(re.search(r"(\d+) states, stored", out).group(1))
-    trans = int(re.search(r"(\d+) transitions", out).group(1))
-    return SpinResult(lock, scenario, kinds[0] if kinds else "safe", kinds, stored, trans,
-                      time.perf_counter() - t0, version)
