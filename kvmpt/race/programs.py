@@ -164,71 +164,52 @@ class Gen:
         ``write_lock(mmu_lock)`` only around ``kvm_slot_page_track_remove_page``; then
         ``kvmgt_protect_table_del``; unlock.  v6.6: the caller holds ``vgpu_lock``; ptable
         check (asserting it), ``kvm_write_track_remove_gfn``, ``kvmgt_protect_table_del``."""
-        at = self.at(f"{KVMGT}:intel_gvt_page_track_remove")
-        skip = self.label("rm_skip")
-        if self.lock in ("none", "mmu_lock"):
-            nf, mmu = self.label("rm_nf"), self.lk(MMU_LOCK, v)
-            body = [
-                SrcuReadLock("srcu_read_lock(&kvm->srcu)", at, domain=KVM_SRCU, vm=v),
-                self.lookup(gfn, at, nf, v),
-                Lock("write_lock(&kvm->mmu_lock)", at, lock=mmu, mode="write"),
-                self._find(gfn, v), IfNot("", at, label=skip),
-                WriteTrack(f"kvm_slot_page_track_remove_page({gfn:#x})",
-                           self.at(f"{PT}:kvm_slot_page_track_remove_page", "v6.5"), lock=mmu),
-                *self.table_del(gfn, v),
-                Label(skip),
-                Unlock("write_unlock(&kvm->mmu_lock)", at, lock=mmu),
-                Label(nf),
-                SrcuReadUnlock("srcu_read_unlock(&kvm->srcu)", at, domain=KVM_SRCU, vm=v),
-            ]
-        else:
-            own = self.lock == "gfn_lock"
-            body = [
-                *([Lock("mutex_lock(&info->gfn_lock)", at, lock=self.lk(GFN_LOCK, v))]
-                  if own else []),
-                self.assert_table_lock(v),
-                self._find(gfn, v), IfNot("", at, label=skip),
-                *self.kvm_write_track(gfn, add=False, fail=skip, v=v),
-                *self.table_del(gfn, v),
-                Label(skip),
-                *([Unlock("mutex_unlock(&info->gfn_lock)", at, lock=self.lk(GFN_LOCK, v))]
-                  if own else []),
-            ]
-        return self.frame("intel_gvt_page_track_remove", body)
+        return self._page_track(gfn, v, add=False)
 
     def page_track_add(self, gfn: int, v: int = 0) -> list:
         """``intel_gvt_page_track_add`` (kvmgt.c): the mirror image of remove, ending in
         ``kvmgt_protect_table_add`` (``kzalloc(GFP_ATOMIC)`` + ``hash_add``)."""
-        at = self.at(f"{KVMGT}:intel_gvt_page_track_add")
-        skip = self.label("add_skip")
-        add = HashAdd(f"kvmgt_protect_table_add({gfn:#x}): kzalloc(GFP_ATOMIC) + hash_add",
-                      self.kat(f"{KVMGT}:kvmgt_protect_table_add"), gfn=gfn, v=v)
+        return self._page_track(gfn, v, add=True)
+
+    def _page_track(self, gfn: int, v: int, add: bool) -> list:
+        """The one body of ``intel_gvt_page_track_{add,remove}``: add skips a gfn already in
+        ``ptable``, remove one that is not; the KVM count change and the table change are
+        the only other differences."""
+        fn = "intel_gvt_page_track_add" if add else "intel_gvt_page_track_remove"
+        at = self.at(f"{KVMGT}:{fn}")
+        skip = self.label("pt_skip")
+        skip_if = (If if add else IfNot)("", at, label=skip)
+        if add:
+            change = [HashAdd(f"kvmgt_protect_table_add({gfn:#x}): kzalloc(GFP_ATOMIC) + "
+                              f"hash_add", self.kat(f"{KVMGT}:kvmgt_protect_table_add"),
+                              gfn=gfn, v=v)]
+        else:
+            change = self.table_del(gfn, v)
         if self.lock in ("none", "mmu_lock"):
-            nf, mmu = self.label("add_nf"), self.lk(MMU_LOCK, v)
+            nf, mmu = self.label("pt_nf"), self.lk(MMU_LOCK, v)
+            kvm_fn = f"kvm_slot_page_track_{'add' if add else 'remove'}_page"
             body = [
                 SrcuReadLock("srcu_read_lock(&kvm->srcu)", at, domain=KVM_SRCU, vm=v),
                 self.lookup(gfn, at, nf, v),
                 Lock("write_lock(&kvm->mmu_lock)", at, lock=mmu, mode="write"),
-                self._find(gfn, v), If("", at, label=skip),
-                WriteTrack(f"kvm_slot_page_track_add_page({gfn:#x})",
-                           self.at(f"{PT}:kvm_slot_page_track_add_page", "v6.5"), lock=mmu),
-                add,
+                self._find(gfn, v), skip_if,
+                WriteTrack(f"{kvm_fn}({gfn:#x})", self.at(f"{PT}:{kvm_fn}", "v6.5"), lock=mmu),
+                *change,
                 Label(skip),
                 Unlock("write_unlock(&kvm->mmu_lock)", at, lock=mmu),
                 Label(nf),
                 SrcuReadUnlock("srcu_read_unlock(&kvm->srcu)", at, domain=KVM_SRCU, vm=v),
             ]
         else:
+            gfn_lock = self.lk(GFN_LOCK, v)
             own = self.lock == "gfn_lock"
             body = [
-                *([Lock("mutex_lock(&info->gfn_lock)", at, lock=self.lk(GFN_LOCK, v))]
-                  if own else []),
+                *([Lock("mutex_lock(&info->gfn_lock)", at, lock=gfn_lock)] if own else []),
                 self.assert_table_lock(v),
-                self._find(gfn, v), If("", at, label=skip),
-                *self.kvm_write_track(gfn, add=True, fail=skip, v=v),
-                add,
+                self._find(gfn, v), skip_if,
+                *self.kvm_write_track(gfn, add=add, fail=skip, v=v),
+                *change,
                 Label(skip),
-                *([Unlock("mutex_unlock(&info->gfn_lock)", at, lock=self.lk(GFN_LOCK, v))]
-                  if own else []),
+                *([Unlock("mutex_unlock(&info->gfn_lock)", at, lock=gfn_lock)] if own else []),
             ]
-        return self.frame("intel_gvt_page_track_add", body)
+        return self.frame(fn, body)
