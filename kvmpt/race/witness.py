@@ -14,6 +14,7 @@ from . import state as S
 from .steps import AssertHeld, Lock, SyncSrcuStart, SyncSrcuWait
 
 WIDTH = 72
+_MAX_DEPTH = 8
 _ASCII = str.maketrans({"→": "->", "…": "...", "—": "--", "×": "x", "'": "'"})
 _PTABLE = (O.Probe, O.HashDel, O.KFree, O.HashDestroy, O.HashAdd, O.NotifierDel)
 _SOURCES = ("v6.5 = torvalds/linux v6.5 (the series' base, fdf0eaf11452); v6.6 = v6.6 "
@@ -83,12 +84,13 @@ def email(result, width: int = WIDTH, sliced: bool = True) -> str:
         text = text.replace("hash_for_each_possible(ptable, p, hnode, gfn)",
                             "hash_for_each_possible()")
         mark = f"[{len(refs)}] "
-        pieces = textwrap.wrap(mark + text, max(10, colw - min(len(stack), 8) - 1),
+        depth = min(len(stack), _MAX_DEPTH)
+        pieces = textwrap.wrap(mark + text, max(12, colw - depth), subsequent_indent=" ",
                                break_on_hyphens=False) or [mark]
         if r.failing:
-            pieces.append(f"<== {result.verdict.upper()}")
-        for j, piece in enumerate(pieces):
-            out.append(_cell(col, ncol, colw, len(stack) + (1 if j else 0), piece))
+            pieces.append(f" <== {result.verdict.upper()}")
+        for piece in pieces:
+            out.append(_cell(col, ncol, colw, depth, piece))
     out.append("")
     out += textwrap.wrap(ascii(result.message or ""), width)
     out.append("")
@@ -103,7 +105,10 @@ def email(result, width: int = WIDTH, sliced: bool = True) -> str:
 
 
 def _cell(col: int, ncol: int, colw: int, depth: int, text: str) -> str:
-    depth = min(depth, 8)
+    """One line with ``text`` in column ``col``, indented by call depth; a deep frame whose
+    name would not fit is pulled left rather than cut."""
+    text = ascii(text)
+    depth = max(0, min(depth, _MAX_DEPTH, colw - len(text)))
     cells = [""] * ncol
     cells[col] = (" " * depth + ascii(text))[:colw]
     return _line(cells, colw)
