@@ -309,7 +309,21 @@ crowded = race.explore("none", "two_vcpus_vs_unshadow")
 print(table(["two_vcpus_vs_unshadow, none", "count"],
             [("distinct states", f"{crowded.states:,}"),
              ("failing states", f"{crowded.failing_states:,}"),
+             *[(f"  of which {k}", f"{n:,}") for k, n in sorted(crowded.kinds.items())],
              ("schedules (orderings)", f"{crowded.schedules:.2e}")]))
+
+# %% [markdown]
+# The model steps at the kernel's store granularity where a lockless reader can see it:
+# `kvmgt_protect_table_del()` is `hash_del()` — `hlist_del_init()`, which unlinks the node and
+# sets its own `next` to NULL — then `kfree()`. So besides the use-after-free, v6.5's unlocked
+# walk can stand on a node that was just unlinked, read `next == NULL` and stop early: a write to
+# a page GVT still shadows is trapped and then ignored (**missed-write**, the `missed-write`
+# failing states above). The shortest such interleaving, while a DELETE's flush hook removes a
+# bucket neighbour:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(race.explore("none", "write_vs_remove_region", witness="missed-write").email())
 
 # %% [markdown]
 # ### 5b. Beyond the thread: two vGPUs and the shadow-page reclaim

@@ -470,3 +470,19 @@ def test_cli_race(capsys):
     assert "verdict: use-after-free" in capsys.readouterr().out
     assert main(["race", "vgpu_lock", "no_such_scenario"]) == 2
     assert "scenario=" in capsys.readouterr().err
+
+
+def test_witness_of_another_reachable_kind():
+    r = explore("none", "write_vs_remove_region", witness="missed-write")
+    assert r.verdict == "use-after-free" and r.witness_kind == "missed-write"
+    assert r.message.startswith("missed-write") and r.witness_detail[-1].failing
+    assert "hash_del" in " ".join(t for _, t in r.witness)
+    assert "kfree" not in " ".join(t for _, t in r.witness)      # unlinked, not yet freed
+    text = r.email()
+    assert "<== MISSED-WRITE" in text and "Witness: missed-write" in text
+    with pytest.raises(ValueError, match="safe"):
+        explore("vgpu_lock", "write_vs_remove_region", witness="missed-write")
+    with pytest.raises(ValueError, match="reachable"):
+        explore("none", "write_vs_remove_region", witness="deadlock")
+    with pytest.raises(ValueError, match="witness="):
+        explore("none", witness="oops")

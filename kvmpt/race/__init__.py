@@ -52,11 +52,6 @@ It reports, the first time they happen on a path (the path then ends):
 
 * **use-after-free** -- a chain-node read of a node some other thread has ``kfree``'d
   (KASAN's complaint);
-* **missed-write** -- a lockless ptable walk that ends without the written gfn although its
-  entry is live: ``hash_del`` is ``hlist_del_init``, which NULLs the unlinked node's
-  ``next``, so a walker standing on it stops early and the trapped write is ignored;
-* **not-held** -- ``lockdep_assert_held`` on a lock instance the thread does not hold
-  (a WARN; ``explore(..., lockdep=False)`` compiles it out, as production kernels do);
 * **sleep-in-atomic** -- a step that may sleep (``mutex_lock``, ``synchronize_srcu``, a
   ``GFP_KERNEL`` allocation) while the thread holds a spinning lock, judged by the shared
   :class:`kvmpt.lockdep.Lockdep` exactly as lockdep would, whether or not the mutex is
@@ -64,9 +59,15 @@ It reports, the first time they happen on a path (the path then ends):
 * **deadlock** -- a cycle in the wait-for graph (a thread waiting for a lock held by, or an
   SRCU reader that is, a thread in the cycle), including the one-thread cycle of taking a
   non-recursive mutex twice (lockdep's "possible recursive locking detected").
+* **missed-write** -- a lockless ptable walk that ends without the written gfn although its
+  entry is live: ``hash_del`` is ``hlist_del_init``, which NULLs the unlinked node's
+  ``next``, so a walker standing on it stops early and the trapped write is ignored;
+* **not-held** -- ``lockdep_assert_held`` on a lock instance the thread does not hold
+  (a WARN; ``explore(..., lockdep=False)`` compiles it out, as production kernels do);
 
 The verdict is the first reachable kind in that order (memory safety first, the silent miss
-last); breadth-first order makes the witness a shortest failing interleaving of that kind.
+last); breadth-first order makes the witness a shortest failing interleaving of that kind
+(``explore(..., witness="missed-write")`` asks for another reachable kind's).
 Local steps (jumps on a thread's own locals) implement ``run_local(thread)`` and cannot see
 the world, so the reduction's precondition holds by construction (:mod:`kvmpt.race.steps`).
 
@@ -98,8 +99,9 @@ waits for it (``synchronize_srcu_expedited``) before the slot hook runs, so a wr
 deleted slot* is safe even in v6.5 (scenario ``write_same_slot_vs_remove_region``).  The race
 needs a write to a gfn of a surviving slot whose ``ptable`` bucket chain also holds a gfn of
 the deleted slot: the walk then reads the node the slot hook frees.  ``ptable`` has 2^18
-buckets (gvt.h: ``DECLARE_HASHTABLE(ptable, 18)``, formerly ``NR_BKT (1 << 18)``); the model
-uses one, so gfns that share a bucket in the kernel share it here.
+buckets (gvt.h: ``struct hlist_head ptable[NR_BKT]``, ``NR_BKT (1 << 18)``, hashed with
+``hash_64``; spec section 9); the model uses one, so gfns that share a bucket in the kernel
+share it here.
 
 Not modelled, on purpose: KVM's own notifier (v6.5) and ``kvm_mmu_track_write`` (v6.6) --
 they touch no KVMGT state and take ``mmu_lock`` only after KVMGT's callback returned;

@@ -18,6 +18,9 @@ def add_arguments(p) -> None:
                    help="compile lockdep_assert_held out (a production kernel)")
     p.add_argument("--no-srcu", action="store_true",
                    help="what-if: synchronize_srcu does not wait")
+    p.add_argument("--witness", metavar="KIND",
+                   help="show the shortest interleaving of this reachable bug kind (e.g. "
+                        "missed-write) instead of the verdict's")
     p.add_argument("--spin", action="store_true",
                    help="also verify with SPIN and print its verdict and state count")
 
@@ -25,7 +28,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from .explorer import explore
     from .programs import LOCKS
-    kw = dict(srcu=not args.no_srcu, lockdep=not args.no_lockdep)
+    kw = dict(srcu=not args.no_srcu, lockdep=not args.no_lockdep, witness=args.witness)
     if args.design in LOCKS:
         kw["lock"] = args.design
     else:

@@ -154,7 +154,7 @@ def resolve(lock, design, slot_hook):
 
 def explore(lock: str = "vgpu_lock", scenario: str = DEFAULT_SCENARIO, *,
             slot_hook: str | None = None, srcu: bool = True, lockdep: bool = True,
-            design=None, max_states: int = 500_000) -> RaceResult:
+            design=None, max_states: int = 500_000, witness: str | None = None) -> RaceResult:
     """Enumerate every interleaving of ``scenario``'s threads under lock design ``lock``.
 
     ``lock``: "none" (v6.5) | "mmu_lock" (rejected) | "gfn_lock" (series v1) |
@@ -164,13 +164,16 @@ def explore(lock: str = "vgpu_lock", scenario: str = DEFAULT_SCENARIO, *,
     ``lockdep=False`` compiles ``lockdep_assert_held`` out, as a production kernel does.
     ``design``: a :class:`kvmpt.Design` (or preset name) to take ``lock`` and ``slot_hook``
     from (it overrides ``lock``; an explicit ``slot_hook`` still wins).  ``max_states``: a
-    positive int; more states than that is an error.
+    positive int; more states than that is an error.  ``witness``: a bug kind whose shortest
+    interleaving to return instead of the verdict's (it must be reachable).
 
     The verdict is the first reachable kind in :data:`VERDICTS` order (use-after-free,
     sleep-in-atomic, deadlock, not-held, missed-write), or "safe"; the witness is a shortest
     failing interleaving of that kind (breadth-first order)."""
     lock, slot_hook = resolve(lock, design, slot_hook)
     slot_hook = check_args(lock, scenario, slot_hook, srcu, lockdep, max_states)
+    if witness is not None and witness not in S.BUGS:
+        raise ValueError(f"witness={witness!r} is not one of {', '.join(map(repr, S.BUGS))}")
     t0 = time.perf_counter()
     m = Model(lock, scenario, slot_hook, srcu, lockdep)
 
@@ -224,9 +227,15 @@ def explore(lock: str = "vgpu_lock", scenario: str = DEFAULT_SCENARIO, *,
     failures = {k: v for k, v in root.items() if k != "safe" and v}
     kinds = Counter(k for ks in failing.values() for k in ks)
     verdict, message, detail = "safe", None, None
+    if witness is not None and not bugs:
+        raise ValueError(f"witness={witness!r}: {scenario} under {lock} is safe")
     if bugs:
         verdict = next(k for k in S.BUGS if kinds[k])
-        _, _, kind, sid, tid, info = min(b for b in bugs if b[2] == verdict)
+        shown = witness or verdict
+        if not kinds[shown]:
+            raise ValueError(f"witness={shown!r}: no such interleaving in {scenario} under "
+                             f"{lock}; reachable: {', '.join(sorted(kinds))}")
+        _, _, kind, sid, tid, info = min(b for b in bugs if b[2] == shown)
         detail = _witness(m, states, parent, sid)
         if kind == S.DEADLOCK:
             message = "deadlock: " + "; ".join(f"{m.names[t]} waits in {text}: {why}"
@@ -245,7 +254,7 @@ def explore(lock: str = "vgpu_lock", scenario: str = DEFAULT_SCENARIO, *,
                       inversions=tuple(sorted({r.message for r in m.order.reports
                                                if r.kind == "lock-order"})),
                       failing_states=len(failing), end_states=ends, kinds=dict(kinds),
-                      lockdep=lockdep)
+                      lockdep=lockdep, witness_kind=None if detail is None else kind)
 
 
 def _witness(m: Model, states, parent, sid) -> list:

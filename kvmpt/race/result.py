@@ -54,6 +54,7 @@ class RaceResult:
     end_states: int = 0
     kinds: dict = dataclasses.field(default_factory=dict)   # bug kind -> failing states
     lockdep: bool = True
+    witness_kind: str | None = None     # the bug kind of the witness (the verdict's unless asked)
 
     @property
     def witness(self):

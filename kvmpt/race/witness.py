@@ -36,12 +36,15 @@ def _keep(result, i: int, row) -> bool:
     st = row.step
     if isinstance(st, _PTABLE):
         return True
+    kind = result.witness_kind or result.verdict
     last = result.witness_detail[-1].held
     if isinstance(st, Lock):
         return any(st.lock.name in held for held in last.values())
-    if result.verdict == S.DEADLOCK and isinstance(st, (SyncSrcuStart, SyncSrcuWait)):
+    if kind == S.DEADLOCK and isinstance(st, (SyncSrcuStart, SyncSrcuWait)):
         return True
-    return isinstance(st, AssertHeld) and result.verdict == S.NOT_HELD
+    if kind == S.MISSED and isinstance(st, O.ReadNode):
+        return True
+    return isinstance(st, AssertHeld) and kind == S.NOT_HELD
 
 
 def email(result, width: int = WIDTH, sliced: bool = True) -> str:
@@ -59,8 +62,10 @@ def email(result, width: int = WIDTH, sliced: bool = True) -> str:
     threads = [t for t in result.threads if any(r.thread == t for r in rows)]
     ncol = max(1, len(threads))
     colw = (width - 2 * (ncol - 1)) // ncol
-    out.append(ascii(f"Verdict: {result.verdict}.") + (" Steps that do not matter are left "
-                                                       "out." if sliced else ""))
+    kind = result.witness_kind or result.verdict
+    shown = "" if kind == result.verdict else f" Witness: {kind}."
+    out += textwrap.wrap(ascii(f"Verdict: {result.verdict}.{shown}") +
+                         (" Steps that do not matter are left out." if sliced else ""), width)
     out.append("")
     cells = [f"CPU{i} ({t})"[:colw] for i, t in enumerate(threads)]
     out.append(_line(cells, colw))
@@ -88,7 +93,7 @@ def email(result, width: int = WIDTH, sliced: bool = True) -> str:
         pieces = textwrap.wrap(mark + text, max(12, colw - depth), subsequent_indent=" ",
                                break_on_hyphens=False) or [mark]
         if r.failing:
-            pieces.append(f" <== {result.verdict.upper()}")
+            pieces.append(f" <== {kind.upper()}")
         for piece in pieces:
             out.append(_cell(col, ncol, colw, depth, piece))
     out.append("")
