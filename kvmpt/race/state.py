@@ -48,10 +48,6 @@ class Thread(NamedTuple):
     tracked: bool = False       # result of the last page_track_tree lookup
 
 
-#: the Thread fields a step may touch as "its own thread's state" (see steps.Step.local)
-LOCAL_FIELDS = frozenset(Thread._fields)
-
-
 class World(NamedTuple):
     """A whole explicit state; hashable, so interleavings reaching it are merged."""
 
