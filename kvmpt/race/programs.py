@@ -82,6 +82,11 @@ class Gen:
             return cls
         return cls.of(f"{'kvm' if cls in _KVM_LOCKS else 'vgpu'}{v}")
 
+    def ref(self, lock, default: str) -> str:
+        """How a step names ``lock``: the kernel expression with one vGPU (``info->vgpu_lock``),
+        the instance with two (``vgpu1->vgpu_lock``)."""
+        return lock.name if self.multi else default
+
     def at(self, fn: str, version: str | None = None) -> str:
         """``file:function (version)`` for code the lock design changes."""
         return f"{fn} ({version or self.v})"

@@ -43,7 +43,9 @@ class Programs(Gen):
         out, b_pte, b_new, b_fs = (self.label("h_out"), self.label("h_pte"),
                                    self.label("h_new"), self.label("h_fs"))
         dma = self.kat(f"{KVMGT}:intel_gvt_dma_unmap_guest_page")
-        prog = [Lock("mutex_lock(&vgpu->vgpu_lock)", at, lock=vgpu)] if own_lock else []
+        cname = self.ref(self.lk(CACHE_LOCK, v), "vgpu->cache_lock")
+        vname = self.ref(vgpu, "vgpu->vgpu_lock")
+        prog = [Lock(f"mutex_lock(&{vname})", at, lock=vgpu)] if own_lock else []
         prog += [
             RadixLookup(f"intel_vgpu_find_page_track({gfn:#x})",
                         self.kat(f"{GVT_PT}:intel_vgpu_find_page_track"), gfn=gfn, v=v),
@@ -54,8 +56,8 @@ class Programs(Gen):
                 (b_fs, "vgpu->failsafe → intel_gvt_page_track_remove"))),
             Label(b_pte),
             *self.frame("intel_gvt_dma_unmap_guest_page", [
-                Lock("mutex_lock(&vgpu->cache_lock)", dma, lock=self.lk(CACHE_LOCK, v)),
-                Unlock("mutex_unlock(&vgpu->cache_lock)", dma, lock=self.lk(CACHE_LOCK, v))]),
+                Lock(f"mutex_lock(&{cname})", dma, lock=self.lk(CACHE_LOCK, v)),
+                Unlock(f"mutex_unlock(&{cname})", dma, lock=self.lk(CACHE_LOCK, v))]),
             Goto("", at, label=out),
             Label(b_new),
             *self.frame("ppgtt_populate_spt_by_guest_entry", [
@@ -69,7 +71,7 @@ class Programs(Gen):
             Label(out),
         ]
         if own_lock:
-            prog.append(Unlock("mutex_unlock(&vgpu->vgpu_lock)", at, lock=vgpu))
+            prog.append(Unlock(f"mutex_unlock(&{vname})", at, lock=vgpu))
         return self.frame("intel_vgpu_page_track_handler", prog)
 
     def kvmgt_track_write(self, gfn: int, v: int = 0) -> list:
@@ -96,23 +98,24 @@ class Programs(Gen):
             *self.page_track_handler(gfn, v),
             Label(miss),
         ]
-        vgpu, tl = self.lk(VGPU_LOCK, v), self.table_lock(v)
+        vgpu, tl, mmu = self.lk(VGPU_LOCK, v), self.table_lock(v), self.lk(MMU_LOCK, v)
+        vn, tn = self.ref(vgpu, "info->vgpu_lock"), self.ref(tl, "info->gfn_lock")
+        mn = self.ref(mmu, "kvm->mmu_lock")
         if self.lock == "none":
             body = lookup
         elif self.lock == "mmu_lock":
-            mmu = self.lk(MMU_LOCK, v)
-            body = [Lock("read_lock(&kvm->mmu_lock)", at, lock=mmu, mode="read"), *lookup,
-                    Unlock("read_unlock(&kvm->mmu_lock)", at, lock=mmu)]
+            body = [Lock(f"read_lock(&{mn})", at, lock=mmu, mode="read"), *lookup,
+                    Unlock(f"read_unlock(&{mn})", at, lock=mmu)]
         elif self.lock == "gfn_lock":
-            body = [Lock("mutex_lock(&info->vgpu_lock)", at, lock=vgpu),
-                    Lock("mutex_lock(&info->gfn_lock)", at, lock=tl),
+            body = [Lock(f"mutex_lock(&{vn})", at, lock=vgpu),
+                    Lock(f"mutex_lock(&{tn})", at, lock=tl),
                     self.assert_table_lock(v), *lookup,
-                    Unlock("mutex_unlock(&info->gfn_lock)", at, lock=tl),
-                    Unlock("mutex_unlock(&info->vgpu_lock)", at, lock=vgpu)]
+                    Unlock(f"mutex_unlock(&{tn})", at, lock=tl),
+                    Unlock(f"mutex_unlock(&{vn})", at, lock=vgpu)]
         else:
-            body = [Lock("mutex_lock(&info->vgpu_lock)", at, lock=vgpu),
+            body = [Lock(f"mutex_lock(&{vn})", at, lock=vgpu),
                     self.assert_table_lock(v), *lookup,
-                    Unlock("mutex_unlock(&info->vgpu_lock)", at, lock=vgpu)]
+                    Unlock(f"mutex_unlock(&{vn})", at, lock=vgpu)]
         return self.frame("kvmgt_page_track_write", body)
 
     def vcpu_write(self, gfn: int, slot: int, v: int = 0) -> list:
@@ -159,10 +162,11 @@ class Programs(Gen):
         (``intel_vgpu_emulate_mmio_write``, gvt/mmio.c) and reaches ``ppgtt_free_spt``."""
         mmio = self.kat(f"{MMIO}:intel_vgpu_emulate_mmio_write")
         vgpu = self.lk(VGPU_LOCK, v)
+        vn = self.ref(vgpu, "vgpu->vgpu_lock")
         return self.frame("intel_vgpu_emulate_mmio_write", [
-            Lock("mutex_lock(&vgpu->vgpu_lock)", mmio, lock=vgpu),
+            Lock(f"mutex_lock(&{vn})", mmio, lock=vgpu),
             *self.unregister(gfn, v),
-            Unlock("mutex_unlock(&vgpu->vgpu_lock)", mmio, lock=vgpu),
+            Unlock(f"mutex_unlock(&{vn})", mmio, lock=vgpu),
         ])
 
     def reclaim(self, victim_gfn: int, v: int = 0, victim: int = 1) -> list:

@@ -11,7 +11,7 @@ import textwrap
 
 from . import objects as O
 from . import state as S
-from .steps import AssertHeld, Lock, SyncSrcuStart, SyncSrcuWait
+from .steps import AssertHeld, Lock, Note, SyncSrcuStart, SyncSrcuWait
 
 WIDTH = 72
 _MAX_DEPTH = 8
@@ -34,7 +34,7 @@ def _keep(result, i: int, row) -> bool:
     if row.failing:
         return True
     st = row.step
-    if isinstance(st, _PTABLE):
+    if isinstance(st, _PTABLE) or isinstance(st, Note):   # notes state the preconditions
         return True
     kind = result.witness_kind or result.verdict
     last = result.witness_detail[-1].held
@@ -53,6 +53,10 @@ def email(result, width: int = WIDTH, sliced: bool = True) -> str:
             f"(slot hook {result.slot_hook}{'' if result.srcu else ', srcu=False'}"
             f"{'' if result.lockdep else ', lockdep off'})")
     out = textwrap.wrap(ascii(head), width)
+    from .scenarios import SCENARIOS
+    finding = SCENARIOS[result.scenario].finding
+    if finding and result.verdict != "safe":
+        out += textwrap.wrap(ascii(f"Finding beyond the review thread: {finding}."), width)
     if result.witness_detail is None:
         out += textwrap.wrap(f"Safe: no interleaving fails among {result.states:,} distinct "
                              f"states.", width)
@@ -90,8 +94,11 @@ def email(result, width: int = WIDTH, sliced: bool = True) -> str:
                             "hash_for_each_possible()")
         mark = f"[{len(refs)}] "
         depth = min(len(stack), _MAX_DEPTH)
-        pieces = textwrap.wrap(mark + text, max(12, colw - depth), subsequent_indent=" ",
-                               break_on_hyphens=False) or [mark]
+        if len(mark + text) <= colw and len(mark + text) > colw - depth:
+            pieces = [mark + text]           # fits the column: pulled left, not wrapped
+        else:
+            pieces = textwrap.wrap(mark + text, max(12, colw - depth), subsequent_indent=" ",
+                                   break_on_hyphens=False) or [mark]
         if r.failing:
             pieces.append(f" <== {kind.upper()}")
         for piece in pieces:
