@@ -517,11 +517,12 @@ def qemu_move_census(paths: Iterable[str | Path] | None = None,
 
 
 # ------------------------------------------------------------------------ section 5
-def lock_verdicts(scenario: str | None = None) -> dict[str, Any]:
-    """``kvmpt.race.explore`` for each lock design: ``{lock: RaceResult}``."""
+def lock_verdicts(scenario: str | None = None, **kw) -> dict[str, Any]:
+    """``kvmpt.race.explore`` for each lock design: ``{lock: RaceResult}`` (``kw``: the
+    explorer's what-ifs, e.g. ``lockdep=False``)."""
     from . import race
     sc = scenario or race.DEFAULT_SCENARIO
-    return {lk: race.explore(lk, sc) for lk in race.LOCKS}
+    return {lk: race.explore(lk, sc, **kw) for lk in race.LOCKS}
 
 
 # ------------------------------------------------------------------------ section 6

@@ -30,6 +30,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                                "(--out DIR, --format html|text)"),
     "bench": ("kvmpt.bench", "run the benchmarks and print their ratios"),
     "sweep": ("kvmpt.sweep", "sweep design knobs and workload parameters"),
+    "race": ("kvmpt.race.cli", "explore the lock interleavings of a design "
+                               "(--email: a witness for a list reply)"),
 }
 
 EXIT_USAGE = 2

@@ -165,7 +165,7 @@ def text_summary(executed: Sequence[Path]) -> str:
         heading, part = path.stem, 0
         for cell in nb.cells:
             if cell.cell_type == "markdown":
-                m = re.search(r"^##\s+(.+)$", cell.source, re.M)
+                m = re.search(r"^###?\s+(.+)$", cell.source, re.M)   # sections, 5b-style parts
                 if m:
                     heading, part = _plain(m.group(1)), 0
             elif cell.cell_type == "code" and CHECK_MARK in cell.source:

@@ -25,8 +25,8 @@
 # GVT's shadow page table is then stale. That is the bug under review.
 #
 # Contents: 1. the update flow · 2. the flush hook fires too early · 3. dropping protection on
-# DELETE is waste · 4. rejecting MOVE · 5. the unlocked lookup · 6. summary · 7. explore
-# (dashboard) · references.
+# DELETE is waste · 4. rejecting MOVE · 5. the unlocked lookup (5b two vGPUs, 5c SPIN) ·
+# 6. summary · 7. explore (dashboard) · references.
 
 # %% tags=["parameters"]
 TRACKED = 64                    # guest page-table pages GVT shadows in the slot under test
@@ -275,8 +275,8 @@ verdicts = claims.lock_verdicts()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(table(["ptable lock", "verdict", "failing", "schedules"],
-            [(lk, r.verdict, f"{r.failing_schedules:,}", f"{r.schedules:,}")
+print(table(["ptable lock", "verdict", "states", "failing states"],
+            [(lk, r.verdict, f"{r.states:,}", f"{r.failing_states:,}")
              for lk, r in verdicts.items()]))
 
 # %% tags=["nbval-ignore-output"]
@@ -294,8 +294,117 @@ race_figs.witness_swimlanes(verdicts).show()
 race_figs.verdict_matrix(race.matrix()).show()
 
 # %% [markdown]
-# *What to look at:* `vgpu_lock` is the only all-green column; `none` is safe only where SRCU
-# already orders the threads (a write into the slot being deleted, detach).
+# *What to look at:* among the thread's seven scenarios `vgpu_lock` is the only all-green
+# column; `none` is safe only where SRCU already orders the threads (a write into the slot being
+# deleted, detach). The last two rows have two vGPUs (below).
+#
+# Counts are **behaviours, not orderings**: a cell gives the distinct states the explorer reached
+# and how many of them fail. The number of schedules (complete interleavings) is far larger
+# because steps that commute are counted in every order; it says how hard the bug is to hit by
+# testing, not how many different things can happen:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+crowded = race.explore("none", "two_vcpus_vs_unshadow")
+print(table(["two_vcpus_vs_unshadow, none", "count"],
+            [("distinct states", f"{crowded.states:,}"),
+             ("failing states", f"{crowded.failing_states:,}"),
+             *[(f"  of which {k}", f"{n:,}") for k, n in sorted(crowded.kinds.items())],
+             ("schedules (orderings)", f"{crowded.schedules:.2e}")]))
+
+# %% [markdown]
+# The model steps at the kernel's store granularity where a lockless reader can see it:
+# `kvmgt_protect_table_del()` is `hash_del()` — `hlist_del_init()`, which unlinks the node and
+# sets its own `next` to NULL — then `kfree()`. So besides the use-after-free, v6.5's unlocked
+# walk can stand on a node that was just unlinked, read `next == NULL` and stop early: a write to
+# a page GVT still shadows is trapped and then ignored (**missed-write**, the `missed-write`
+# failing states above). The shortest such interleaving, while a DELETE's flush hook removes a
+# bucket neighbour:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(race.explore("none", "write_vs_remove_region", witness="missed-write").email())
+
+# %% [markdown]
+# ### 5b. Beyond the thread: two vGPUs and the shadow-page reclaim
+#
+# Locks are instances here, as in the kernel: each vGPU has its own `vgpu_lock`, `ptable` and
+# `page_track_tree`, each VM its own `mmu_lock` and SRCU (KVMGT allows one vGPU per VM); lockdep's
+# order graph stays per class. `two_vgpus_write_vs_unshadow` is the control: nothing is shared,
+# so v6.5 is safe there. `two_vgpus_reclaim` follows v6.6 `gvt/gtt.c` (read at f1864235dda9):
+# when `alloc_spt(GFP_KERNEL)` fails in `ppgtt_alloc_spt()`, `reclaim_one_ppgtt_mm(gvt)` takes
+# `gvt->gtt.ppgtt_mm_lock`, picks the first *unpinned* mm on the GVT-wide LRU — any vGPU's —
+# drops that lock and runs `invalidate_ppgtt_mm()` down to `ppgtt_free_spt()` →
+# `intel_vgpu_unregister_page_track()` → `intel_gvt_page_track_remove()` on the *other* vGPU,
+# holding only its own `vgpu_lock` (the other vGPU's `cache_lock` is taken and released on the
+# way). Since 49a83e190b5b that other vGPU's `ptable` is guarded by *its* `vgpu_lock`.
+
+# %%
+reclaim = claims.lock_verdicts("two_vgpus_reclaim")
+reclaim_nolockdep = claims.lock_verdicts("two_vgpus_reclaim", lockdep=False)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(table(["ptable lock", "two_vgpus_reclaim", "lockdep off", "states"],
+            [(lk, r.verdict, reclaim_nolockdep[lk].verdict, f"{r.states:,}")
+             for lk, r in reclaim.items()]))
+
+# %% [markdown]
+# With lockdep the other vGPU's `lockdep_assert_held(&vgpu1->vgpu_lock)` in
+# `__kvmgt_protect_table_find()` fires; without it (a production kernel) it is a use-after-free
+# against VM 1's `kvmgt_page_track_write()`, which holds vGPU 1's lock and walks the table the
+# reclaim frees. v1's dedicated `gfn_lock`, taken inside `intel_gvt_page_track_remove()` itself,
+# would have excluded the foreign removal (its verdict is the handler's own deadlock); v6.6 moved
+# the lock to the callers, and this caller holds the wrong vGPU's. The witness, as it would go
+# into a reply (`kvmpt race v6.6 two_vgpus_reclaim --email --no-lockdep`):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(reclaim_nolockdep["vgpu_lock"].email())
+
+# %% [markdown]
+# **Preconditions.** Two vGPUs on one GVT host (two VMs); vGPU 1 has a shadowed PPGTT mm that is
+# not pinned by a running workload, so it sits on `gvt->gtt.ppgtt_mm_lru_list_head`; on vGPU 0,
+# `alloc_spt(GFP_KERNEL | __GFP_ZERO)` fails (memory pressure; an order-0 `GFP_KERNEL` allocation
+# rarely fails outside fault injection or an OOM-killed task); meanwhile VM 1's vCPU writes a
+# guest page table vGPU 1 shadows. The model also leaves out what the same path does to vGPU 1's
+# `page_track_tree` (`intel_vgpu_unregister_page_track()` frees the `track` that vGPU 1's handler
+# may be using) and its `spt`s.
+#
+# **Reproducing it on a real kernel.** Build with `CONFIG_PROVE_LOCKING=y` (the WARN) or
+# `CONFIG_KASAN=y` (the use-after-free), `CONFIG_FAILSLAB=y` and
+# `CONFIG_FAULT_INJECTION_DEBUG_FS=y`; start two VMs with a GVT-g vGPU each; in VM 1 keep a GPU
+# context idle (its PPGTT shadowed, unpinned) while writing its page tables; then make VM 0's
+# QEMU vCPU threads fail slab allocations: `echo 1 > /proc/<tid>/make-it-fail` for each vCPU
+# thread, `echo N > /sys/kernel/debug/failslab/ignore-gfp-wait` (`GFP_KERNEL` may sleep, which
+# failslab skips by default), `echo 1 > .../failslab/task-filter`, `probability 100`, `times`
+# small, and have VM 0 create a new PPGTT (start a GPU workload). A failed `alloc_spt()` in VM
+# 0's MMIO emulation then runs the reclaim against vGPU 1.
+
+# %% [markdown]
+# ### 5c. A second engine: SPIN
+#
+# Every design × scenario thread program is exported to Promela (`kvmpt.race.promela`: one
+# process per thread, one atomic block per step, a line per place a bug can happen, a watchdog
+# that turns SPIN's `timeout` into a deadlock) and SPIN searches the whole state space. SPIN does
+# not use the explorer's successor function; the verdict is read from which bug lines SPIN
+# reached. `tests/test_spin.py` asserts the same agreement on every CI run.
+
+# %% tags=["nbval-ignore-output"]
+from kvmpt.race import spin as race_spin
+
+if race_spin.spin_available():
+    spin_rows = race_spin.agreement()
+    assert all(a.agrees for a in spin_rows)
+    print(table(["scenario", "lock", "explorer", "SPIN", "states", "SPIN states", "SPIN s"],
+                [(a.scenario, a.lock, a.verdict, a.spin_verdict, f"{a.states:,}",
+                  f"{a.spin_states:,}", f"{a.spin_seconds:.1f}") for a in spin_rows],
+                max_width=120))
+    print(f"{len(spin_rows)} pairs, {sum(a.agrees for a in spin_rows)} agree (verdict and every "
+          f"reachable bug kind); SPIN total {sum(a.spin_seconds for a in spin_rows):.0f} s "
+          f"({race_spin.verify('none').spin_version})")
+else:
+    print("SPIN is not installed here (apt-get install spin); CI runs tests/test_spin.py.")
 
 # %% [markdown]
 # ## 6. Summary: each design × each effect
@@ -389,6 +498,11 @@ sweep_figs.heatmap(sweep_table, "missed_writes", x="churn", y="tracked_gfns").sh
 #   and the commit-time hook does not save a kernel that allows MOVE.
 # * **Beyond the thread** (section 4): neither hook is told the address space, so a DELETE in the
 #   SMM address space purges KVMGT's entries for the same gfns of guest RAM, in v6.5 and v6.6.
+# * **Beyond the thread** (section 5b): in v6.6, a failed shadow-page allocation makes
+#   `reclaim_one_ppgtt_mm()` (gvt/gtt.c) free *another* vGPU's `ptable` entries holding only its
+#   own `vgpu_lock`: lockdep's assert fires, and without lockdep it is a use-after-free against
+#   that vGPU's `kvmgt_page_track_write()`. Needs two vGPUs and an allocation failure
+#   (reproducible with failslab). SPIN agrees with every verdict (section 5c).
 #
 # ## Reproduce
 #

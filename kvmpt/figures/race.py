@@ -13,7 +13,8 @@ __all__ = ["witness_swimlane", "witness_swimlanes", "verdict_matrix"]
 #: colours of lock-hold bars (one per lock) and of the verdicts.
 _LOCK_COLOURS = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#9D755D", "#72B7B2"]
 VERDICT_COLOURS = {"safe": "#54A24B", "use-after-free": "#E45756",
-                   "sleep-in-atomic": "#F58518", "deadlock": "#B279A2"}
+                   "sleep-in-atomic": "#F58518", "deadlock": "#B279A2",
+                   "not-held": "#EECA3B", "missed-write": "#9D755D"}
 
 
 def _label(text: str, width: int = 20, lines: int = 3) -> str:
@@ -113,11 +114,11 @@ def witness_swimlane(result) -> go.Figure:
     n = len(steps)
     if steps:
         title = (f"{result.scenario}, lock={result.lock}: <b>{result.verdict}</b> — "
-                 f"a shortest failing interleaving ({n} rows; {result.failing_schedules:,} of "
-                 f"{result.schedules:,} schedules fail)")
+                 f"a shortest failing interleaving ({n} rows; {result.failing_states:,} of "
+                 f"{result.states:,} distinct states fail)")
     else:
         title = (f"{result.scenario}, lock={result.lock}: <b>safe</b> — no failing "
-                 f"interleaving in {result.schedules:,} schedules ({result.states:,} states)")
+                 f"interleaving among {result.states:,} distinct states")
         fig.add_annotation(x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
                            text="safe: no witness to draw", font=dict(size=16, color=colour))
     fig.update_layout(
@@ -179,7 +180,7 @@ def verdict_matrix(results) -> go.Figure:
     """The verdict of every (lock design, scenario) as a coloured grid.
 
     ``results``: ``{(lock, scenario): RaceResult}``, as returned by ``kvmpt.race.matrix``.
-    Each cell says the verdict and how many of the explored schedules fail."""
+    Each cell says the verdict and how many of the distinct states fail."""
     from kvmpt.race import LOCKS, VERDICTS   # the model, not plotly: fine to import here
     locks = [lk for lk in LOCKS if any(k[0] == lk for k in results)]
     scens = list(dict.fromkeys(k[1] for k in results))
@@ -193,8 +194,8 @@ def verdict_matrix(results) -> go.Figure:
                 tr.append("")
                 continue
             zr.append(VERDICTS.index(r.verdict))
-            tr.append(f"<b>{r.verdict}</b><br>{_count(r.failing_schedules)} / "
-                      f"{_count(r.schedules)}<br>{r.states:,} states")
+            tr.append(f"<b>{r.verdict}</b><br>{r.failing_states:,} failing /"
+                      f"<br>{r.states:,} states")
         z.append(zr)
         text.append(tr)
     n = len(VERDICTS)
@@ -207,7 +208,7 @@ def verdict_matrix(results) -> go.Figure:
         colorbar=dict(tickvals=list(range(n)), ticktext=list(VERDICTS), title="verdict"),
         hovertemplate="lock=%{x}<br>scenario=%{y}<br>%{text}<extra></extra>"))
     fig.update_layout(
-        title="Every interleaving, every lock design: verdict (failing / explored schedules)",
+        title="Every interleaving, every lock design: verdict (failing / distinct states)",
         xaxis=dict(title="what guards KVMGT's ptable in kvmgt_page_track_write", side="bottom"),
         yaxis=dict(title="scenario", autorange="reversed"),
         template="plotly_white", height=140 + 80 * len(scens), width=260 + 190 * len(locks),
