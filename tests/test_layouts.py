@@ -142,23 +142,23 @@ def test_custom_layout_file(tmp_path):
 
 
 @pytest.mark.parametrize("old, new, where", [
-    ("gpa = 0x100000\n", "gpa = 0x100800\n", r"t\.toml:23: slot\[1\] field 'gpa': 0x100800 is not"),
-    ("role = \"ram-high\"", "role = \"ram-middle\"", r":22: slot\[1\] field 'role'"),
-    ("slot = 1\n", "slot = 0\n", r":21: slot\[1\] field 'slot': slot 0 of address space 0 "
+    ("gpa = 0x100000\n", "gpa = 0x100800\n", r"t\.toml:23: \[slot\[1\]\] field 'gpa': 0x100800 is not"),
+    ("role = \"ram-high\"", "role = \"ram-middle\"", r":22: \[slot\[1\]\] field 'role'"),
+    ("slot = 1\n", "slot = 0\n", r":21: \[slot\[1\]\] field 'slot': slot 0 of address space 0 "
                                  r"is already used by slot\[0\]"),
-    ("gpa = 0x100000\n", "gpa = 0x80000\n", r"slot\[1\] field 'gpa': .* overlaps slot\[0\]"),
-    ("as_id = 0\nslot = 1", "as_id = 2\nslot = 1", r":20: slot\[1\] field 'as_id'"),
+    ("gpa = 0x100000\n", "gpa = 0x80000\n", r"slot\[1\]\] field 'gpa': .* overlaps slot\[0\]"),
+    ("as_id = 0\nslot = 1", "as_id = 2\nslot = 1", r":20: \[slot\[1\]\] field 'as_id'"),
     ("flags = 0x0\nua = 0x7f0000100000", "flags = 0x4\nua = 0x7f0000100000",
-     r"slot\[1\] field 'flags': 0x4 has bits"),
+     r"slot\[1\]\] field 'flags': 0x4 has bits"),
     ("tag = \"[G]\"\nsource = \"test\"\n\n[[slot]]\nas_id = 0\nslot = 1",
      "tag = \"[X]\"\nsource = \"test\"\n\n[[slot]]\nas_id = 0\nslot = 1",
-     r":16: slot\[0\] field 'tag'"),
+     r":16: \[slot\[0\]\] field 'tag'"),
     ("size = 0x100000\nflags = 0x0\nua = 0x7f0000100000",
-     "size = \"big\"\nflags = 0x0\nua = 0x7f0000100000", r"slot\[1\] field 'size': must be int"),
+     "size = \"big\"\nflags = 0x0\nua = 0x7f0000100000", r"slot\[1\]\] field 'size': must be int"),
     ("ua = 0x7f0000100000\n", "ua = 0x7f0000100000\ncolour = 1\n",
-     r"slot\[1\] field 'colour': unknown field"),
+     r"slot\[1\]\] field 'colour': unknown field"),
     ("source = \"test\"\n\n[[slot]]\nas_id = 0\nslot = 1", "\n[[slot]]\nas_id = 0\nslot = 1",
-     r"slot\[0\]: missing field 'source'"),
+     r"slot\[0\]\]: missing field 'source'"),
 ])
 def test_validation_names_file_line_entry_and_field(tmp_path, old, new, where):
     assert old in GOOD
@@ -178,7 +178,7 @@ period_us = 1
 tag = "[G]"
 source = "t"
 '''
-    with pytest.raises(LayoutError, match=r":32: churn\[0\] field 'roles': no slot has role"):
+    with pytest.raises(LayoutError, match=r":32: \[churn\[0\]\] field 'roles': no slot has role"):
         load_layout(_write(tmp_path, text))
 
 
