@@ -52,13 +52,24 @@ def decode(data: bytes, name, error=InputError) -> str:
     return text
 
 
-def read_text(path, error=InputError) -> str:
-    """The text of the file at ``path``, as :func:`decode` gives it.  A file that cannot
-    be read raises ``error("path: cannot read: ...")``."""
+def read_bytes(path, error=InputError) -> bytes:
+    """The bytes of the file at ``path``; a file that cannot be read raises
+    ``error("path: no such file")`` or ``error("path: cannot read: ...")``."""
     try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:     # ValueError: a NUL in the path
+        raise error(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def read_text(path, error=InputError, strict: bool = True) -> str:
+    """The text of the file at ``path``, as :func:`decode` gives it.  ``strict=False``
+    turns bytes that are not UTF-8 into U+FFFD instead of raising (for logs that
+    interleave other programs' output)."""
+    data = read_bytes(path, error)
+    if not strict:
+        data = data.decode("utf-8", "replace").encode("utf-8")
     return decode(data, path, error)
 
 
