@@ -215,7 +215,7 @@ def number_problem(v, *, integer: bool = False, lo=None, hi=None) -> str | None:
 
 
 def _num(v) -> str:
-    if isinstance(v, int) and abs(v) >= 1 << 32:
+    if isinstance(v, int) and abs(v) >= 1 << 64:     # addresses and sizes read best in hex
         return f"0x{v:x}" if v >= 0 else f"-0x{-v:x}"
     return f"{v:g}" if isinstance(v, float) else str(v)
 
