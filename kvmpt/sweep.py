@@ -65,9 +65,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .design import KNOBS, Design, parse_design
+from .tomlfile import InputError, TomlLocator, decode, located, read_bytes
 
 __all__ = [
-    "Grid", "RunSpec", "SweepTable", "sweep", "load_table", "diff", "parse_design", "parse_designs",
+    "Grid", "GridError", "RunSpec", "SweepTable", "sweep", "load_table", "diff", "parse_design",
+    "parse_designs", "MAX_RUNS",
     "parse_seeds", "parse_param", "log_path_for", "plan", "bench", "HELP", "add_arguments", "run",
 ]
 
@@ -84,6 +86,24 @@ DEFAULT_SCENARIO = "q35-desktop"
 META_KEY = "kvmpt.sweep"
 _LOG_FORMAT = 1
 _KEY_HEX = 16
+#: the most runs one sweep may plan: a bound of the machine, not of the model (each run is a
+#: RunSpec and a log record in memory; a million of them is about 1 GB)
+MAX_RUNS = 1_000_000
+#: the seeds a scenario takes (``scenario._BOUNDS["seed"]``: numpy's SeedSequence, int64)
+SEED_MAX = 2**63 - 1
+#: the most local worker processes ``workers=`` may ask for
+MAX_WORKERS = 256
+
+
+class GridError(InputError):
+    """A grid (file, dict or command-line option) is malformed.  ``key`` is the grid key at
+    fault (a parameter name, ``designs``, ``seeds`` or ``scenario``) when there is one;
+    ``problem`` is the message without its location."""
+
+    def __init__(self, msg: str, key: str | None = None, problem: str | None = None):
+        super().__init__(msg)
+        self.key = key
+        self.problem = problem if problem is not None else msg
 
 
 # ---------------------------------------------------------------------------
@@ -100,16 +120,22 @@ def parse_designs(spec: str | Design | Iterable[str | Design] | None) -> tuple[D
         return (spec,)
     if isinstance(spec, str):
         parts = [p for p in spec.split(";" if "=" in spec else ",") if p.strip()]
-    else:
+    elif isinstance(spec, (list, tuple)):
         parts = list(spec)
+    else:
+        why = f"want a name, 'all' or a list of names, got {type(spec).__name__} {spec!r}"
+        raise GridError(f"designs: {why}", key="designs", problem=why)
     out: list[Design] = []
     for p in parts:
         if isinstance(p, str) and p.strip() == "all":
             out.extend(Design.all())
         else:
-            out.append(parse_design(p))
+            try:
+                out.append(parse_design(p))
+            except (TypeError, ValueError) as exc:
+                raise GridError(f"designs: {exc}", key="designs", problem=str(exc)) from None
     if not out:
-        raise ValueError("no designs given")
+        raise GridError("designs: no designs given", key="designs", problem="no designs given")
     seen: list[Design] = []
     for d in out:
         if d not in seen:
@@ -123,14 +149,20 @@ def parse_seeds(spec: str | int | Iterable[int] | None) -> tuple[int, ...]:
     A bare int ``n`` (not a string) means ``range(n)``."""
     if spec is None:
         return (0,)
+
+    def bad(msg):
+        return GridError(f"seeds: {msg}", key="seeds", problem=msg)
+
     if isinstance(spec, bool):
-        raise TypeError("seeds must be ints")
+        raise bad(f"want a count, a list or a cpulist such as 0-9, got {spec!r}")
     if isinstance(spec, int):
         if spec < 1:
-            raise ValueError(f"seeds={spec}: need at least one seed")
+            raise bad(f"seeds={spec}: need at least one seed")
+        if spec > MAX_RUNS:
+            raise bad(f"seeds={spec} asks for {spec} seeds; the limit is {MAX_RUNS} runs")
         return tuple(range(spec))
+    seeds: list[int] = []
     if isinstance(spec, str):
-        seeds: list[int] = []
         for part in spec.split(","):
             part = part.strip()
             if not part:
@@ -141,21 +173,35 @@ def parse_seeds(spec: str | int | Iterable[int] | None) -> tuple[int, ...]:
                     a, b = int(lo), int(hi)
                     if b < a:
                         raise ValueError
+                    if b - a + 1 + len(seeds) > MAX_RUNS:
+                        raise bad(f"{spec!r} asks for {b - a + 1 + len(seeds)} seeds; the limit "
+                                  f"is {MAX_RUNS} runs")
                     seeds.extend(range(a, b + 1))
                 else:
                     seeds.append(int(part))
-            except ValueError:
-                raise ValueError(f"bad seed list {spec!r}: want e.g. 0,1,2 or 0-9") from None
-    else:
-        seeds = []
+            except ValueError as exc:
+                if isinstance(exc, GridError):
+                    raise
+                raise bad(f"bad seed list {spec!r}: want e.g. 0,1,2 or 0-9") from None
+    elif isinstance(spec, (list, tuple)):
         for s in spec:
+            if hasattr(s, "item") and not isinstance(s, (str, bytes)):   # numpy scalar
+                s = s.item()
             if isinstance(s, bool) or not isinstance(s, int):
-                raise TypeError(f"seeds must be ints, got {s!r}")
+                raise bad(f"seeds must be integers, got {type(s).__name__} {s!r}")
             seeds.append(int(s))
+        if len(seeds) > MAX_RUNS:
+            raise bad(f"{len(seeds)} seeds; the limit is {MAX_RUNS} runs")
+    else:
+        raise bad(f"want a count, a list or a cpulist such as 0-9, got {type(spec).__name__} "
+                  f"{spec!r}")
     if not seeds:
-        raise ValueError("no seeds given")
+        raise bad("no seeds given")
+    for s in seeds:
+        if not 0 <= s <= SEED_MAX:
+            raise bad(f"seed {s} is outside 0..{SEED_MAX}")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"repeated seed in {spec!r}")
+        raise bad(f"repeated seed in {spec!r}")
     return tuple(seeds)
 
 
@@ -193,16 +239,18 @@ def parse_param(text: str) -> tuple[str, list[Any]]:
 # ---------------------------------------------------------------------------
 # The grid
 
-def _json_scalar(v: Any, where: str) -> Any:
+def _json_scalar(v: Any, name: str) -> Any:
     if hasattr(v, "item") and not isinstance(v, (str, bytes)):   # numpy scalar
         v = v.item()
     if isinstance(v, (bool, int, str)):
         return v
     if isinstance(v, float):
         if not math.isfinite(v):
-            raise ValueError(f"{where}: {v!r} is not a finite number")
+            raise GridError(f"parameter {name!r}: {v!r} is not a finite number", key=name,
+                            problem=f"{v!r} is not a finite number")
         return v
-    raise TypeError(f"{where}: values must be int, float, bool or str, got {type(v).__name__}")
+    why = f"values must be int, float, bool or str, got {type(v).__name__} {v!r}"
+    raise GridError(f"parameter {name!r}: {why}", key=name, problem=why)
 
 
 def _design_knobs(d: Design) -> dict[str, Any]:
@@ -243,46 +291,70 @@ class Grid:
     params: tuple[tuple[str, tuple[Any, ...]], ...]
     designs: tuple[Design, ...]
     seeds: tuple[int, ...]
+    origin: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False,
+                                                  repr=False)
 
-    def __init__(self, params: Mapping[str, Any] | None = None, designs=None, seeds=None):
+    def __init__(self, params: Mapping[str, Any] | None = None, designs=None, seeds=None,
+                 origin: Mapping[str, str] | None = None):
+        try:
+            self._build(params, designs, seeds)
+        except GridError as exc:
+            where = (origin or {}).get(exc.key or "")
+            if where is None:
+                raise
+            raise GridError(f"{where}: {exc.problem}", key=exc.key, problem=exc.problem) \
+                from None
+        object.__setattr__(self, "origin", dict(origin or {}))
+
+    def _build(self, params, designs, seeds) -> None:
+        if params is not None and not isinstance(params, Mapping):
+            raise GridError(f"params: must be a table of name = [values], got "
+                            f"{type(params).__name__} {params!r}", key="params",
+                            problem="must be a table of name = [values]")
         items: list[tuple[str, tuple[Any, ...]]] = []
         for name, values in (params or {}).items():
+            def bad(msg):
+                return GridError(f"parameter {name!r}: {msg}", key=name, problem=msg)
+
             if not isinstance(name, str) or not name.isidentifier():
-                raise ValueError(f"parameter name {name!r} is not an identifier")
+                raise bad("the name is not an identifier")
             if name in _RESERVED:
                 hint = " (use seeds=)" if name == "seed" else (
                     " (use designs=)" if name in ("design", "designs") else "")
-                raise ValueError(f"{name!r} cannot be a swept parameter{hint}")
+                raise bad(f"{name!r} cannot be a swept parameter{hint}")
+            if isinstance(values, Mapping):
+                raise bad("want a value or a list of values, got a table")
             if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
                 values = [values]
-            vals = tuple(_json_scalar(v, f"parameter {name!r}") for v in values)
+            vals = tuple(_json_scalar(v, name) for v in values)
             if not vals:
-                raise ValueError(f"parameter {name!r} has no values")
+                raise bad("has no values")
             if len({json.dumps(v) for v in vals}) != len(vals):
-                raise ValueError(f"parameter {name!r} repeats a value: {list(vals)}")
+                raise bad(f"repeats a value: {list(vals)}")
             items.append((name, vals))
         object.__setattr__(self, "params", tuple(items))
         object.__setattr__(self, "designs", parse_designs(designs))
         object.__setattr__(self, "seeds", parse_seeds(seeds))
+        if len(self) > MAX_RUNS:
+            sizes = " x ".join(str(len(v)) for _, v in items)
+            raise GridError(f"the grid has {len(self)} runs ({sizes + ' x ' if sizes else ''}"
+                            f"{len(self.designs)} designs x {len(self.seeds)} seeds); the limit "
+                            f"is {MAX_RUNS}", key="seeds")
+
+    def where(self, key: str) -> str | None:
+        """Where a grid key came from (``grid.toml:7: [params] field 'ram_gib'``,
+        ``--param ram_gib=...``), when the grid was read from a file or options."""
+        return self.origin.get(key)
 
     # -- construction from files / dicts ------------------------------------
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Grid":
+    def from_dict(cls, d: Mapping[str, Any], origin: Mapping[str, str] | None = None) -> "Grid":
         """From ``{"params": {...}, "designs": [...], "seeds": [...]}`` (what :meth:`to_dict`
         gives and a grid TOML file holds) or the flat ``{"ram_gib": [...], ..., "designs":
         [...], "seeds": [...]}``; a ``scenario`` key is allowed and ignored here."""
-        special = {"params", "designs", "seeds", "scenario"}
-        if "params" not in d:
-            d = {"params": {k: v for k, v in d.items() if k not in special},
-                 **{k: v for k, v in d.items() if k in special}}
-        unknown = set(d) - special
-        if unknown:
-            raise ValueError(f"unknown grid key(s) {sorted(unknown)} beside [params]: want "
-                             "designs, seeds, scenario")
-        params = d.get("params", {})
-        if not isinstance(params, Mapping):
-            raise ValueError("grid 'params' must be a table of name = [values]")
-        return cls(params, designs=d.get("designs"), seeds=d.get("seeds"))
+        spec = grid_spec(d)
+        return cls(spec["params"], designs=spec.get("designs"), seeds=spec.get("seeds"),
+                   origin=origin)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> "Grid":
@@ -294,8 +366,13 @@ class Grid:
             [params]
             ram_gib = [1, 16, 256, 1024]
             tracked_gfns = [0, 4000, 100000]
+
+        or the same without the ``[params]`` header (every key other than ``scenario``,
+        ``designs`` and ``seeds`` is then a parameter).  Errors name the file and line.
         """
-        return cls.from_dict(read_grid_file(path))
+        spec, origin = read_grid(path)
+        return cls(spec["params"], designs=spec.get("designs"), seeds=spec.get("seeds"),
+                   origin=origin)
 
     def to_dict(self) -> dict[str, Any]:
         return {"params": {k: list(v) for k, v in self.params},
@@ -326,20 +403,96 @@ class Grid:
         return runs
 
 
-def read_grid_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A grid file (TOML, or JSON if it ends in .json) as a dict."""
+_GRID_KEYS = ("params", "designs", "seeds", "scenario")
+
+
+def grid_spec(d: Any) -> dict[str, Any]:
+    """A grid dict in the nested form ``{"params": {...}, "designs", "seeds", "scenario"}``,
+    from either form (nested, or flat: every key but designs/seeds/scenario a parameter);
+    checks the keys and the scenario's type."""
+    if not isinstance(d, Mapping):
+        raise GridError(f"a grid is a table, got {type(d).__name__}")
+    if "params" not in d:
+        for k, v in d.items():
+            if isinstance(v, Mapping):
+                raise GridError(f"{k}: unknown table (a grid has one table, [params])", key=k,
+                                problem="unknown table (a grid has one table, [params])")
+        d = {"params": {k: v for k, v in d.items() if k not in _GRID_KEYS},
+             **{k: v for k, v in d.items() if k in _GRID_KEYS}}
+    unknown = [k for k in d if k not in _GRID_KEYS]
+    if unknown:
+        hint = {"seed": " (did you mean seeds?)", "design": " (did you mean designs?)"}
+        why = (f"unknown grid key beside [params]{hint.get(unknown[0], '')}: want "
+               "designs, seeds, scenario")
+        raise GridError(f"{unknown[0]}: {why}", key=unknown[0], problem=why)
+    if "scenario" in d and not isinstance(d["scenario"], str):
+        why = f"must be a scenario name or file, got {type(d['scenario']).__name__}"
+        raise GridError(f"scenario: {why}", key="scenario", problem=why)
+    if not isinstance(d.get("params", {}), Mapping):
+        why = "must be a table of name = [values]"
+        raise GridError(f"params: {why}", key="params", problem=why)
+    return dict(d)
+
+
+def read_grid(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]:
+    """A grid file (TOML, or JSON if it ends in .json) as ``(nested spec, origin)``: origin
+    maps each key to its place in the file, ``path:line: [params] field 'name'``.  Every
+    problem raises :class:`GridError` naming the file and line."""
     p = Path(path)
-    raw = p.read_bytes()
+    text = decode(read_bytes(p, GridError), p, GridError)
     if p.suffix == ".json":
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{p}: not valid JSON: {exc}") from None
-    import tomllib
+        doc = _loads_json(text, p)
+        loc = None
+    else:
+        from .tomlfile import loads_toml
+        doc = loads_toml(text, p, GridError)
+        loc = TomlLocator(text)
+
+    def where(table: tuple, key: str | None) -> str:
+        if loc is None:
+            return f"{p}: {key}" if key else str(p)
+        return located(p, loc, table, key, "")[:-2]
+
+    nested = isinstance(doc, Mapping) and "params" in doc
     try:
-        return tomllib.loads(raw.decode())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{p}: not valid TOML: {exc}") from None
+        spec = grid_spec(doc)
+    except GridError as exc:
+        if exc.key is None:
+            raise GridError(f"{p}: {exc.problem}") from None
+        table = isinstance(doc.get(exc.key), Mapping)
+        at = where((exc.key,), None) if table else where((), exc.key)
+        raise GridError(f"{at}: {exc.problem}", key=exc.key, problem=exc.problem) from None
+    origin = {k: where((), k) for k in ("designs", "seeds", "scenario")}
+    origin["params"] = where(("params",), None)
+    for k in spec.get("params", {}) if isinstance(spec.get("params"), Mapping) else ():
+        origin[k] = where(("params",) if nested else (), k)
+    return spec, origin
+
+
+def read_grid_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A grid file (TOML, or JSON if it ends in .json) as a dict in the nested form."""
+    return read_grid(path)[0]
+
+
+def _loads_json(text: str, p: Path) -> Any:
+    def no_dups(pairs):
+        out = {}
+        for k, v in pairs:
+            if k in out:
+                raise GridError(f"{p}: {k}: appears twice", key=k, problem="appears twice")
+            out[k] = v
+        return out
+
+    def no_constant(name):
+        raise GridError(f"{p}: {name} is not a finite number")
+
+    try:
+        return json.loads(text, object_pairs_hook=no_dups, parse_constant=no_constant)
+    except json.JSONDecodeError as exc:
+        raise GridError(f"{p}:{exc.lineno}: not valid JSON: {exc.msg} (column "
+                        f"{exc.colno})") from None
+    except RecursionError:
+        raise GridError(f"{p}: not valid JSON: nested too deeply") from None
 
 
 # ---------------------------------------------------------------------------
@@ -749,7 +902,8 @@ def _resolve_scenario(scenario):
                                DEFAULT_SCENARIO if DEFAULT_SCENARIO in names else names[0])
         return load_scenario(scenario)
     if not hasattr(scenario, "with_overrides"):
-        raise TypeError("scenario must be a name, a path, or a Scenario (with .with_overrides)")
+        raise GridError(f"scenario: must be a name, a path, or a Scenario (with "
+                        f".with_overrides), got {type(scenario).__name__}", key="scenario")
     return scenario
 
 
@@ -798,19 +952,27 @@ def _version() -> str:
     return __version__
 
 
-def plan(grid: Grid, scenario: Any = None) -> tuple[Any, list[RunSpec], dict[tuple, Any]]:
-    """Resolve the scenario, expand the grid and build every run's scenario, so a bad
-    parameter name or value fails before any run: (base scenario, runs, params -> scenario)."""
+def plan(grid: Grid, scenario: Any = None, expand: bool = True
+         ) -> tuple[Any, list[RunSpec], dict[tuple, Any]]:
+    """Resolve the scenario, build every run's scenario and expand the grid, so a bad
+    parameter name or value fails before any run: (base scenario, runs, params -> scenario).
+    ``expand=False`` checks without listing the runs (``--dry-run``)."""
     base = _resolve_scenario(scenario)
     name = _scenario_name(base)
-    specs = grid.expand(name)
     scen_cache: dict[tuple, Any] = {}
-    for spec in specs:
-        if spec.params not in scen_cache:
-            try:
-                scen_cache[spec.params] = base.with_overrides(**spec.params_dict)
-            except TypeError as exc:
-                raise ValueError(f"scenario {name!r} rejects {spec.params_dict}: {exc}") from None
+    names = grid.param_names
+    for combo in itertools.product(*(v for _, v in grid.params)):
+        params = tuple(zip(names, combo))
+        try:
+            scen_cache[params] = base.with_overrides(**dict(params))
+        except (TypeError, ValueError) as exc:
+            key = getattr(exc, "field", None)
+            problem = getattr(exc, "problem", None) or str(exc)
+            at = grid.where(key) if key else None
+            what = f"{key}={dict(params)[key]!r}" if key in names else str(dict(params))
+            msg = f"scenario {name!r} rejects {what}: {problem}"
+            raise GridError(f"{at}: {msg}" if at else msg, key=key, problem=msg) from None
+    specs = grid.expand(name) if expand else []
     return base, specs, scen_cache
 
 
@@ -841,8 +1003,9 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None,
         grid = Grid.from_dict(grid)
     if scheduler is not None and client is not None:
         raise ValueError("give scheduler or client, not both")
-    if workers is not None and (isinstance(workers, bool) or workers < 0):
-        raise ValueError(f"workers={workers!r}: want a count >= 0")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or not 0 <= workers <= MAX_WORKERS):
+        raise ValueError(f"workers={workers!r}: want a count 0..{MAX_WORKERS}")
     if out is not None and Path(out).suffix not in (".parquet", ".csv"):
         raise ValueError(f"{out}: output must end in .parquet or .csv")
     base, specs, scen_cache = plan(grid, scenario)
@@ -1093,18 +1256,24 @@ def add_arguments(p) -> None:
 
 
 def _grid_from_args(args) -> tuple[Grid, Any]:
-    spec: dict[str, Any] = {}
+    """The grid of ``kvmpt sweep``: the ``--grid`` file (either form), then ``--param``,
+    ``--designs`` and ``--seeds`` over it; each key remembers where it came from, so an
+    error names the file and line or the option."""
+    spec: dict[str, Any] = {"params": {}}
+    origin: dict[str, str] = {}
     if args.grid:
-        spec = read_grid_file(args.grid)
-        if not isinstance(spec, dict):
-            raise ValueError(f"{args.grid}: a grid file is a table")
-    params = dict(spec.get("params", {}) or {})
+        spec, origin = read_grid(args.grid)
+    params = dict(spec.get("params") or {})
     for text in args.param:
         k, vals = parse_param(text)
         params[k] = vals
-    grid = Grid.from_dict({"params": params,
-                           "designs": args.designs if args.designs else spec.get("designs"),
-                           "seeds": args.seeds if args.seeds else spec.get("seeds")})
+        origin[k] = f"--param {text}"
+    designs, seeds = spec.get("designs"), spec.get("seeds")
+    if args.designs:
+        designs, origin["designs"] = args.designs, f"--designs {args.designs}"
+    if args.seeds:
+        seeds, origin["seeds"] = args.seeds, f"--seeds {args.seeds}"
+    grid = Grid(params, designs=designs, seeds=seeds, origin=origin)
     return grid, args.scenario or spec.get("scenario")
 
 
@@ -1142,8 +1311,8 @@ def run(args) -> int:
         raise ValueError("--retry-failed needs --resume")
     if args.resume and not args.out:
         raise ValueError("--resume needs --out (the run log lives beside the output)")
-    if args.workers is not None and args.workers < 0:
-        raise ValueError(f"--workers {args.workers}: want 0 or more")
+    if args.workers is not None and not 0 <= args.workers <= MAX_WORKERS:
+        raise ValueError(f"--workers {args.workers}: want 0..{MAX_WORKERS}")
     if args.bench:
         grid = None
         if args.grid or args.param or args.designs or args.seeds:
@@ -1155,8 +1324,8 @@ def run(args) -> int:
         sys.stdout.write(_param_listing(_resolve_scenario(scenario)))
         return 0
     if args.dry_run:
-        base, specs, _ = plan(grid, scenario)
-        print(f"{len(specs)} runs of scenario {_scenario_name(base)!r}: "
+        base, _, _ = plan(grid, scenario, expand=False)
+        print(f"{len(grid)} runs of scenario {_scenario_name(base)!r}: "
               f"{json.dumps(grid.to_dict())}")
         return 0
     table = sweep(grid, scenario, out=args.out, scheduler=args.scheduler,

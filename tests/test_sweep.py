@@ -98,7 +98,7 @@ def test_grid_rejects_bad_input():
         Grid({"ram_gib": [1, 1]})
     with pytest.raises(ValueError, match="no values"):
         Grid({"ram_gib": []})
-    with pytest.raises(TypeError):
+    with pytest.raises(sweep_mod.GridError, match="parameter 'ram_gib': values must be"):
         Grid({"ram_gib": [[1]]})
     with pytest.raises(ValueError, match="unknown design"):
         Grid({}, designs="v6.7")
@@ -318,7 +318,7 @@ def test_cli_help_documents_every_option(capsys):
     (["--designs", "v9"], "unknown design"),
     (["--seeds", "3-1"], "bad seed list"),
     (["--resume"], "--resume needs --out"),
-    (["--grid", "/nonexistent/grid.toml"], "No such file"),
+    (["--grid", "/nonexistent/grid.toml"], "/nonexistent/grid.toml: no such file"),
     (["--param", "seed=1,2"], "seeds="),
     (["--out", "x.xlsx", "--param", "a=1"], ".parquet or .csv"),
 ])
@@ -552,3 +552,72 @@ def test_cli_lists_the_scenario_parameters(capsys):
     assert rc == 0 and out.startswith("scenario q35-desktop")
     for name in ("ram_gib", "tracked_gfns", "write_rate", "duration_s", "churn", "move_rate"):
         assert f"\n{name} " in out
+
+
+# ---------------------------------------------------------------------------
+# Hostile grids: every bad grid is exit 2 with file:line, never an internal error
+
+def test_a_flat_grid_file_runs_the_same_grid_as_the_nested_one(capsys, tmp_path):
+    flat = tmp_path / "flat.toml"
+    flat.write_text("".join(line for line in (ROOT / "data" / "sweeps" / "small.toml")
+                            .read_text().splitlines(keepends=True) if line != "[params]\n"))
+    assert Grid.from_toml(flat) == Grid.from_toml(ROOT / "data" / "sweeps" / "small.toml")
+    rc, out, _ = _cli(capsys, "sweep", "--grid", str(flat), "--dry-run")
+    assert rc == 0 and out.startswith("432 runs of scenario 'q35-desktop'")
+
+
+@pytest.mark.parametrize("body, where, msg", [
+    ("seed = 1", ":1: top level field 'seed'", "use seeds="),
+    ('design = "v6.6"', ":1: top level field 'design'", "use designs="),
+    ('seed = 1\n[params]\nram_gib = [4]', ":1: top level field 'seed'", "did you mean seeds?"),
+    ("designs = [1]", ":1: top level field 'designs'", "got int 1"),
+    ('designs = ["v9"]', ":1: top level field 'designs'", "unknown design 'v9'"),
+    ("seeds = [1.5]", ":1: top level field 'seeds'", "got float 1.5"),
+    ("seeds = true", ":1: top level field 'seeds'", "got True"),
+    ("seeds = [-1]", ":1: top level field 'seeds'", "seed -1 is outside 0.."),
+    ('seeds = "0-100000000"', ":1: top level field 'seeds'", "the limit is 1000000 runs"),
+    ("scenario = 5", ":1: top level field 'scenario'", "got int"),
+    ("params = 5", ":1: top level field 'params'", "must be a table"),
+    ("ram_gib = [[4, 64]]", ":1: top level field 'ram_gib'", "got list [4, 64]"),
+    ("ram_gib = [nan]", ":1: top level field 'ram_gib'", "not a finite number"),
+    ("[parms]\nx = [1]", ":1: [parms]", "unknown table"),
+    ("[params]\n\nram_gb = [4]", ":3: [params] field 'ram_gb'", "unknown scenario parameter"),
+    ("[params]\nram_gib = [1]", ":2: [params] field 'ram_gib'", "rejects ram_gib=1"),
+    ("seeds = [1]\nseeds = [2]", ":2: not valid TOML", "Cannot overwrite a value"),
+])
+def test_cli_bad_grid_file_is_exit_2_with_file_and_line(capsys, tmp_path, body, where, msg):
+    g = tmp_path / "g.toml"
+    g.write_text(body + "\n")
+    rc, out, err = _cli(capsys, "sweep", "--grid", str(g), "--dry-run")
+    assert rc == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"kvmpt: error: {g}{where}") and msg in err, err
+    assert "internal error" not in err
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--seeds=-1"], "--seeds -1: seed -1 is outside"),
+    (["--seeds", "0-100000000"], "asks for 100000001 seeds; the limit is 1000000"),
+    (["--param", "ram_gib=1"], "--param ram_gib=1: scenario 'q35-desktop' rejects ram_gib=1"),
+    (["--param", "tracked_gfns=" + ",".join(map(str, range(2000))), "--seeds", "0-999"],
+     "the grid has 4000000 runs"),
+    (["--workers", "100000"], "--workers 100000: want 0..256"),
+])
+def test_cli_unbounded_or_negative_options_are_refused(capsys, argv, msg):
+    rc, _, err = _cli(capsys, "sweep", *argv, "--dry-run")
+    assert rc == 2 and msg in err, err
+
+
+def test_grid_file_bom_crlf_and_bad_bytes(tmp_path):
+    g = tmp_path / "g.toml"
+    g.write_bytes(b"\xef\xbb\xbfseeds = [1, 2]\r\n[params]\r\nram_gib = [4]\r\n")
+    assert Grid.from_toml(g).seeds == (1, 2)
+    g.write_bytes(b"seeds = [1]\n\xff\n")
+    with pytest.raises(sweep_mod.GridError, match=rf"^{g}:2: not valid UTF-8"):
+        Grid.from_toml(g)
+    j = tmp_path / "g.json"
+    j.write_text('{"seeds": [1], "seeds": [2]}')
+    with pytest.raises(sweep_mod.GridError, match="seeds: appears twice"):
+        Grid.from_toml(j)
+    j.write_text('{"params": {"ram_gib": [NaN]}}')
+    with pytest.raises(sweep_mod.GridError, match="NaN is not a finite number"):
+        Grid.from_toml(j)
