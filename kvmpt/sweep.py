@@ -56,7 +56,9 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 import types
@@ -627,8 +629,12 @@ class SweepTable:
             raise ValueError("writing .parquet needs pyarrow (pip install 'kvmpt[dev]'); "
                              "or write .csv") from None
         tmp = Path(str(path) + ".tmp")
-        pq.write_table(self.to_arrow(), tmp, compression="zstd")
-        os.replace(tmp, path)
+        try:
+            pq.write_table(self.to_arrow(), tmp, compression="zstd")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)     # nothing half-written is left behind
+            raise
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str | None:
         """Write CSV (None is an empty field; floats as ``repr``, so they round-trip) and the
@@ -651,8 +657,12 @@ class SweepTable:
 
 def _atomic_write(p: Path, text: str) -> None:
     tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)         # nothing half-written is left behind
+        raise
 
 
 #: where the committed sweeps live (data/sweeps/, shipped as package data)
@@ -729,9 +739,15 @@ def _execute(scenario: Any, design: Design, seed: int, key: str, run_fn: Callabl
                 "summary": {}, "wall_s": round(time.perf_counter() - t0, 6)}
 
 
-def _worker_init() -> None:
+def _worker_init(sweep_pid: int | None = None) -> None:
     # One process per core already; keep each run's Numba kernels single-threaded.
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    if sweep_pid is not None:           # end with the sweep, even if it is SIGKILLed
+        from .procs import exit_with
+        exit_with(sweep_pid)
+        # Ctrl-C reaches the whole process group: the sweep handles it and stops the pool,
+        # a worker must not print a KeyboardInterrupt traceback of its own
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ---------------------------------------------------------------------------
@@ -795,9 +811,15 @@ def _run_local(todo, payload, run_fn, workers, on_done):
     in a fresh pool, and the one that kills its pool again is recorded as failed."""
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in
                                       multiprocessing.get_all_start_methods() else "spawn")
+    if ctx.get_start_method() == "forkserver":
+        # the forkserver ends with this process too (kvmpt/_forkserver_guard.py); it only
+        # takes effect if this call starts the forkserver, which the first sweep does
+        ctx.set_forkserver_preload(["__main__", "kvmpt._forkserver_guard"])
+    me = os.getpid()
 
     def new_pool(n):
-        return cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init)
+        return cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init,
+                                      initargs=(me,))
 
     queue = list(todo)
     queue.reverse()                          # pop() from the end = grid order
@@ -848,9 +870,21 @@ def _run_local(todo, payload, run_fn, workers, on_done):
     except BaseException:
         for fut in inflight:
             fut.cancel()
-        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_pool(pool)
         raise
     pool.shutdown(wait=True)
+
+
+def _stop_pool(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop a pool now (Ctrl-C, an error): its workers are killed, not waited for, so
+    the interpreter's exit does not join runs that still have minutes to go."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+    for proc in procs:
+        proc.join(timeout=5)
 
 
 def _run_serial(todo, payload, run_fn, on_done):
@@ -858,8 +892,23 @@ def _run_serial(todo, payload, run_fn, on_done):
         on_done(spec, _execute(payload(spec), spec.design, spec.seed, spec.key, run_fn))
 
 
-def _run_dask(todo, payload, run_fn, client, on_done):
+#: how long a Dask sweep waits for a live worker before it gives up (seconds)
+WORKER_WAIT_S = 300.0
+#: how often a Dask sweep checks for results and live workers (seconds)
+_DASK_POLL_S = 1.0
+
+
+def _n_workers(client) -> int:
+    return len((client.scheduler_info() or {}).get("workers", {}))
+
+
+def _run_dask(todo, payload, run_fn, client, on_done, worker_wait: float = WORKER_WAIT_S,
+              log=None):
+    """Submit every run and collect results as they come.  While the cluster has no live
+    worker the sweep says so on stderr, and raises ``TimeoutError`` when none has come back
+    after ``worker_wait`` seconds (the runs already done are in the run log)."""
     from distributed import as_completed
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     futures = {}
     batch = []
     for spec in todo:
@@ -867,16 +916,39 @@ def _run_dask(todo, payload, run_fn, client, on_done):
                             pure=False, key=f"kvmpt-sweep-{spec.key}-{os.urandom(4).hex()}")
         futures[fut] = spec
         batch.append(fut)
+    address = getattr(getattr(client, "scheduler", None), "address", None) or "the scheduler"
+    no_worker_since = None
     try:
-        for fut in as_completed(batch):
-            spec = futures.pop(fut)
-            if fut.status == "error":
-                exc = fut.exception()
-                rec = {"key": spec.key, "status": "error", "summary": {}, "wall_s": None,
-                       "error": f"{type(exc).__name__}: {' '.join(str(exc).split()) or '-'}"}
-            else:
-                rec = fut.result()
-            on_done(spec, rec)
+        pending = as_completed(batch)
+        while futures:
+            done = pending.next_batch(block=False)
+            if not done:
+                if _n_workers(client) == 0:
+                    now = time.monotonic()
+                    if no_worker_since is None:
+                        no_worker_since = now
+                        log(f"kvmpt sweep: no live Dask worker at {address}; "
+                            f"{len(futures)} runs wait (giving up after {worker_wait:g} s)")
+                    elif now - no_worker_since > worker_wait:
+                        raise TimeoutError(
+                            f"no live Dask worker at {address} for {worker_wait:g} s; "
+                            f"{len(futures)} runs not done (finished runs are in the run log: "
+                            "start workers and rerun with --resume)")
+                elif no_worker_since is not None:
+                    no_worker_since = None
+                    log(f"kvmpt sweep: {_n_workers(client)} Dask worker(s) back; continuing")
+                time.sleep(_DASK_POLL_S)
+                continue
+            for fut in done:
+                spec = futures.pop(fut)
+                if fut.status == "error":
+                    exc = fut.exception()
+                    rec = {"key": spec.key, "status": "error", "summary": {}, "wall_s": None,
+                           "error": f"{type(exc).__name__}: "
+                                    f"{' '.join(str(exc).split()) or '-'}"}
+                else:
+                    rec = fut.result()
+                on_done(spec, rec)
     finally:
         for fut in futures:
             fut.cancel()
@@ -980,7 +1052,8 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None,
           out: str | os.PathLike | None = None,
           scheduler: str | None = None, client: Any = None, workers: int | None = None,
           progress: bool = True, run_fn: Callable | None = None, *, resume: bool = False,
-          retry_failed: bool = False, keep_log: bool = False) -> SweepTable:
+          retry_failed: bool = False, keep_log: bool = False,
+          worker_wait: float = WORKER_WAIT_S) -> SweepTable:
     """Run every point of ``grid`` on ``scenario`` and return the tidy :class:`SweepTable`.
 
     ``grid``: a :class:`Grid`, or a dict as :meth:`Grid.from_dict` takes.
@@ -995,6 +1068,8 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None,
     for the process pool and Dask.
     ``resume``: skip the runs already in ``out``'s run log or in the table saved at ``out``
     (failed ones too, unless ``retry_failed``).  Without it an existing log is started over.
+    ``worker_wait``: on Dask, how long to wait while no worker is alive before raising
+    ``TimeoutError`` (the sweep says on stderr that it is waiting).
 
     Same grid, scenario and seeds give the same table, in grid order, whichever executor ran it.
     A run that raises is a row with ``status="error"`` and the exception in ``error``.
@@ -1006,8 +1081,11 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None,
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                 or not 0 <= workers <= MAX_WORKERS):
         raise ValueError(f"workers={workers!r}: want a count 0..{MAX_WORKERS}")
-    if out is not None and Path(out).suffix not in (".parquet", ".csv"):
-        raise ValueError(f"{out}: output must end in .parquet or .csv")
+    if out is not None:
+        _check_out(Path(out))
+    if isinstance(worker_wait, bool) or not isinstance(worker_wait, (int, float)) \
+            or not 0 <= worker_wait <= 7 * 86400:
+        raise ValueError(f"worker_wait={worker_wait!r}: want seconds, 0..{7 * 86400}")
     base, specs, scen_cache = plan(grid, scenario)
     run_fn = run_fn or _default_run_fn()
     name = _scenario_name(base)
@@ -1071,7 +1149,7 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None,
                 if client is None:
                     from distributed import Client
                     own_client = client = Client(scheduler, timeout="20s")
-                _run_dask(todo, payload, run_fn, client, on_done)
+                _run_dask(todo, payload, run_fn, client, on_done, worker_wait)
             elif workers == 0 or (workers is None and (os.cpu_count() or 1) == 1) \
                     or len(todo) == 1 and workers is None:
                 _run_serial(todo, payload, run_fn, on_done)
@@ -1094,6 +1172,26 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None,
         if not table.failed() and not keep_log:
             log_path_for(out).unlink(missing_ok=True)
     return table
+
+
+def _check_out(out: Path, make: bool = True) -> None:
+    """The output path: ``.parquet`` or ``.csv``, in a directory (made if missing) that is
+    a directory; said before any run, in words, not as ``File exists``."""
+    if out.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"{out}: output must end in .parquet or .csv")
+    if out.is_dir():
+        raise ValueError(f"{out}: is a directory")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{out}: {parent} is a file, not a directory")
+            break
+    if not make:
+        return
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{out}: cannot make {out.parent}: {exc.strerror or exc}") from None
 
 
 def _records_from_table(out, fingerprint: str, wanted: set[str],
@@ -1233,6 +1331,9 @@ def add_arguments(p) -> None:
                         "sidecar); default: CSV on stdout, no run log")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run on a Dask cluster, e.g. tcp://10.0.0.1:8786, instead of locally")
+    p.add_argument("--worker-wait", type=float, default=WORKER_WAIT_S, metavar="SECONDS",
+                   help="with --scheduler: how long to wait while the cluster has no live "
+                        f"worker before giving up (default {WORKER_WAIT_S:g})")
     p.add_argument("--workers", "-j", type=int, metavar="N",
                    help="local worker processes (default: one per core; 0 = serial, in this "
                         "process)")
@@ -1313,6 +1414,8 @@ def run(args) -> int:
         raise ValueError("--resume needs --out (the run log lives beside the output)")
     if args.workers is not None and not 0 <= args.workers <= MAX_WORKERS:
         raise ValueError(f"--workers {args.workers}: want 0..{MAX_WORKERS}")
+    if args.out:
+        _check_out(Path(args.out), make=False)
     if args.bench:
         grid = None
         if args.grid or args.param or args.designs or args.seeds:
@@ -1328,9 +1431,11 @@ def run(args) -> int:
         print(f"{len(grid)} runs of scenario {_scenario_name(base)!r}: "
               f"{json.dumps(grid.to_dict())}")
         return 0
+    _exit_on_second_interrupt()
     table = sweep(grid, scenario, out=args.out, scheduler=args.scheduler,
                   workers=args.workers, progress=not args.quiet, resume=args.resume,
-                  retry_failed=args.retry_failed, keep_log=args.keep_log)
+                  retry_failed=args.retry_failed, keep_log=args.keep_log,
+                  worker_wait=args.worker_wait)
     if args.out is None:
         sys.stdout.write(table.to_csv())
     st = table.stats
@@ -1343,6 +1448,24 @@ def run(args) -> int:
                   f"{log_path_for(args.out)}; rerun with --resume --retry-failed",
                   file=sys.stderr)
     return 1 if st["failed"] else 0
+
+
+def _exit_on_second_interrupt() -> None:
+    """The first Ctrl-C stops the sweep cleanly (KeyboardInterrupt: the pool is stopped,
+    the run log closed, ``kvmpt: interrupted``); a second one, while that cleanup runs,
+    exits at once with status 130 and no traceback (the run log is flushed per line)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    pressed = []
+
+    def handler(signum, frame):
+        if pressed:
+            os.write(2, b"kvmpt: interrupted again: exiting now\n")
+            os._exit(130)
+        pressed.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
 
 
 class _CallableModule(types.ModuleType):

@@ -13,6 +13,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -51,6 +52,8 @@ def fake_run(scenario, design, seed=None):
         raise RuntimeError("injected failure\nsecond line")
     if scenario.churn == "die":
         os._exit(7)                                   # a worker that dies abruptly
+    if scenario.churn == "sleep":
+        time.sleep(120)                               # a run still going when the sweep dies
     if scenario.churn == "die-once" and os.environ.get("KVMPT_TEST_DIE") == "1":
         os._exit(3)                                   # kills a serial sweep mid-way
     rng = random.Random(f"{scenario!r}|{design!r}|{seed}")
@@ -621,3 +624,122 @@ def test_grid_file_bom_crlf_and_bad_bytes(tmp_path):
     j.write_text('{"params": {"ram_gib": [NaN]}}')
     with pytest.raises(sweep_mod.GridError, match="NaN is not a finite number"):
         Grid.from_toml(j)
+
+
+# ---------------------------------------------------------------------------
+# Process hygiene: children end with the sweep, Ctrl-C twice, nothing half-written
+
+def _descendants(pid: int) -> set[int]:
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    out, frontier = set(), {pid}
+    while frontier:
+        frontier = {c for c, pp in parent.items() if pp in frontier} - out
+        out |= frontier
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+_SLEEPY = textwrap.dedent(f"""
+    import sys; sys.path.insert(0, {str(HERE)!r})
+    from test_sweep import FAKE, fake_run
+    from kvmpt import sweep as sweep_mod
+    from kvmpt.sweep import Grid, sweep
+    sweep_mod._exit_on_second_interrupt()
+    try:
+        sweep(Grid({{"churn": ["sleep"], "tracked_gfns": list(range(6))}}), FAKE,
+              out=sys.argv[1], workers=2, progress=False, run_fn=fake_run)
+    except KeyboardInterrupt:
+        print("kvmpt: interrupted", file=sys.stderr)
+        sys.exit(130)
+""")
+
+
+def _start_sleepy_sweep(tmp_path):
+    import signal as _signal  # noqa: F401
+    proc = subprocess.Popen([sys.executable, "-c", _SLEEPY, str(tmp_path / "s.csv")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    for _ in range(300):          # until the forkserver and both workers are up
+        kids = _descendants(proc.pid)
+        if len(kids) >= 4:
+            return proc, kids
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"the sweep's pool did not start: {proc.communicate()}")
+
+
+def test_no_child_survives_a_sigkilled_sweep(tmp_path):
+    proc, kids = _start_sleepy_sweep(tmp_path)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(k) for k in kids):
+        time.sleep(0.1)
+    survivors = [k for k in kids if _alive(k)]
+    for k in survivors:
+        os.kill(k, 9)
+    assert survivors == [], "children of the sweep outlived it by 5 s"
+
+
+def test_ctrl_c_twice_exits_at_once_without_a_traceback(tmp_path):
+    import signal
+    proc, kids = _start_sleepy_sweep(tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)       # the runs sleep 120 s: not waited for
+    assert proc.returncode in (130, -signal.SIGINT), err
+    assert "Traceback" not in err and "interrupted" in err
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(k) for k in kids):
+        time.sleep(0.1)
+    assert not any(_alive(k) for k in kids)
+
+
+def test_a_failed_save_leaves_no_tmp_file(serial_table, tmp_path, monkeypatch):
+    target = tmp_path / "t.csv"
+    target.mkdir()                               # os.replace onto a directory fails
+    with pytest.raises(OSError):
+        serial_table.save(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
+    pq = pytest.importorskip("pyarrow.parquet")
+
+    def broken(table, where, **kw):
+        Path(where).write_bytes(b"PAR1 half")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(pq, "write_table", broken)
+    with pytest.raises(OSError, match="No space"):
+        serial_table.save(tmp_path / "t.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
+
+
+def test_cli_out_below_a_regular_file(capsys, tmp_path):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    rc, _, err = _cli(capsys, "sweep", "--out", str(f / "t.csv"), "--dry-run")
+    assert rc == 2 and f"{f} is a file, not a directory" in err and "File exists" not in err
+
+
+def test_dask_sweep_with_no_live_worker_says_so_and_times_out(capsys):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=0, host="127.0.0.1",
+                                  dashboard_address=None) as c, distributed.Client(c) as client:
+        with pytest.raises(TimeoutError, match="no live Dask worker at .* for 0.5 s; 1 runs"):
+            sweep(Grid({"tracked_gfns": [1]}, designs="v6.6"), FAKE, client=client,
+                  progress=False, run_fn=fake_run, worker_wait=0.5)
+    err = capsys.readouterr().err
+    assert "kvmpt sweep: no live Dask worker at" in err and "giving up after 0.5 s" in err
