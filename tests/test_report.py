@@ -68,3 +68,20 @@ def test_cli_missing_notebook_is_a_usage_error(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope.ipynb" in err
+
+
+def test_two_renders_of_the_same_figures_are_the_same_bytes():
+    """plotly's div ids are uuid4s; the report numbers them in page order instead."""
+    import plotly.graph_objects as go
+    fig = go.Figure(go.Bar(x=["v6.5", "v6.6"], y=[3, 1]), layout_title_text="t")
+
+    def page():
+        return "<html>" + "".join(fig.to_html(full_html=False, include_plotlyjs=False)
+                                  for _ in range(2)) + "</html>"
+
+    a, b = page(), page()
+    assert a != b                                  # plotly's own ids differ per render
+    sa, sb = report.stable_ids(a), report.stable_ids(b)
+    assert sa == sb
+    assert 'id="kvmpt-fig-1"' in sa and 'id="kvmpt-fig-2"' in sa
+    assert sa.count("kvmpt-fig-1") == a.count(a.split('<div id="')[1].split('"')[0])
