@@ -219,8 +219,8 @@ def load_layout(name_or_path) -> Layout:
         targets = sum(s.role in e["roles"] for s in slots)
         n_ops += 2 * e["pairs"] * targets
         if n_ops > MAX_CHURN_OPS:
-            raise cbad("pairs", f"{e['pairs']} pairs of {targets} slots make the churn "
-                                f"{n_ops} ops; the limit is {MAX_CHURN_OPS}")
+            raise cbad("pairs", f"{e['pairs']} DELETE/CREATE pairs x {targets} slot(s) make "
+                                f"the churn {n_ops} ops; the limit is {MAX_CHURN_OPS}")
         churn.append(Churn(name=e["name"], roles=tuple(e["roles"]), pairs=e["pairs"],
                            gap_us=float(e["gap_us"]), period_us=float(e["period_us"]),
                            tag=e["tag"], source=e["source"]))

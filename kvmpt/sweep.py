@@ -1029,7 +1029,13 @@ def plan(grid: Grid, scenario: Any = None, expand: bool = True
     """Resolve the scenario, build every run's scenario and expand the grid, so a bad
     parameter name or value fails before any run: (base scenario, runs, params -> scenario).
     ``expand=False`` checks without listing the runs (``--dry-run``)."""
-    base = _resolve_scenario(scenario)
+    try:
+        base = _resolve_scenario(scenario)
+    except ValueError as exc:
+        at = grid.where("scenario")
+        if at is None or isinstance(exc, GridError):
+            raise
+        raise GridError(f"{at}: {exc}", key="scenario", problem=str(exc)) from None
     name = _scenario_name(base)
     scen_cache: dict[tuple, Any] = {}
     names = grid.param_names
@@ -1374,6 +1380,10 @@ def _grid_from_args(args) -> tuple[Grid, Any]:
         designs, origin["designs"] = args.designs, f"--designs {args.designs}"
     if args.seeds:
         seeds, origin["seeds"] = args.seeds, f"--seeds {args.seeds}"
+    if args.scenario:
+        origin["scenario"] = f"--scenario {args.scenario}"
+    elif "scenario" not in spec:
+        origin.pop("scenario", None)
     grid = Grid(params, designs=designs, seeds=seeds, origin=origin)
     return grid, args.scenario or spec.get("scenario")
 

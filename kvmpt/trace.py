@@ -456,7 +456,7 @@ def load_memslot_csv(source, *, ua: int = 0, pid: int | None = None,
     rows = [(n, l) for n, l in enumerate(text.split("\n"), start=1)
             if l.strip() and not l.lstrip().startswith("#")]
     if not rows:
-        raise TraceError(f"{name}: CSV has no header line")
+        raise TraceError(f"{name}:1: CSV has no header line (the file has no data)")
     header_no, header = rows[0]
     cols = _csv_fields(name, header_no, header)
     if tuple(c.strip() for c in cols) != _CSV_COLUMNS:
