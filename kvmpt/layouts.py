@@ -20,10 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .memslot import (KVM_ADDRESS_SPACE_NUM, KVM_MEM_MAX_NR_PAGES, KVM_USER_MEM_SLOTS,
-                      U32_MAX, U64_MAX)
+from .memslot import (KVM_ADDRESS_SPACE_NUM, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_MAX_NR_PAGES,
+                      KVM_MEM_READONLY, KVM_USER_MEM_SLOTS, PAGE_SIZE, U32_MAX, U64_MAX)
 from .tomlfile import Field, InputError, check_table, located, names, read_toml, resolve
-from .trace import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, PAGE_SIZE, MemslotOp
+from .trace import MemslotOp
 
 __all__ = [
     "LAYOUT_DIR", "TAGS", "ROLES", "RAM_ROLES", "Layout", "LayoutSlot", "Churn",

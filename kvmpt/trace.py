@@ -37,10 +37,10 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
-from .memslot import U32_MAX, U64_MAX
+from .memslot import (KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, PAGE_SIZE,  # noqa: F401
+                      U32_MAX, U64_MAX)
 from .tomlfile import InputError, decode, read_text
 
 __all__ = [
@@ -49,10 +49,7 @@ __all__ = [
 ]
 
 EVENT = "kvm_set_user_memory"
-PAGE_SIZE = 4096
-
-KVM_MEM_LOG_DIRTY_PAGES = 0x1
-KVM_MEM_READONLY = 0x2
+#: include/uapi/linux/kvm.h (6.8+): the flag of a slot backed by guest_memfd
 KVM_MEM_GUEST_MEMFD = 0x4
 
 # Line styles, i.e. which format string printed the line.

@@ -669,7 +669,6 @@ _SLEEPY = textwrap.dedent(f"""
 
 
 def _start_sleepy_sweep(tmp_path):
-    import signal as _signal  # noqa: F401
     proc = subprocess.Popen([sys.executable, "-c", _SLEEPY, str(tmp_path / "s.csv")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
