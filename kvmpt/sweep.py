@@ -339,9 +339,10 @@ class Grid:
         object.__setattr__(self, "seeds", parse_seeds(seeds))
         if len(self) > MAX_RUNS:
             sizes = " x ".join(str(len(v)) for _, v in items)
-            raise GridError(f"the grid has {len(self)} runs ({sizes + ' x ' if sizes else ''}"
-                            f"{len(self.designs)} designs x {len(self.seeds)} seeds); the limit "
-                            f"is {MAX_RUNS}", key="seeds")
+            why = (f"the grid has {len(self)} runs ({sizes + ' x ' if sizes else ''}"
+                   f"{len(self.designs)} designs x {len(self.seeds)} seeds); the limit is "
+                   f"{MAX_RUNS}")
+            raise GridError(why, key="runs", problem=why)
 
     def where(self, key: str) -> str | None:
         """Where a grid key came from (``grid.toml:7: [params] field 'ram_gib'``,
@@ -464,8 +465,9 @@ def read_grid(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]:
         table = isinstance(doc.get(exc.key), Mapping)
         at = where((exc.key,), None) if table else where((), exc.key)
         raise GridError(f"{at}: {exc.problem}", key=exc.key, problem=exc.problem) from None
-    origin = {k: where((), k) for k in ("designs", "seeds", "scenario")}
-    origin["params"] = where(("params",), None)
+    origin = {k: where((), k) for k in ("designs", "seeds", "scenario") if k in spec}
+    origin["params"] = where(("params",), None) if nested else str(p)
+    origin["runs"] = str(p)
     for k in spec.get("params", {}) if isinstance(spec.get("params"), Mapping) else ():
         origin[k] = where(("params",) if nested else (), k)
     return spec, origin
@@ -894,8 +896,9 @@ def _run_serial(todo, payload, run_fn, on_done):
 
 #: how long a Dask sweep waits for a live worker before it gives up (seconds)
 WORKER_WAIT_S = 300.0
-#: how often a Dask sweep checks for results and live workers (seconds)
-_DASK_POLL_S = 1.0
+#: how often a Dask sweep checks for results and live workers (seconds; the worker count is
+#: the client's cached scheduler_info(), so a check costs no round trip)
+_DASK_POLL_S = 0.05
 
 
 def _n_workers(client) -> int:

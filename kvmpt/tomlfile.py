@@ -93,7 +93,9 @@ class TomlLocator:
         current: tuple = ()
         depth = 0            # open [ ... ] of a multi-line array
         in_string = None     # the delimiter of an open multi-line string
-        for n, line in enumerate(text.splitlines(), start=1):
+        # lines as TOML counts them: only "\n" ends one (str.splitlines would also split
+        # at \x0c, \x1c, U+2028 ... and put every later key on the wrong line)
+        for n, line in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
             if in_string:
                 if in_string in line:
                     in_string = None

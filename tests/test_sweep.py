@@ -736,7 +736,7 @@ def test_cli_out_below_a_regular_file(capsys, tmp_path):
 def test_dask_sweep_with_no_live_worker_says_so_and_times_out(capsys):
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=0, host="127.0.0.1",
-                                  dashboard_address=None) as c, distributed.Client(c) as client:
+                                  dashboard_address=":0") as c, distributed.Client(c) as client:
         with pytest.raises(TimeoutError, match="no live Dask worker at .* for 0.5 s; 1 runs"):
             sweep(Grid({"tracked_gfns": [1]}, designs="v6.6"), FAKE, client=client,
                   progress=False, run_fn=fake_run, worker_wait=0.5)
