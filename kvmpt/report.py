@@ -135,9 +135,10 @@ def make_offline(html: str) -> str:
     return _CDN_SCRIPT.sub("", html)
 
 
-#: plotly gives each figure's div a random uuid4 id (plotly.io.to_html with div_id=None)
-_PLOTLY_DIV = re.compile(r'<div id="([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
-                         r'[0-9a-f]{12})" class="plotly-graph-div"')
+#: plotly gives each figure's div a random uuid4 id (plotly.io.to_html with div_id=None);
+#: nbconvert may reorder the div's attributes (class before id)
+_PLOTLY_DIV = re.compile(r'<div\b[^>]*?\bid="([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
+                         r'[0-9a-f]{12})"')
 
 
 def stable_ids(html: str) -> str:
