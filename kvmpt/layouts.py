@@ -50,7 +50,7 @@ _AS_IDS = tuple(range(KVM_ADDRESS_SPACE_NUM))   # 0 normal, 1 SMM (x86 with SMM)
 #: kernel one: the boot traces have ~100, the worst shipped churn a few hundred)
 MAX_CHURN_OPS = 1_000_000
 #: the longest gap or period a churn entry may ask for: one hour, in microseconds
-MAX_CHURN_US = 3600e6
+MAX_CHURN_US = 3_600_000_000
 _SLOT_FIELDS = {
     "as_id": Field(int, choices=_AS_IDS), "slot": Field(int, lo=0, hi=KVM_USER_MEM_SLOTS - 1),
     "role": Field(str, choices=tuple(ROLES)), "gpa": Field(int, lo=0, hi=U64_MAX),
@@ -178,9 +178,10 @@ def load_layout(name_or_path) -> Layout:
         if e["size"] // PAGE_SIZE > KVM_MEM_MAX_NR_PAGES:
             raise bad("size", f"0x{e['size']:x} is more than KVM_MEM_MAX_NR_PAGES "
                               f"({KVM_MEM_MAX_NR_PAGES}) pages")
-        if e["gpa"] + e["size"] > U64_MAX + 1:
+        # "guest_phys_addr + memory_size < guest_phys_addr" (u64): an end of 2^64 wraps to 0
+        if e["gpa"] + e["size"] > U64_MAX:
             raise bad("size", f"gpa 0x{e['gpa']:x} + size 0x{e['size']:x} wraps past 2^64")
-        if e["ua"] + e["size"] > U64_MAX + 1:
+        if e["ua"] + e["size"] > U64_MAX:
             raise bad("size", f"ua 0x{e['ua']:x} + size 0x{e['size']:x} wraps past 2^64")
         if e["flags"] & ~(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY):
             raise bad("flags", f"0x{e['flags']:x} has bits other than LOG_DIRTY_PAGES (0x1) "

@@ -767,7 +767,9 @@ class _RunLog:
         self.path = path
         self.done: dict[str, dict] = {}
         if resume and path.exists():
-            lines = path.read_text().splitlines()
+            # a log torn or damaged by a crash: bad bytes and bad lines are skipped, not fatal
+            text = path.read_bytes().decode("utf-8", "replace")
+            lines = text.splitlines()
             first = _loads(lines[0]) if lines else None
             if first is not None and first.get("kvmpt_sweep_log") == _LOG_FORMAT:
                 if first.get("fingerprint") != header["fingerprint"]:
@@ -779,7 +781,7 @@ class _RunLog:
                     if rec and "key" in rec and rec.get("status") in ("ok", "error"):
                         self.done[rec["key"]] = rec
                 self.f = open(path, "a")
-                if lines and not path.read_text().endswith("\n"):
+                if lines and not text.endswith("\n"):
                     self.f.write("\n")
                 return
         path.parent.mkdir(parents=True, exist_ok=True)

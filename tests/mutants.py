@@ -258,7 +258,7 @@ def _layout_check(lay, path) -> str | None:
     for s in lay.slots:
         if s.gpa % 4096 or s.size % 4096 or s.ua % 4096 or s.size == 0:
             return f"unaligned or empty slot {s}"
-        if s.gpa + s.size > U64_MAX + 1 or s.size // 4096 > KVM_MEM_MAX_NR_PAGES:
+        if s.gpa + s.size > U64_MAX or s.size // 4096 > KVM_MEM_MAX_NR_PAGES:
             return f"slot too big {s}"
     for c in lay.churn:
         if not _finite(c.gap_us, c.period_us) or c.gap_us < 0 or c.period_us < 0:
