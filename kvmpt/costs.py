@@ -26,6 +26,7 @@ line is found by scanning the text, see :class:`TomlLocator`).
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
@@ -186,6 +187,8 @@ def _check_entry(path, loc, table: tuple, entry, spec: dict) -> None:
 
 def load_costs(path=None) -> CostModel:
     """Load and validate a cost file (default ``data/costs.toml``)."""
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise CostError(f"a cost file is a path, got {type(path).__name__} {path!r}")
     path = Path(path) if path is not None else COSTS_PATH
     doc, loc = read_toml(path, CostError)
     for key in doc:

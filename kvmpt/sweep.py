@@ -441,8 +441,9 @@ def read_grid(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]:
     """A grid file (TOML, or JSON if it ends in .json) as ``(nested spec, origin)``: origin
     maps each key to its place in the file, ``path:line: [params] field 'name'``.  Every
     problem raises :class:`GridError` naming the file and line."""
+    data = read_bytes(path, GridError)
     p = Path(path)
-    text = decode(read_bytes(p, GridError), p, GridError)
+    text = decode(data, p, GridError)
     if p.suffix == ".json":
         doc = _loads_json(text, p)
         loc = None
@@ -1093,6 +1094,8 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None,
                                 or not 0 <= workers <= MAX_WORKERS):
         raise ValueError(f"workers={workers!r}: want a count 0..{MAX_WORKERS}")
     if out is not None:
+        if not isinstance(out, (str, os.PathLike)):
+            raise ValueError(f"out={out!r}: want a path ending in .parquet or .csv")
         _check_out(Path(out))
     if isinstance(worker_wait, bool) or not isinstance(worker_wait, (int, float)) \
             or not 0 <= worker_wait <= 7 * 86400:

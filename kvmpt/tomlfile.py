@@ -20,6 +20,7 @@ anything is built from it; :func:`number_problem` is the one numeric check
 from __future__ import annotations
 
 import math
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ def decode(data: bytes, name, error=InputError) -> str:
 def read_bytes(path, error=InputError) -> bytes:
     """The bytes of the file at ``path``; a file that cannot be read raises
     ``error("path: no such file")`` or ``error("path: cannot read: ...")``."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise error(f"a file is a path (str or os.PathLike), got {type(path).__name__} {path!r}")
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:

@@ -448,6 +448,9 @@ def load_memslot_csv(source, *, ua: int = 0, pid: int | None = None,
     ioctls that succeeded).  Rows are tagged [D]: derived from a quoted trace.
     ``op`` must agree with ``size`` (DELETE iff size 0).
     """
+    if not isinstance(source, (str, bytes, bytearray, os.PathLike, Iterable)):
+        raise TraceError(f"a memslot CSV is a path, text, bytes or lines, got "
+                         f"{type(source).__name__}")
     name = _source_name(source)
     text = _text_of(source, name)
     rows = [(n, l) for n, l in enumerate(text.split("\n"), start=1)

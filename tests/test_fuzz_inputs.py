@@ -140,3 +140,44 @@ def test_corpus_loads_are_what_the_file_says():
     assert len(prose) == 1 and prose.prose_lines == [1]
     grid, _ = mutants.FORMATS["grid"].load(CORPUS / "grid_flat.toml")
     assert len(grid) == 432                            # not 8: every parameter is kept
+
+
+# ---------------------------------------------------------------------------
+# Bad API calls: the loader's error (a ValueError), never a TypeError or AttributeError
+
+_BAD_VALUES = [5, 1.5, None, True, [1], {"a": 1}, b"\xff", "\0", "", float("nan"), object(),
+               2**80, -1, ("x",), "nope.toml", "/"]
+
+
+def _api_calls():
+    from kvmpt.costs import load_costs
+    from kvmpt.layouts import load_layout
+    from kvmpt.scenario import load_scenario
+    from kvmpt.sweep import Grid, parse_designs, parse_seeds
+    from kvmpt.trace import load_memslot_csv, load_ops, load_qemu_trace
+    sc = load_scenario("q35-desktop")
+    return {
+        "load_layout": load_layout, "load_costs": load_costs, "load_scenario": load_scenario,
+        "load_qemu_trace": load_qemu_trace, "load_memslot_csv": load_memslot_csv,
+        "load_ops": load_ops, "Grid.from_toml": Grid.from_toml, "Grid.from_dict": Grid.from_dict,
+        "parse_seeds": parse_seeds, "parse_designs": parse_designs,
+        "Grid(params)": lambda v: Grid(v), "Grid(designs)": lambda v: Grid({}, designs=v),
+        "Grid(seeds)": lambda v: Grid({}, seeds=v), "Grid(values)": lambda v: Grid({"x": v}),
+        "with_overrides(ram_gib)": lambda v: sc.with_overrides(ram_gib=v),
+        "with_overrides(churn)": lambda v: sc.with_overrides(churn=v),
+        "with_overrides(seed)": lambda v: sc.with_overrides(seed=v),
+        "with_overrides(boot)": lambda v: sc.with_overrides(boot=v),
+    }
+
+
+def test_bad_api_calls_raise_value_errors():
+    wrong = []
+    for name, call in _api_calls().items():
+        for v in _BAD_VALUES:
+            try:
+                call(v)
+            except ValueError:
+                continue
+            except Exception as exc:   # noqa: BLE001 - the test looks for these
+                wrong.append(f"{name}({v!r:.30}): {type(exc).__name__}: {exc}")
+    assert wrong == []
