@@ -8,8 +8,11 @@ available and exits with status 2.
 
 Errors in the input (bad options, a malformed trace line, an unknown design or
 layout, a missing file) print one line, ``kvmpt: error: ...``, to stderr and
-exit with status 2; any other failure prints one ``kvmpt: internal error``
-line and exits 1.  No traceback unless ``KVMPT_DEBUG=1``.
+exit with status 2, as argparse does for usage errors: every loader raises a
+``ValueError`` subclass (:class:`kvmpt.tomlfile.InputError`) naming the file,
+line and field.  A ``TimeoutError`` (a Dask sweep that lost all its workers)
+is one ``kvmpt: error`` line and status 1; any other failure prints one
+``kvmpt: internal error`` line and exits 1.  No traceback unless ``KVMPT_DEBUG=1``.
 """
 from __future__ import annotations
 
@@ -137,7 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kvmpt: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as exc:          # bad input
+    except TimeoutError as exc:                   # e.g. a Dask cluster with no live worker
+        if debug:
+            raise
+        print(f"kvmpt: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as exc:          # bad input (kvmpt.tomlfile.InputError & co.)
         if debug:
             raise
         print(f"kvmpt: error: {_one_line(exc)}", file=sys.stderr)

@@ -26,12 +26,13 @@ line is found by scanning the text, see :class:`TomlLocator`).
 from __future__ import annotations
 
 import functools
-import math
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
-from .tomlfile import TomlLocator, located, read_toml  # noqa: F401  (re-exported)
+from .tomlfile import (Field, InputError, TomlLocator, check_table, located,  # noqa: F401
+                       read_toml)
 from .work import PRIMITIVES, Work
 
 __all__ = [
@@ -46,7 +47,7 @@ COUNTERS = PRIMITIVES + ("mmu_lock_acquisitions", "mmu_lock_read_acquisitions")
 ESTIMATES = ("point", "low", "high")
 
 
-class CostError(ValueError):
+class CostError(InputError):
     """A cost file is malformed; the message names file, line, table and field."""
 
 
@@ -159,32 +160,21 @@ class CostModel:
 # ---------------------------------------------------------------------------
 # Loading
 
-_ENTRY = {"counts": list, "cycles": (int, float), "low": (int, float), "high": (int, float),
-          "tag": str, "source": str}
-_CLOCK = {"ghz": (int, float), "low": (int, float), "high": (int, float), "tag": str,
-          "source": str}
+#: the most cycles one primitive may cost (about a day at 10 GHz): a bound that keeps every
+#: figure a float, so a typo such as 10**400 is an error here, not an OverflowError later
+MAX_CYCLES = 1e15
+#: clock rates a cost file may give, in GHz
+MAX_GHZ = 100
+_ENTRY = {"counts": Field(list, items=str), "cycles": Field(float, lo=0, hi=MAX_CYCLES),
+          "low": Field(float, lo=0, hi=MAX_CYCLES), "high": Field(float, lo=0, hi=MAX_CYCLES),
+          "tag": Field(str, choices=TAGS), "source": Field(str)}
+_CLOCK = {"ghz": Field(float, lo=0, hi=MAX_GHZ), "low": Field(float, lo=0, hi=MAX_GHZ),
+          "high": Field(float, lo=0, hi=MAX_GHZ),
+          "tag": Field(str, choices=TAGS), "source": Field(str)}
 
 
 def _check_entry(path, loc, table: tuple, entry, spec: dict) -> None:
-    if not isinstance(entry, dict):
-        raise CostError(located(path, loc, table, None, "must be a table"))
-    for key in entry:
-        if key not in spec:
-            raise CostError(located(path, loc, table, key,
-                                    f"unknown field (known: {', '.join(spec)})"))
-    for key, typ in spec.items():
-        if key not in entry:
-            raise CostError(located(path, loc, table, None, f"missing field '{key}'"))
-        v = entry[key]
-        if isinstance(v, bool) or not isinstance(v, typ):
-            want = typ.__name__ if isinstance(typ, type) else "a number"
-            raise CostError(located(path, loc, table, key,
-                                    f"must be {want}, got {type(v).__name__} {v!r}"))
-        if typ == (int, float) and not (math.isfinite(v) and v >= 0):
-            raise CostError(located(path, loc, table, key, f"must be finite and >= 0, got {v}"))
-    if entry["tag"] not in TAGS:
-        raise CostError(located(path, loc, table, "tag",
-                                f"{entry['tag']!r} is not one of {' '.join(TAGS)}"))
+    check_table(CostError, path, loc, table, entry, spec)
     if not entry["source"].strip():
         raise CostError(located(path, loc, table, "source", "must not be empty"))
     point = "ghz" if "ghz" in spec else "cycles"
@@ -197,6 +187,8 @@ def _check_entry(path, loc, table: tuple, entry, spec: dict) -> None:
 
 def load_costs(path=None) -> CostModel:
     """Load and validate a cost file (default ``data/costs.toml``)."""
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise CostError(f"a cost file is a path, got {type(path).__name__} {path!r}")
     path = Path(path) if path is not None else COSTS_PATH
     doc, loc = read_toml(path, CostError)
     for key in doc:
@@ -210,6 +202,10 @@ def load_costs(path=None) -> CostModel:
     if not doc["clock"]["ghz"] > 0 or not doc["clock"]["low"] > 0:
         raise CostError(located(path, loc, ("clock",), "ghz", "clock rate must be > 0"))
     prims = doc.get("primitive")
+    if isinstance(prims, dict) and not all(isinstance(e, dict) for e in prims.values()):
+        bad = next(k for k, e in prims.items() if not isinstance(e, dict))
+        raise CostError(located(path, loc, ("primitive",), bad, "must be a [primitive.NAME] "
+                                                                 "table"))
     if not isinstance(prims, dict) or not prims:
         raise CostError(f"{path}: no [primitive.NAME] tables")
     costs: dict[str, Cost] = {}
@@ -220,7 +216,10 @@ def load_costs(path=None) -> CostModel:
         if not e["counts"] or not all(isinstance(c, str) for c in e["counts"]):
             raise CostError(located(path, loc, table, "counts",
                                     "must be a non-empty list of Work counter names"))
-        for c in e["counts"]:
+        for k, c in enumerate(e["counts"]):
+            if c in e["counts"][:k]:
+                raise CostError(located(path, loc, table, "counts",
+                                        f"{c!r} is listed twice (it would be priced twice)"))
             if c not in COUNTERS:
                 raise CostError(located(path, loc, table, "counts",
                                         f"{c!r} is not a Work counter (known: "

@@ -20,8 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .tomlfile import TomlLocator, names, read_toml, resolve
-from .trace import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, PAGE_SIZE, MemslotOp
+from .memslot import (KVM_ADDRESS_SPACE_NUM, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_MAX_NR_PAGES,
+                      KVM_MEM_READONLY, KVM_USER_MEM_SLOTS, PAGE_SIZE, U32_MAX, U64_MAX)
+from .tomlfile import Field, InputError, check_table, located, names, read_toml, resolve
+from .trace import MemslotOp
 
 __all__ = [
     "LAYOUT_DIR", "TAGS", "ROLES", "RAM_ROLES", "Layout", "LayoutSlot", "Churn",
@@ -43,15 +45,27 @@ ROLES = {
     "smram-high": "high SMRAM window (SMM address space)",
 }
 RAM_ROLES = ("ram-low", "ram-high")     # where KVMGT's tracked page-table pages live
-_AS_IDS = (0, 1)                        # KVM_ADDRESS_SPACE_NUM on x86 with SMM
-_SLOT_KEYS = {"as_id": int, "slot": int, "role": str, "gpa": int, "size": int,
-              "flags": int, "ua": int, "tag": str, "source": str}
-_SLOT_OPTIONAL = {"note": str}
-_CHURN_KEYS = {"name": str, "roles": list, "pairs": int, "gap_us": (int, float),
-               "period_us": (int, float), "tag": str, "source": str}
-_LAYOUT_KEYS = {"name": str, "description": str, "tag": str, "source": str}
-_LAYOUT_OPTIONAL = {"machine": str, "firmware": str, "smm": bool}
-
+_AS_IDS = tuple(range(KVM_ADDRESS_SPACE_NUM))   # 0 normal, 1 SMM (x86 with SMM)
+#: the most DELETE/CREATE ops a layout's churn may generate (a machine bound, not a
+#: kernel one: the boot traces have ~100, the worst shipped churn a few hundred)
+MAX_CHURN_OPS = 1_000_000
+#: the longest gap or period a churn entry may ask for: one hour, in microseconds
+MAX_CHURN_US = 3_600_000_000
+_SLOT_FIELDS = {
+    "as_id": Field(int, choices=_AS_IDS), "slot": Field(int, lo=0, hi=KVM_USER_MEM_SLOTS - 1),
+    "role": Field(str, choices=tuple(ROLES)), "gpa": Field(int, lo=0, hi=U64_MAX),
+    "size": Field(int, lo=0, hi=U64_MAX), "flags": Field(int, lo=0, hi=U32_MAX),
+    "ua": Field(int, lo=0, hi=U64_MAX), "tag": Field(str, choices=TAGS),
+    "source": Field(str), "note": Field(str, required=False)}
+_SLOT_KEYS = tuple(k for k, f in _SLOT_FIELDS.items() if f.required)
+_CHURN_FIELDS = {
+    "name": Field(str), "roles": Field(list, items=str), "pairs": Field(int, lo=0),
+    "gap_us": Field(float, lo=0, hi=MAX_CHURN_US), "period_us": Field(float, lo=0, hi=MAX_CHURN_US),
+    "tag": Field(str, choices=TAGS), "source": Field(str)}
+_LAYOUT_FIELDS = {
+    "name": Field(str), "description": Field(str), "tag": Field(str, choices=TAGS),
+    "source": Field(str), "machine": Field(str, required=False),
+    "firmware": Field(str, required=False), "smm": Field(bool, required=False)}
 
 @dataclass(frozen=True)
 class LayoutSlot:
@@ -113,37 +127,8 @@ class Layout:
 # ---------------------------------------------------------------------------
 # Loading and validation
 
-class LayoutError(ValueError):
+class LayoutError(InputError):
     """A layout file is malformed; the message names the file, entry, field and line."""
-
-
-def _where(path, loc: TomlLocator, table: str, index: int | None, key: str | None) -> str:
-    line = loc.line((table,) if index is None else (table, index), key)
-    entry = f"{table}[{index}]" if index is not None else f"[{table}]"
-    field_txt = f" field '{key}'" if key else ""
-    return f"{path}:{line if line else '?'}: {entry}{field_txt}"
-
-
-def _check_fields(path, loc, table, index, entry: dict, required: dict, optional: dict):
-    if not isinstance(entry, dict):
-        raise LayoutError(f"{_where(path, loc, table, index, None)}: is not a table")
-    for key in entry:
-        if key not in required and key not in optional:
-            raise LayoutError(f"{_where(path, loc, table, index, key)}: unknown field "
-                              f"(known: {', '.join(list(required) + list(optional))})")
-    for key, typ in required.items():
-        if key not in entry:
-            raise LayoutError(f"{_where(path, loc, table, index, None)}: missing field '{key}'")
-    for key, typ in {**required, **optional}.items():
-        if key in entry:
-            val = entry[key]
-            if isinstance(val, bool) and typ is not bool:
-                raise LayoutError(f"{_where(path, loc, table, index, key)}: must be "
-                                  f"{getattr(typ, '__name__', 'a number')}, got a boolean")
-            if not isinstance(val, typ):
-                want = typ.__name__ if isinstance(typ, type) else "a number"
-                raise LayoutError(f"{_where(path, loc, table, index, key)}: must be {want}, "
-                                  f"got {type(val).__name__}")
 
 
 def layout_names() -> list[str]:
@@ -161,42 +146,46 @@ def load_layout(name_or_path) -> Layout:
     doc, loc = read_toml(path, LayoutError)
     for key in doc:
         if key not in ("layout", "slot", "churn"):
-            raise LayoutError(f"{path}: unknown top-level table '{key}'")
+            raise LayoutError(located(path, loc, (key,) if isinstance(doc[key], dict) else (),
+                                      None if isinstance(doc[key], dict) else key,
+                                      "unknown top-level entry (known: [layout], [[slot]], "
+                                      "[[churn]])"))
     if "layout" not in doc:
         raise LayoutError(f"{path}: missing [layout] table")
     meta = doc["layout"]
-    _check_fields(path, loc, "layout", None, meta, _LAYOUT_KEYS, _LAYOUT_OPTIONAL)
-    if meta["tag"] not in TAGS:
-        raise LayoutError(f"{_where(path, loc, 'layout', None, 'tag')}: {meta['tag']!r} "
-                          f"is not one of {' '.join(TAGS)}")
+    check_table(LayoutError, path, loc, ("layout",), meta, _LAYOUT_FIELDS)
     raw_slots = doc.get("slot", [])
+    if not isinstance(raw_slots, list):
+        raise LayoutError(located(path, loc, ("slot",), None, "must be [[slot]] entries"))
     if not raw_slots:
         raise LayoutError(f"{path}: no [[slot]] entries")
 
     slots: list[LayoutSlot] = []
     seen_ids: dict[tuple[int, int], int] = {}
     for i, e in enumerate(raw_slots):
-        _check_fields(path, loc, "slot", i, e, _SLOT_KEYS, _SLOT_OPTIONAL)
+        check_table(LayoutError, path, loc, ("slot", i), e, _SLOT_FIELDS)
 
         def bad(key, msg):
-            return LayoutError(f"{_where(path, loc, 'slot', i, key)}: {msg}")
+            return LayoutError(located(path, loc, ("slot", i), key, msg))
 
-        if e["as_id"] not in _AS_IDS:
-            raise bad("as_id", f"{e['as_id']} is not an x86 address space (0 or 1)")
-        if not 0 <= e["slot"] < 32764:
-            raise bad("slot", f"{e['slot']} is outside 0..32763 (KVM_USER_MEM_SLOTS on x86)")
-        if e["role"] not in ROLES:
-            raise bad("role", f"{e['role']!r} is not one of {', '.join(ROLES)}")
+        # a layout lists live slots: each must pass __kvm_set_memory_region's checks
+        # (virt/kvm/kvm_main.c, v6.6; kernel-semantics.md §3.1 checks 2-8)
         for key in ("gpa", "size", "ua"):
-            if e[key] < 0 or e[key] % PAGE_SIZE:
-                raise bad(key, f"0x{e[key]:x} is not a non-negative multiple of 4 KiB")
+            if e[key] % PAGE_SIZE:
+                raise bad(key, f"0x{e[key]:x} is not a multiple of 4 KiB")
         if e["size"] == 0:
             raise bad("size", "must be > 0 (a layout lists live slots)")
+        if e["size"] // PAGE_SIZE > KVM_MEM_MAX_NR_PAGES:
+            raise bad("size", f"0x{e['size']:x} is more than KVM_MEM_MAX_NR_PAGES "
+                              f"({KVM_MEM_MAX_NR_PAGES}) pages")
+        # "guest_phys_addr + memory_size < guest_phys_addr" (u64): an end of 2^64 wraps to 0
+        if e["gpa"] + e["size"] > U64_MAX:
+            raise bad("size", f"gpa 0x{e['gpa']:x} + size 0x{e['size']:x} wraps past 2^64")
+        if e["ua"] + e["size"] > U64_MAX:
+            raise bad("size", f"ua 0x{e['ua']:x} + size 0x{e['size']:x} wraps past 2^64")
         if e["flags"] & ~(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY):
             raise bad("flags", f"0x{e['flags']:x} has bits other than LOG_DIRTY_PAGES (0x1) "
                                "and READONLY (0x2)")
-        if e["tag"] not in TAGS:
-            raise bad("tag", f"{e['tag']!r} is not one of {' '.join(TAGS)}")
         key = (e["as_id"], e["slot"])
         if key in seen_ids:
             raise bad("slot", f"slot {e['slot']} of address space {e['as_id']} is already "
@@ -213,24 +202,26 @@ def load_layout(name_or_path) -> Layout:
 
     churn: list[Churn] = []
     roles_present = {s.role for s in slots}
-    for i, e in enumerate(doc.get("churn", [])):
-        _check_fields(path, loc, "churn", i, e, _CHURN_KEYS, {})
+    raw_churn = doc.get("churn", [])
+    if not isinstance(raw_churn, list):
+        raise LayoutError(located(path, loc, ("churn",), None, "must be [[churn]] entries"))
+    n_ops = 0
+    for i, e in enumerate(raw_churn):
+        check_table(LayoutError, path, loc, ("churn", i), e, _CHURN_FIELDS)
 
         def cbad(key, msg):
-            return LayoutError(f"{_where(path, loc, 'churn', i, key)}: {msg}")
+            return LayoutError(located(path, loc, ("churn", i), key, msg))
 
-        if not e["roles"] or not all(isinstance(r, str) for r in e["roles"]):
+        if not e["roles"]:
             raise cbad("roles", "must be a non-empty list of role names")
         for r in e["roles"]:
             if r not in roles_present:
                 raise cbad("roles", f"no slot has role {r!r}")
-        if e["pairs"] < 0:
-            raise cbad("pairs", "must be >= 0")
-        for key in ("gap_us", "period_us"):
-            if e[key] < 0:
-                raise cbad(key, "must be >= 0")
-        if e["tag"] not in TAGS:
-            raise cbad("tag", f"{e['tag']!r} is not one of {' '.join(TAGS)}")
+        targets = sum(s.role in e["roles"] for s in slots)
+        n_ops += 2 * e["pairs"] * targets
+        if n_ops > MAX_CHURN_OPS:
+            raise cbad("pairs", f"{e['pairs']} DELETE/CREATE pairs x {targets} slot(s) make "
+                                f"the churn {n_ops} ops; the limit is {MAX_CHURN_OPS}")
         churn.append(Churn(name=e["name"], roles=tuple(e["roles"]), pairs=e["pairs"],
                            gap_us=float(e["gap_us"]), period_us=float(e["period_us"]),
                            tag=e["tag"], source=e["source"]))

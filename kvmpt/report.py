@@ -116,7 +116,8 @@ def to_html(executed: Path, out_dir: Path, name: str) -> Path:
         raise RuntimeError(f"HTML export of {executed.name} failed: "
                            + "\n".join(r.stderr.strip().splitlines()[-10:]))
     path = out_dir / f"{name}.html"
-    path.write_text(make_offline(path.read_text(encoding="utf-8")), encoding="utf-8")
+    path.write_text(stable_ids(make_offline(path.read_text(encoding="utf-8"))),
+                    encoding="utf-8")
     return path
 
 
@@ -132,6 +133,24 @@ def make_offline(html: str) -> str:
     """Remove the CDN scripts of :data:`_CDN_SCRIPT`, so opening the page makes no
     network request at all."""
     return _CDN_SCRIPT.sub("", html)
+
+
+#: plotly gives each figure's div a random uuid4 id (plotly.io.to_html with div_id=None);
+#: nbconvert may reorder the div's attributes (class before id)
+_PLOTLY_DIV = re.compile(r'<div\b[^>]*?\bid="([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
+                         r'[0-9a-f]{12})"')
+
+
+def stable_ids(html: str) -> str:
+    """Replace plotly's random figure div ids (and every use of them in the page's
+    scripts) by ``kvmpt-fig-1``, ``kvmpt-fig-2``, ... in page order, so two renders of the
+    same notebook are the same bytes."""
+    ids = list(dict.fromkeys(_PLOTLY_DIV.findall(html)))
+    if not ids:
+        return html
+    names = {u: f"kvmpt-fig-{i}" for i, u in enumerate(ids, start=1)}
+    pattern = re.compile("|".join(map(re.escape, ids)))
+    return pattern.sub(lambda m: names[m.group(0)], html)
 
 
 def _stdout(cell) -> str:

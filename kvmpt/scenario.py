@@ -44,7 +44,7 @@ from .costs import TAGS, CostModel, default_costs
 from .design import Design
 from .layouts import Churn, Layout, build_ops, churn_ops, final_state, load_layout
 from .memslot import CHANGES, REJECTED
-from .tomlfile import located, names, read_toml, resolve
+from .tomlfile import InputError, located, names, number_problem, read_toml, resolve
 from .trace import MemslotOp, load_qemu_trace
 
 __all__ = [
@@ -61,8 +61,14 @@ GIB = 1 << 30
 IOCTL_SPACING_S = 57e-6     # median spacing of back-to-back memslot ioctls [D] workloads.md §1.5
 
 
-class ScenarioError(ValueError):
-    """A scenario file is malformed; the message names the file, line, table and field."""
+class ScenarioError(InputError):
+    """A scenario file or override is malformed; the message names the file, line, table and
+    field.  ``field`` is the parameter at fault when one is (None otherwise)."""
+
+    def __init__(self, msg: str, field: str | None = None, problem: str | None = None):
+        super().__init__(msg)
+        self.field = field
+        self.problem = problem if problem is not None else msg
 
 
 @dataclass(frozen=True)
@@ -240,8 +246,8 @@ class Scenario:
         known = {f.name for f in fields(self)} - {"figures", "path"}
         for k in params:
             if k not in known:
-                raise ValueError(f"unknown scenario parameter {k!r}; known: "
-                                 f"{', '.join(sorted(known))}")
+                raise ScenarioError(f"unknown scenario parameter {k!r}; known: "
+                                    f"{', '.join(sorted(known))}", field=k)
         return replace(self, **params)
 
     def layout_obj(self) -> Layout:
@@ -252,37 +258,46 @@ class Scenario:
         return _resize_ram(lay, self.ram_gib)
 
 
-def _validate(s: Scenario) -> None:
-    def bad(msg):
-        src = f"{s.path}: " if s.path else ""
-        raise ValueError(f"{src}scenario {s.name!r}: {msg}")
+#: the parameters that are strings (the rest are numbers, checked against _BOUNDS)
+_STR_PARAMS = ("name", "description", "layout", "boot", "track_at", "churn", "reboot_order")
 
+
+def _validate(s: Scenario) -> None:
+    """Check every parameter's type, range and choice; raise :class:`ScenarioError` with
+    ``field`` set to the parameter (a file loader turns it into ``file:line``)."""
+    def bad(name, msg):
+        raise ScenarioError(f"scenario {s.name!r}: {name}: {msg}", field=name, problem=msg)
+
+    for name in _STR_PARAMS:
+        v = getattr(s, name)
+        if not isinstance(v, str):
+            bad(name, f"must be a string, got {type(v).__name__} {v!r}")
     if s.churn not in PROFILES:
-        bad(f"churn profile {s.churn!r} is not one of {', '.join(PROFILES)}")
+        bad("churn", f"churn profile {s.churn!r} is not one of {', '.join(PROFILES)}")
     if s.track_at not in TRACK_AT:
-        bad(f"track_at {s.track_at!r} is not one of {', '.join(TRACK_AT)}")
+        bad("track_at", f"track_at {s.track_at!r} is not one of {', '.join(TRACK_AT)}")
     if s.reboot_order not in REBOOT_ORDERS:
-        bad(f"reboot_order {s.reboot_order!r} is not one of {', '.join(REBOOT_ORDERS)}")
+        bad("reboot_order", f"reboot_order {s.reboot_order!r} is not one of "
+                            f"{', '.join(REBOOT_ORDERS)}")
     if not (s.boot == "layout" or s.boot.startswith("trace:")):
-        bad(f"boot {s.boot!r} must be 'layout' or 'trace:NAME' (a file in data/traces/)")
-    if s.boot.startswith("trace:") and s.ram_gib is not None:
-        bad("ram_gib cannot resize a traced boot (the trace creates its own RAM slots); "
-            "use boot = 'layout'")
-    if s.boot == "layout" and s.ram_gib is not None:
-        try:                     # e.g. q35 keeps 2 GiB below 4G: ram_gib must exceed it
-            _resize_ram(load_layout(s.layout), s.ram_gib)
-        except (ValueError, TypeError) as exc:
-            bad(str(exc))
+        bad("boot", f"boot {s.boot!r} must be 'layout' or 'trace:NAME' (a file in data/traces/)")
     for name, (lo, hi, integer) in _BOUNDS.items():
         v = getattr(s, name)
         if v is None:
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-            bad(f"{name} must be a number, got {type(v).__name__} {v!r}")
-        if integer and int(v) != v:
-            bad(f"{name} must be an integer, got {v!r}")
-        if not (lo <= v <= hi) or (isinstance(v, float) and not math.isfinite(v)):
-            bad(f"{name}={v!r} is outside {lo}..{hi}")
+        if isinstance(v, (np.integer, np.floating)):
+            v = v.item()
+        why = number_problem(v, integer=integer, lo=lo, hi=hi)
+        if why:
+            bad(name, why)
+    if s.boot.startswith("trace:") and s.ram_gib is not None:
+        bad("ram_gib", "ram_gib cannot resize a traced boot (the trace creates its own RAM "
+                       "slots); use boot = 'layout'")
+    if s.boot == "layout" and s.ram_gib is not None:
+        try:                     # e.g. q35 keeps 2 GiB below 4G: ram_gib must exceed it
+            _resize_ram(load_layout(s.layout), s.ram_gib)
+        except ValueError as exc:
+            bad("ram_gib", str(exc))
 
 
 def _resize_ram(lay: Layout, ram_gib: float) -> Layout:
@@ -332,8 +347,10 @@ def _figure(path, loc, table, key, raw) -> Figure:
         if k not in raw:
             raise err(f"the figure lacks '{k}'")
     for k in ("value", "low", "high"):
-        if k in raw and (isinstance(raw[k], bool) or not isinstance(raw[k], (int, float))):
-            raise err(f"'{k}' must be a number, got {type(raw[k]).__name__} {raw[k]!r}")
+        if k in raw:
+            why = number_problem(raw[k])
+            if why:
+                raise err(f"'{k}' {why}")
     if raw["tag"] not in TAGS:
         raise err(f"tag {raw['tag']!r} is not one of {' '.join(TAGS)}")
     if not isinstance(raw["source"], str) or not raw["source"].strip():
@@ -346,7 +363,7 @@ def _figure(path, loc, table, key, raw) -> Figure:
         bmin, bmax, integer = bounds
         if not bmin <= v <= bmax:
             raise err(f"value {v} is outside {bmin}..{bmax}")
-        if integer and int(v) != v:
+        if integer and isinstance(v, float):
             raise err(f"value must be an integer, got {v!r}")
     return Figure(v, lo, hi, raw["tag"], raw["source"])
 
@@ -430,8 +447,15 @@ def load_scenario(name_or_path) -> Scenario:
     kw["churn"] = kw.pop("profile")
     try:
         return Scenario(**kw, figures=figs, path=path)
-    except ValueError as exc:
-        raise ScenarioError(f"{path}: {exc}") from None
+    except ScenarioError as exc:
+        table, key = _FIELD_AT.get(exc.field, ("scenario", None))
+        raise ScenarioError(located(path, loc, (table,), key, exc.problem), field=exc.field,
+                            problem=exc.problem) from None
+
+
+#: parameter -> (table, key) in a scenario file, for locating a validation error
+_FIELD_AT = {key: (table, key) for table, spec in _SCHEMA.items() for key in spec}
+_FIELD_AT["churn"] = ("churn", "profile")
 
 
 # ---------------------------------------------------------------------------

@@ -56,7 +56,9 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 import types
@@ -65,9 +67,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .design import KNOBS, Design, parse_design
+from .tomlfile import InputError, TomlLocator, decode, located, read_bytes
 
 __all__ = [
-    "Grid", "RunSpec", "SweepTable", "sweep", "load_table", "diff", "parse_design", "parse_designs",
+    "Grid", "GridError", "RunSpec", "SweepTable", "sweep", "load_table", "diff", "parse_design",
+    "parse_designs", "MAX_RUNS",
     "parse_seeds", "parse_param", "log_path_for", "plan", "bench", "HELP", "add_arguments", "run",
 ]
 
@@ -84,6 +88,24 @@ DEFAULT_SCENARIO = "q35-desktop"
 META_KEY = "kvmpt.sweep"
 _LOG_FORMAT = 1
 _KEY_HEX = 16
+#: the most runs one sweep may plan: a bound of the machine, not of the model (each run is a
+#: RunSpec and a log record in memory; a million of them is about 1 GB)
+MAX_RUNS = 1_000_000
+#: the seeds a scenario takes (``scenario._BOUNDS["seed"]``: numpy's SeedSequence, int64)
+SEED_MAX = 2**63 - 1
+#: the most local worker processes ``workers=`` may ask for
+MAX_WORKERS = 256
+
+
+class GridError(InputError):
+    """A grid (file, dict or command-line option) is malformed.  ``key`` is the grid key at
+    fault (a parameter name, ``designs``, ``seeds`` or ``scenario``) when there is one;
+    ``problem`` is the message without its location."""
+
+    def __init__(self, msg: str, key: str | None = None, problem: str | None = None):
+        super().__init__(msg)
+        self.key = key
+        self.problem = problem if problem is not None else msg
 
 
 # ---------------------------------------------------------------------------
@@ -100,16 +122,22 @@ def parse_designs(spec: str | Design | Iterable[str | Design] | None) -> tuple[D
         return (spec,)
     if isinstance(spec, str):
         parts = [p for p in spec.split(";" if "=" in spec else ",") if p.strip()]
-    else:
+    elif isinstance(spec, (list, tuple)):
         parts = list(spec)
+    else:
+        why = f"want a name, 'all' or a list of names, got {type(spec).__name__} {spec!r}"
+        raise GridError(f"designs: {why}", key="designs", problem=why)
     out: list[Design] = []
     for p in parts:
         if isinstance(p, str) and p.strip() == "all":
             out.extend(Design.all())
         else:
-            out.append(parse_design(p))
+            try:
+                out.append(parse_design(p))
+            except (TypeError, ValueError) as exc:
+                raise GridError(f"designs: {exc}", key="designs", problem=str(exc)) from None
     if not out:
-        raise ValueError("no designs given")
+        raise GridError("designs: no designs given", key="designs", problem="no designs given")
     seen: list[Design] = []
     for d in out:
         if d not in seen:
@@ -123,14 +151,20 @@ def parse_seeds(spec: str | int | Iterable[int] | None) -> tuple[int, ...]:
     A bare int ``n`` (not a string) means ``range(n)``."""
     if spec is None:
         return (0,)
+
+    def bad(msg):
+        return GridError(f"seeds: {msg}", key="seeds", problem=msg)
+
     if isinstance(spec, bool):
-        raise TypeError("seeds must be ints")
+        raise bad(f"want a count, a list or a cpulist such as 0-9, got {spec!r}")
     if isinstance(spec, int):
         if spec < 1:
-            raise ValueError(f"seeds={spec}: need at least one seed")
+            raise bad(f"seeds={spec}: need at least one seed")
+        if spec > MAX_RUNS:
+            raise bad(f"seeds={spec} asks for {spec} seeds; the limit is {MAX_RUNS} runs")
         return tuple(range(spec))
+    seeds: list[int] = []
     if isinstance(spec, str):
-        seeds: list[int] = []
         for part in spec.split(","):
             part = part.strip()
             if not part:
@@ -141,21 +175,35 @@ def parse_seeds(spec: str | int | Iterable[int] | None) -> tuple[int, ...]:
                     a, b = int(lo), int(hi)
                     if b < a:
                         raise ValueError
+                    if b - a + 1 + len(seeds) > MAX_RUNS:
+                        raise bad(f"{spec!r} asks for {b - a + 1 + len(seeds)} seeds; the limit "
+                                  f"is {MAX_RUNS} runs")
                     seeds.extend(range(a, b + 1))
                 else:
                     seeds.append(int(part))
-            except ValueError:
-                raise ValueError(f"bad seed list {spec!r}: want e.g. 0,1,2 or 0-9") from None
-    else:
-        seeds = []
+            except ValueError as exc:
+                if isinstance(exc, GridError):
+                    raise
+                raise bad(f"bad seed list {spec!r}: want e.g. 0,1,2 or 0-9") from None
+    elif isinstance(spec, (list, tuple)):
         for s in spec:
+            if hasattr(s, "item") and not isinstance(s, (str, bytes)):   # numpy scalar
+                s = s.item()
             if isinstance(s, bool) or not isinstance(s, int):
-                raise TypeError(f"seeds must be ints, got {s!r}")
+                raise bad(f"seeds must be integers, got {type(s).__name__} {s!r}")
             seeds.append(int(s))
+        if len(seeds) > MAX_RUNS:
+            raise bad(f"{len(seeds)} seeds; the limit is {MAX_RUNS} runs")
+    else:
+        raise bad(f"want a count, a list or a cpulist such as 0-9, got {type(spec).__name__} "
+                  f"{spec!r}")
     if not seeds:
-        raise ValueError("no seeds given")
+        raise bad("no seeds given")
+    for s in seeds:
+        if not 0 <= s <= SEED_MAX:
+            raise bad(f"seed {s} is outside 0..{SEED_MAX}")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"repeated seed in {spec!r}")
+        raise bad(f"repeated seed in {spec!r}")
     return tuple(seeds)
 
 
@@ -193,16 +241,18 @@ def parse_param(text: str) -> tuple[str, list[Any]]:
 # ---------------------------------------------------------------------------
 # The grid
 
-def _json_scalar(v: Any, where: str) -> Any:
+def _json_scalar(v: Any, name: str) -> Any:
     if hasattr(v, "item") and not isinstance(v, (str, bytes)):   # numpy scalar
         v = v.item()
     if isinstance(v, (bool, int, str)):
         return v
     if isinstance(v, float):
         if not math.isfinite(v):
-            raise ValueError(f"{where}: {v!r} is not a finite number")
+            raise GridError(f"parameter {name!r}: {v!r} is not a finite number", key=name,
+                            problem=f"{v!r} is not a finite number")
         return v
-    raise TypeError(f"{where}: values must be int, float, bool or str, got {type(v).__name__}")
+    why = f"values must be int, float, bool or str, got {type(v).__name__} {v!r}"
+    raise GridError(f"parameter {name!r}: {why}", key=name, problem=why)
 
 
 def _design_knobs(d: Design) -> dict[str, Any]:
@@ -243,46 +293,71 @@ class Grid:
     params: tuple[tuple[str, tuple[Any, ...]], ...]
     designs: tuple[Design, ...]
     seeds: tuple[int, ...]
+    origin: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False,
+                                                  repr=False)
 
-    def __init__(self, params: Mapping[str, Any] | None = None, designs=None, seeds=None):
+    def __init__(self, params: Mapping[str, Any] | None = None, designs=None, seeds=None,
+                 origin: Mapping[str, str] | None = None):
+        try:
+            self._build(params, designs, seeds)
+        except GridError as exc:
+            where = (origin or {}).get(exc.key or "")
+            if where is None:
+                raise
+            raise GridError(f"{where}: {exc.problem}", key=exc.key, problem=exc.problem) \
+                from None
+        object.__setattr__(self, "origin", dict(origin or {}))
+
+    def _build(self, params, designs, seeds) -> None:
+        if params is not None and not isinstance(params, Mapping):
+            raise GridError(f"params: must be a table of name = [values], got "
+                            f"{type(params).__name__} {params!r}", key="params",
+                            problem="must be a table of name = [values]")
         items: list[tuple[str, tuple[Any, ...]]] = []
         for name, values in (params or {}).items():
+            def bad(msg):
+                return GridError(f"parameter {name!r}: {msg}", key=name, problem=msg)
+
             if not isinstance(name, str) or not name.isidentifier():
-                raise ValueError(f"parameter name {name!r} is not an identifier")
+                raise bad("the name is not an identifier")
             if name in _RESERVED:
                 hint = " (use seeds=)" if name == "seed" else (
                     " (use designs=)" if name in ("design", "designs") else "")
-                raise ValueError(f"{name!r} cannot be a swept parameter{hint}")
+                raise bad(f"{name!r} cannot be a swept parameter{hint}")
+            if isinstance(values, Mapping):
+                raise bad("want a value or a list of values, got a table")
             if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
                 values = [values]
-            vals = tuple(_json_scalar(v, f"parameter {name!r}") for v in values)
+            vals = tuple(_json_scalar(v, name) for v in values)
             if not vals:
-                raise ValueError(f"parameter {name!r} has no values")
+                raise bad("has no values")
             if len({json.dumps(v) for v in vals}) != len(vals):
-                raise ValueError(f"parameter {name!r} repeats a value: {list(vals)}")
+                raise bad(f"repeats a value: {list(vals)}")
             items.append((name, vals))
         object.__setattr__(self, "params", tuple(items))
         object.__setattr__(self, "designs", parse_designs(designs))
         object.__setattr__(self, "seeds", parse_seeds(seeds))
+        if len(self) > MAX_RUNS:
+            sizes = " x ".join(str(len(v)) for _, v in items)
+            why = (f"the grid has {len(self)} runs ({sizes + ' x ' if sizes else ''}"
+                   f"{len(self.designs)} designs x {len(self.seeds)} seeds); the limit is "
+                   f"{MAX_RUNS}")
+            raise GridError(why, key="runs", problem=why)
+
+    def where(self, key: str) -> str | None:
+        """Where a grid key came from (``grid.toml:7: [params] field 'ram_gib'``,
+        ``--param ram_gib=...``), when the grid was read from a file or options."""
+        return self.origin.get(key)
 
     # -- construction from files / dicts ------------------------------------
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Grid":
+    def from_dict(cls, d: Mapping[str, Any], origin: Mapping[str, str] | None = None) -> "Grid":
         """From ``{"params": {...}, "designs": [...], "seeds": [...]}`` (what :meth:`to_dict`
         gives and a grid TOML file holds) or the flat ``{"ram_gib": [...], ..., "designs":
         [...], "seeds": [...]}``; a ``scenario`` key is allowed and ignored here."""
-        special = {"params", "designs", "seeds", "scenario"}
-        if "params" not in d:
-            d = {"params": {k: v for k, v in d.items() if k not in special},
-                 **{k: v for k, v in d.items() if k in special}}
-        unknown = set(d) - special
-        if unknown:
-            raise ValueError(f"unknown grid key(s) {sorted(unknown)} beside [params]: want "
-                             "designs, seeds, scenario")
-        params = d.get("params", {})
-        if not isinstance(params, Mapping):
-            raise ValueError("grid 'params' must be a table of name = [values]")
-        return cls(params, designs=d.get("designs"), seeds=d.get("seeds"))
+        spec = grid_spec(d)
+        return cls(spec["params"], designs=spec.get("designs"), seeds=spec.get("seeds"),
+                   origin=origin)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> "Grid":
@@ -294,8 +369,13 @@ class Grid:
             [params]
             ram_gib = [1, 16, 256, 1024]
             tracked_gfns = [0, 4000, 100000]
+
+        or the same without the ``[params]`` header (every key other than ``scenario``,
+        ``designs`` and ``seeds`` is then a parameter).  Errors name the file and line.
         """
-        return cls.from_dict(read_grid_file(path))
+        spec, origin = read_grid(path)
+        return cls(spec["params"], designs=spec.get("designs"), seeds=spec.get("seeds"),
+                   origin=origin)
 
     def to_dict(self) -> dict[str, Any]:
         return {"params": {k: list(v) for k, v in self.params},
@@ -326,20 +406,98 @@ class Grid:
         return runs
 
 
-def read_grid_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A grid file (TOML, or JSON if it ends in .json) as a dict."""
+_GRID_KEYS = ("params", "designs", "seeds", "scenario")
+
+
+def grid_spec(d: Any) -> dict[str, Any]:
+    """A grid dict in the nested form ``{"params": {...}, "designs", "seeds", "scenario"}``,
+    from either form (nested, or flat: every key but designs/seeds/scenario a parameter);
+    checks the keys and the scenario's type."""
+    if not isinstance(d, Mapping):
+        raise GridError(f"a grid is a table, got {type(d).__name__}")
+    if "params" not in d:
+        for k, v in d.items():
+            if isinstance(v, Mapping):
+                raise GridError(f"{k}: unknown table (a grid has one table, [params])", key=k,
+                                problem="unknown table (a grid has one table, [params])")
+        d = {"params": {k: v for k, v in d.items() if k not in _GRID_KEYS},
+             **{k: v for k, v in d.items() if k in _GRID_KEYS}}
+    unknown = [k for k in d if k not in _GRID_KEYS]
+    if unknown:
+        hint = {"seed": " (did you mean seeds?)", "design": " (did you mean designs?)"}
+        why = (f"unknown grid key beside [params]{hint.get(unknown[0], '')}: want "
+               "designs, seeds, scenario")
+        raise GridError(f"{unknown[0]}: {why}", key=unknown[0], problem=why)
+    if "scenario" in d and not isinstance(d["scenario"], str):
+        why = f"must be a scenario name or file, got {type(d['scenario']).__name__}"
+        raise GridError(f"scenario: {why}", key="scenario", problem=why)
+    if not isinstance(d.get("params", {}), Mapping):
+        why = "must be a table of name = [values]"
+        raise GridError(f"params: {why}", key="params", problem=why)
+    return dict(d)
+
+
+def read_grid(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]:
+    """A grid file (TOML, or JSON if it ends in .json) as ``(nested spec, origin)``: origin
+    maps each key to its place in the file, ``path:line: [params] field 'name'``.  Every
+    problem raises :class:`GridError` naming the file and line."""
+    data = read_bytes(path, GridError)
     p = Path(path)
-    raw = p.read_bytes()
+    text = decode(data, p, GridError)
     if p.suffix == ".json":
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{p}: not valid JSON: {exc}") from None
-    import tomllib
+        doc = _loads_json(text, p)
+        loc = None
+    else:
+        from .tomlfile import loads_toml
+        doc = loads_toml(text, p, GridError)
+        loc = TomlLocator(text)
+
+    def where(table: tuple, key: str | None) -> str:
+        if loc is None:
+            return f"{p}: {key}" if key else str(p)
+        return located(p, loc, table, key, "")[:-2]
+
+    nested = isinstance(doc, Mapping) and "params" in doc
     try:
-        return tomllib.loads(raw.decode())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{p}: not valid TOML: {exc}") from None
+        spec = grid_spec(doc)
+    except GridError as exc:
+        if exc.key is None:
+            raise GridError(f"{p}: {exc.problem}") from None
+        table = isinstance(doc.get(exc.key), Mapping)
+        at = where((exc.key,), None) if table else where((), exc.key)
+        raise GridError(f"{at}: {exc.problem}", key=exc.key, problem=exc.problem) from None
+    origin = {k: where((), k) for k in ("designs", "seeds", "scenario") if k in spec}
+    origin["params"] = where(("params",), None) if nested else str(p)
+    origin["runs"] = str(p)
+    for k in spec.get("params", {}) if isinstance(spec.get("params"), Mapping) else ():
+        origin[k] = where(("params",) if nested else (), k)
+    return spec, origin
+
+
+def read_grid_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A grid file (TOML, or JSON if it ends in .json) as a dict in the nested form."""
+    return read_grid(path)[0]
+
+
+def _loads_json(text: str, p: Path) -> Any:
+    def no_dups(pairs):
+        out = {}
+        for k, v in pairs:
+            if k in out:
+                raise GridError(f"{p}: {k}: appears twice", key=k, problem="appears twice")
+            out[k] = v
+        return out
+
+    def no_constant(name):
+        raise GridError(f"{p}: {name} is not a finite number")
+
+    try:
+        return json.loads(text, object_pairs_hook=no_dups, parse_constant=no_constant)
+    except json.JSONDecodeError as exc:
+        raise GridError(f"{p}:{exc.lineno}: not valid JSON: {exc.msg} (column "
+                        f"{exc.colno})") from None
+    except RecursionError:
+        raise GridError(f"{p}: not valid JSON: nested too deeply") from None
 
 
 # ---------------------------------------------------------------------------
@@ -474,8 +632,12 @@ class SweepTable:
             raise ValueError("writing .parquet needs pyarrow (pip install 'kvmpt[dev]'); "
                              "or write .csv") from None
         tmp = Path(str(path) + ".tmp")
-        pq.write_table(self.to_arrow(), tmp, compression="zstd")
-        os.replace(tmp, path)
+        try:
+            pq.write_table(self.to_arrow(), tmp, compression="zstd")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)     # nothing half-written is left behind
+            raise
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str | None:
         """Write CSV (None is an empty field; floats as ``repr``, so they round-trip) and the
@@ -498,8 +660,12 @@ class SweepTable:
 
 def _atomic_write(p: Path, text: str) -> None:
     tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)         # nothing half-written is left behind
+        raise
 
 
 #: where the committed sweeps live (data/sweeps/, shipped as package data)
@@ -576,9 +742,15 @@ def _execute(scenario: Any, design: Design, seed: int, key: str, run_fn: Callabl
                 "summary": {}, "wall_s": round(time.perf_counter() - t0, 6)}
 
 
-def _worker_init() -> None:
+def _worker_init(sweep_pid: int | None = None) -> None:
     # One process per core already; keep each run's Numba kernels single-threaded.
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    if sweep_pid is not None:           # end with the sweep, even if it is SIGKILLed
+        from .procs import exit_with
+        exit_with(sweep_pid)
+        # Ctrl-C reaches the whole process group: the sweep handles it and stops the pool,
+        # a worker must not print a KeyboardInterrupt traceback of its own
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ---------------------------------------------------------------------------
@@ -596,7 +768,9 @@ class _RunLog:
         self.path = path
         self.done: dict[str, dict] = {}
         if resume and path.exists():
-            lines = path.read_text().splitlines()
+            # a log torn or damaged by a crash: bad bytes and bad lines are skipped, not fatal
+            text = path.read_bytes().decode("utf-8", "replace")
+            lines = text.splitlines()
             first = _loads(lines[0]) if lines else None
             if first is not None and first.get("kvmpt_sweep_log") == _LOG_FORMAT:
                 if first.get("fingerprint") != header["fingerprint"]:
@@ -608,7 +782,7 @@ class _RunLog:
                     if rec and "key" in rec and rec.get("status") in ("ok", "error"):
                         self.done[rec["key"]] = rec
                 self.f = open(path, "a")
-                if lines and not path.read_text().endswith("\n"):
+                if lines and not text.endswith("\n"):
                     self.f.write("\n")
                 return
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -642,9 +816,15 @@ def _run_local(todo, payload, run_fn, workers, on_done):
     in a fresh pool, and the one that kills its pool again is recorded as failed."""
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in
                                       multiprocessing.get_all_start_methods() else "spawn")
+    if ctx.get_start_method() == "forkserver":
+        # the forkserver ends with this process too (kvmpt/_forkserver_guard.py); it only
+        # takes effect if this call starts the forkserver, which the first sweep does
+        ctx.set_forkserver_preload(["__main__", "kvmpt._forkserver_guard"])
+    me = os.getpid()
 
     def new_pool(n):
-        return cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init)
+        return cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init,
+                                      initargs=(me,))
 
     queue = list(todo)
     queue.reverse()                          # pop() from the end = grid order
@@ -695,9 +875,21 @@ def _run_local(todo, payload, run_fn, workers, on_done):
     except BaseException:
         for fut in inflight:
             fut.cancel()
-        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_pool(pool)
         raise
     pool.shutdown(wait=True)
+
+
+def _stop_pool(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop a pool now (Ctrl-C, an error): its workers are killed, not waited for, so
+    the interpreter's exit does not join runs that still have minutes to go."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+    for proc in procs:
+        proc.join(timeout=5)
 
 
 def _run_serial(todo, payload, run_fn, on_done):
@@ -705,8 +897,24 @@ def _run_serial(todo, payload, run_fn, on_done):
         on_done(spec, _execute(payload(spec), spec.design, spec.seed, spec.key, run_fn))
 
 
-def _run_dask(todo, payload, run_fn, client, on_done):
+#: how long a Dask sweep waits for a live worker before it gives up (seconds)
+WORKER_WAIT_S = 300.0
+#: how often a Dask sweep checks for results and live workers (seconds; the worker count is
+#: the client's cached scheduler_info(), so a check costs no round trip)
+_DASK_POLL_S = 0.05
+
+
+def _n_workers(client) -> int:
+    return len((client.scheduler_info() or {}).get("workers", {}))
+
+
+def _run_dask(todo, payload, run_fn, client, on_done, worker_wait: float = WORKER_WAIT_S,
+              log=None):
+    """Submit every run and collect results as they come.  While the cluster has no live
+    worker the sweep says so on stderr, and raises ``TimeoutError`` when none has come back
+    after ``worker_wait`` seconds (the runs already done are in the run log)."""
     from distributed import as_completed
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     futures = {}
     batch = []
     for spec in todo:
@@ -714,16 +922,39 @@ def _run_dask(todo, payload, run_fn, client, on_done):
                             pure=False, key=f"kvmpt-sweep-{spec.key}-{os.urandom(4).hex()}")
         futures[fut] = spec
         batch.append(fut)
+    address = getattr(getattr(client, "scheduler", None), "address", None) or "the scheduler"
+    no_worker_since = None
     try:
-        for fut in as_completed(batch):
-            spec = futures.pop(fut)
-            if fut.status == "error":
-                exc = fut.exception()
-                rec = {"key": spec.key, "status": "error", "summary": {}, "wall_s": None,
-                       "error": f"{type(exc).__name__}: {' '.join(str(exc).split()) or '-'}"}
-            else:
-                rec = fut.result()
-            on_done(spec, rec)
+        pending = as_completed(batch)
+        while futures:
+            done = pending.next_batch(block=False)
+            if not done:
+                if _n_workers(client) == 0:
+                    now = time.monotonic()
+                    if no_worker_since is None:
+                        no_worker_since = now
+                        log(f"kvmpt sweep: no live Dask worker at {address}; "
+                            f"{len(futures)} runs wait (giving up after {worker_wait:g} s)")
+                    elif now - no_worker_since > worker_wait:
+                        raise TimeoutError(
+                            f"no live Dask worker at {address} for {worker_wait:g} s; "
+                            f"{len(futures)} runs not done (finished runs are in the run log: "
+                            "start workers and rerun with --resume)")
+                elif no_worker_since is not None:
+                    no_worker_since = None
+                    log(f"kvmpt sweep: {_n_workers(client)} Dask worker(s) back; continuing")
+                time.sleep(_DASK_POLL_S)
+                continue
+            for fut in done:
+                spec = futures.pop(fut)
+                if fut.status == "error":
+                    exc = fut.exception()
+                    rec = {"key": spec.key, "status": "error", "summary": {}, "wall_s": None,
+                           "error": f"{type(exc).__name__}: "
+                                    f"{' '.join(str(exc).split()) or '-'}"}
+                else:
+                    rec = fut.result()
+                on_done(spec, rec)
     finally:
         for fut in futures:
             fut.cancel()
@@ -749,7 +980,8 @@ def _resolve_scenario(scenario):
                                DEFAULT_SCENARIO if DEFAULT_SCENARIO in names else names[0])
         return load_scenario(scenario)
     if not hasattr(scenario, "with_overrides"):
-        raise TypeError("scenario must be a name, a path, or a Scenario (with .with_overrides)")
+        raise GridError(f"scenario: must be a name, a path, or a Scenario (with "
+                        f".with_overrides), got {type(scenario).__name__}", key="scenario")
     return scenario
 
 
@@ -798,19 +1030,33 @@ def _version() -> str:
     return __version__
 
 
-def plan(grid: Grid, scenario: Any = None) -> tuple[Any, list[RunSpec], dict[tuple, Any]]:
-    """Resolve the scenario, expand the grid and build every run's scenario, so a bad
-    parameter name or value fails before any run: (base scenario, runs, params -> scenario)."""
-    base = _resolve_scenario(scenario)
+def plan(grid: Grid, scenario: Any = None, expand: bool = True
+         ) -> tuple[Any, list[RunSpec], dict[tuple, Any]]:
+    """Resolve the scenario, build every run's scenario and expand the grid, so a bad
+    parameter name or value fails before any run: (base scenario, runs, params -> scenario).
+    ``expand=False`` checks without listing the runs (``--dry-run``)."""
+    try:
+        base = _resolve_scenario(scenario)
+    except ValueError as exc:
+        at = grid.where("scenario")
+        if at is None or isinstance(exc, GridError):
+            raise
+        raise GridError(f"{at}: {exc}", key="scenario", problem=str(exc)) from None
     name = _scenario_name(base)
-    specs = grid.expand(name)
     scen_cache: dict[tuple, Any] = {}
-    for spec in specs:
-        if spec.params not in scen_cache:
-            try:
-                scen_cache[spec.params] = base.with_overrides(**spec.params_dict)
-            except TypeError as exc:
-                raise ValueError(f"scenario {name!r} rejects {spec.params_dict}: {exc}") from None
+    names = grid.param_names
+    for combo in itertools.product(*(v for _, v in grid.params)):
+        params = tuple(zip(names, combo))
+        try:
+            scen_cache[params] = base.with_overrides(**dict(params))
+        except (TypeError, ValueError) as exc:
+            key = getattr(exc, "field", None)
+            problem = getattr(exc, "problem", None) or str(exc)
+            at = grid.where(key) if key else None
+            what = f"{key}={dict(params)[key]!r}" if key in names else str(dict(params))
+            msg = f"scenario {name!r} rejects {what}: {problem}"
+            raise GridError(f"{at}: {msg}" if at else msg, key=key, problem=msg) from None
+    specs = grid.expand(name) if expand else []
     return base, specs, scen_cache
 
 
@@ -818,7 +1064,8 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None,
           out: str | os.PathLike | None = None,
           scheduler: str | None = None, client: Any = None, workers: int | None = None,
           progress: bool = True, run_fn: Callable | None = None, *, resume: bool = False,
-          retry_failed: bool = False, keep_log: bool = False) -> SweepTable:
+          retry_failed: bool = False, keep_log: bool = False,
+          worker_wait: float = WORKER_WAIT_S) -> SweepTable:
     """Run every point of ``grid`` on ``scenario`` and return the tidy :class:`SweepTable`.
 
     ``grid``: a :class:`Grid`, or a dict as :meth:`Grid.from_dict` takes.
@@ -833,6 +1080,8 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None,
     for the process pool and Dask.
     ``resume``: skip the runs already in ``out``'s run log or in the table saved at ``out``
     (failed ones too, unless ``retry_failed``).  Without it an existing log is started over.
+    ``worker_wait``: on Dask, how long to wait while no worker is alive before raising
+    ``TimeoutError`` (the sweep says on stderr that it is waiting).
 
     Same grid, scenario and seeds give the same table, in grid order, whichever executor ran it.
     A run that raises is a row with ``status="error"`` and the exception in ``error``.
@@ -841,10 +1090,16 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None,
         grid = Grid.from_dict(grid)
     if scheduler is not None and client is not None:
         raise ValueError("give scheduler or client, not both")
-    if workers is not None and (isinstance(workers, bool) or workers < 0):
-        raise ValueError(f"workers={workers!r}: want a count >= 0")
-    if out is not None and Path(out).suffix not in (".parquet", ".csv"):
-        raise ValueError(f"{out}: output must end in .parquet or .csv")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or not 0 <= workers <= MAX_WORKERS):
+        raise ValueError(f"workers={workers!r}: want a count 0..{MAX_WORKERS}")
+    if out is not None:
+        if not isinstance(out, (str, os.PathLike)):
+            raise ValueError(f"out={out!r}: want a path ending in .parquet or .csv")
+        _check_out(Path(out))
+    if isinstance(worker_wait, bool) or not isinstance(worker_wait, (int, float)) \
+            or not 0 <= worker_wait <= 7 * 86400:
+        raise ValueError(f"worker_wait={worker_wait!r}: want seconds, 0..{7 * 86400}")
     base, specs, scen_cache = plan(grid, scenario)
     run_fn = run_fn or _default_run_fn()
     name = _scenario_name(base)
@@ -908,7 +1163,7 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None,
                 if client is None:
                     from distributed import Client
                     own_client = client = Client(scheduler, timeout="20s")
-                _run_dask(todo, payload, run_fn, client, on_done)
+                _run_dask(todo, payload, run_fn, client, on_done, worker_wait)
             elif workers == 0 or (workers is None and (os.cpu_count() or 1) == 1) \
                     or len(todo) == 1 and workers is None:
                 _run_serial(todo, payload, run_fn, on_done)
@@ -931,6 +1186,26 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None,
         if not table.failed() and not keep_log:
             log_path_for(out).unlink(missing_ok=True)
     return table
+
+
+def _check_out(out: Path, make: bool = True) -> None:
+    """The output path: ``.parquet`` or ``.csv``, in a directory (made if missing) that is
+    a directory; said before any run, in words, not as ``File exists``."""
+    if out.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"{out}: output must end in .parquet or .csv")
+    if out.is_dir():
+        raise ValueError(f"{out}: is a directory")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{out}: {parent} is a file, not a directory")
+            break
+    if not make:
+        return
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{out}: cannot make {out.parent}: {exc.strerror or exc}") from None
 
 
 def _records_from_table(out, fingerprint: str, wanted: set[str],
@@ -1070,6 +1345,9 @@ def add_arguments(p) -> None:
                         "sidecar); default: CSV on stdout, no run log")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run on a Dask cluster, e.g. tcp://10.0.0.1:8786, instead of locally")
+    p.add_argument("--worker-wait", type=float, default=WORKER_WAIT_S, metavar="SECONDS",
+                   help="with --scheduler: how long to wait while the cluster has no live "
+                        f"worker before giving up (default {WORKER_WAIT_S:g})")
     p.add_argument("--workers", "-j", type=int, metavar="N",
                    help="local worker processes (default: one per core; 0 = serial, in this "
                         "process)")
@@ -1093,18 +1371,28 @@ def add_arguments(p) -> None:
 
 
 def _grid_from_args(args) -> tuple[Grid, Any]:
-    spec: dict[str, Any] = {}
+    """The grid of ``kvmpt sweep``: the ``--grid`` file (either form), then ``--param``,
+    ``--designs`` and ``--seeds`` over it; each key remembers where it came from, so an
+    error names the file and line or the option."""
+    spec: dict[str, Any] = {"params": {}}
+    origin: dict[str, str] = {}
     if args.grid:
-        spec = read_grid_file(args.grid)
-        if not isinstance(spec, dict):
-            raise ValueError(f"{args.grid}: a grid file is a table")
-    params = dict(spec.get("params", {}) or {})
+        spec, origin = read_grid(args.grid)
+    params = dict(spec.get("params") or {})
     for text in args.param:
         k, vals = parse_param(text)
         params[k] = vals
-    grid = Grid.from_dict({"params": params,
-                           "designs": args.designs if args.designs else spec.get("designs"),
-                           "seeds": args.seeds if args.seeds else spec.get("seeds")})
+        origin[k] = f"--param {text}"
+    designs, seeds = spec.get("designs"), spec.get("seeds")
+    if args.designs:
+        designs, origin["designs"] = args.designs, f"--designs {args.designs}"
+    if args.seeds:
+        seeds, origin["seeds"] = args.seeds, f"--seeds {args.seeds}"
+    if args.scenario:
+        origin["scenario"] = f"--scenario {args.scenario}"
+    elif "scenario" not in spec:
+        origin.pop("scenario", None)
+    grid = Grid(params, designs=designs, seeds=seeds, origin=origin)
     return grid, args.scenario or spec.get("scenario")
 
 
@@ -1142,8 +1430,10 @@ def run(args) -> int:
         raise ValueError("--retry-failed needs --resume")
     if args.resume and not args.out:
         raise ValueError("--resume needs --out (the run log lives beside the output)")
-    if args.workers is not None and args.workers < 0:
-        raise ValueError(f"--workers {args.workers}: want 0 or more")
+    if args.workers is not None and not 0 <= args.workers <= MAX_WORKERS:
+        raise ValueError(f"--workers {args.workers}: want 0..{MAX_WORKERS}")
+    if args.out:
+        _check_out(Path(args.out), make=False)
     if args.bench:
         grid = None
         if args.grid or args.param or args.designs or args.seeds:
@@ -1155,13 +1445,15 @@ def run(args) -> int:
         sys.stdout.write(_param_listing(_resolve_scenario(scenario)))
         return 0
     if args.dry_run:
-        base, specs, _ = plan(grid, scenario)
-        print(f"{len(specs)} runs of scenario {_scenario_name(base)!r}: "
+        base, _, _ = plan(grid, scenario, expand=False)
+        print(f"{len(grid)} runs of scenario {_scenario_name(base)!r}: "
               f"{json.dumps(grid.to_dict())}")
         return 0
+    _exit_on_second_interrupt()
     table = sweep(grid, scenario, out=args.out, scheduler=args.scheduler,
                   workers=args.workers, progress=not args.quiet, resume=args.resume,
-                  retry_failed=args.retry_failed, keep_log=args.keep_log)
+                  retry_failed=args.retry_failed, keep_log=args.keep_log,
+                  worker_wait=args.worker_wait)
     if args.out is None:
         sys.stdout.write(table.to_csv())
     st = table.stats
@@ -1174,6 +1466,24 @@ def run(args) -> int:
                   f"{log_path_for(args.out)}; rerun with --resume --retry-failed",
                   file=sys.stderr)
     return 1 if st["failed"] else 0
+
+
+def _exit_on_second_interrupt() -> None:
+    """The first Ctrl-C stops the sweep cleanly (KeyboardInterrupt: the pool is stopped,
+    the run log closed, ``kvmpt: interrupted``); a second one, while that cleanup runs,
+    exits at once with status 130 and no traceback (the run log is flushed per line)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    pressed = []
+
+    def handler(signum, frame):
+        if pressed:
+            os.write(2, b"kvmpt: interrupted again: exiting now\n")
+            os._exit(130)
+        pressed.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
 
 
 class _CallableModule(types.ModuleType):

@@ -1,14 +1,79 @@
-"""Reading kvmpt's TOML data files: line numbers for error messages, and name lookup.
+"""Reading kvmpt's input files: the one place that turns bytes into checked values.
 
-``tomllib`` gives values without positions; ``TomlLocator`` finds the line of a
-table or key by scanning the text, so that a malformed layout, scenario or cost
-file is reported as ``file:line: [table] field 'key': problem``.
+Every loader (layouts, scenarios, costs, sweep grids, QEMU traces, the memslot
+CSV) reads its file through :func:`read_text`, so all of them
+
+* decode UTF-8 strictly, drop a leading byte-order mark and accept CRLF line ends;
+* report a bad byte as ``file:line: not valid UTF-8 ...`` in the loader's own error
+  type (a subclass of :class:`InputError`, itself a ``ValueError``);
+* name the file and the line in every error: ``file:line: [table] field 'key': problem``
+  for TOML (``tomllib`` gives values without positions; :class:`TomlLocator` finds
+  the line of a table or key by scanning the text), ``file:line: field: problem`` for
+  line-oriented formats.
+
+:func:`check_table` validates one TOML table against a declared schema
+(:class:`Field`: type, range, finite numbers, allowed values, known keys) before
+anything is built from it; :func:`number_problem` is the one numeric check
+(integers are compared exactly, so ``2**80`` is "outside the range", not an
+``OverflowError``).
 """
 from __future__ import annotations
 
+import math
+import os
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
+
+#: the byte-order mark some editors put at the start of a UTF-8 file
+BOM = "\ufeff"
+
+
+class InputError(ValueError):
+    """Bad input: the message names the file, the line (when known), the field and the
+    problem.  Each loader raises its own subclass (``LayoutError``, ``TraceError``, ...)."""
+
+
+def decode(data: bytes, name, error=InputError) -> str:
+    """UTF-8 text of ``data`` with a leading BOM dropped and CRLF / CR turned into LF;
+    a byte that is not UTF-8 raises ``error("name:line: not valid UTF-8 ...")``."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise error(f"{name}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at "
+                    f"column {col}: {exc.reason})") from None
+    if text.startswith(BOM):
+        text = text[1:]
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def read_bytes(path, error=InputError) -> bytes:
+    """The bytes of the file at ``path``; a file that cannot be read raises
+    ``error("path: no such file")`` or ``error("path: cannot read: ...")``."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise error(f"a file is a path (str or os.PathLike), got {type(path).__name__} {path!r}")
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:     # ValueError: a NUL in the path
+        raise error(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def read_text(path, error=InputError, strict: bool = True) -> str:
+    """The text of the file at ``path``, as :func:`decode` gives it.  ``strict=False``
+    turns bytes that are not UTF-8 into U+FFFD instead of raising (for logs that
+    interleave other programs' output)."""
+    data = read_bytes(path, error)
+    if not strict:
+        data = data.decode("utf-8", "replace").encode("utf-8")
+    return decode(data, path, error)
 
 
 class TomlLocator:
@@ -31,7 +96,9 @@ class TomlLocator:
         current: tuple = ()
         depth = 0            # open [ ... ] of a multi-line array
         in_string = None     # the delimiter of an open multi-line string
-        for n, line in enumerate(text.splitlines(), start=1):
+        # lines as TOML counts them: only "\n" ends one (str.splitlines would also split
+        # at \x0c, \x1c, U+2028 ... and put every later key on the wrong line)
+        for n, line in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
             if in_string:
                 if in_string in line:
                     in_string = None
@@ -84,13 +151,19 @@ def located(path, loc: TomlLocator, table: tuple, key: str | None, msg: str) -> 
     return f"{where}: {msg}"
 
 
-def resolve(directory: Path, name_or_path, kind: str, error=ValueError) -> Path:
+def resolve(directory: Path, name_or_path, kind: str, error=InputError) -> Path:
     """A data file by path (``x.toml`` that exists) or by name (``directory/name.toml``)."""
+    if not isinstance(name_or_path, (str, Path)) or "\0" in str(name_or_path):
+        raise error(f"a {kind} is a name or a path, got {type(name_or_path).__name__} "
+                    f"{name_or_path!r}")
     p = Path(name_or_path)
-    if p.suffix == ".toml" and p.exists():
-        return p
+    if p.suffix == ".toml":
+        if p.is_file():
+            return p
+        if p.exists() or len(p.parts) > 1:
+            raise error(f"{p}: cannot read: {'not a file' if p.exists() else 'no such file'}")
     cand = directory / f"{name_or_path}.toml"
-    if cand.exists():
+    if "/" not in str(name_or_path) and cand.is_file():
         return cand
     raise error(f"unknown {kind} {str(name_or_path)!r}; known {kind}s: "
                 f"{', '.join(names(directory))}")
@@ -101,11 +174,117 @@ def names(directory: Path) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.toml"))
 
 
-def read_toml(path: Path, error=ValueError) -> tuple[dict, TomlLocator]:
-    """Parse a data file; a syntax error becomes ``error("path: not valid TOML: ...")``."""
-    text = Path(path).read_text(encoding="utf-8")
+_AT_LINE = re.compile(r"\(at line (\d+), column (\d+)\)|\(at end of document\)")
+
+
+def read_toml(path: Path, error=InputError) -> tuple[dict, TomlLocator]:
+    """Parse a data file; a syntax error (a duplicate key is one) becomes
+    ``error("path:line: not valid TOML: ...")``."""
+    text = read_text(path, error)
+    return loads_toml(text, path, error), TomlLocator(text)
+
+
+def loads_toml(text: str, path, error=InputError) -> dict:
+    """``tomllib.loads`` with its errors located and in the loader's error type."""
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise error(f"{path}: not valid TOML: {exc}") from None
-    return doc, TomlLocator(text)
+        msg = str(exc)
+        m = _AT_LINE.search(msg)
+        line = (m.group(1) if m.group(1) else str(text.count("\n") + 1)) if m else "?"
+        msg = _AT_LINE.sub(lambda mm: f"(column {mm.group(2)})" if mm.group(2) else "",
+                           msg).strip()
+        raise error(f"{path}:{line}: not valid TOML: {msg}") from None
+    except RecursionError:
+        raise error(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
+
+
+# ---------------------------------------------------------------------------
+# Schema checks
+
+def number_problem(v, *, integer: bool = False, lo=None, hi=None) -> str | None:
+    """What is wrong with ``v`` as a number (None if nothing): a bool or non-number, a
+    non-integer where an integer is wanted, NaN or infinity, or a value outside
+    ``lo..hi``.  Integers are compared exactly, never converted to float."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return f"must be {'an integer' if integer else 'a number'}, got {type(v).__name__} {v!r}"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return f"must be a finite number, got {v!r}"
+        if integer:
+            return f"must be an integer, got {v!r}"
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        return f"{_num(v)} is outside {_num(lo) if lo is not None else '-inf'}.." \
+               f"{_num(hi) if hi is not None else 'inf'}"
+    return None
+
+
+def _num(v) -> str:
+    if isinstance(v, int) and abs(v) >= 1 << 64:     # addresses and sizes read best in hex
+        return f"0x{v:x}" if v >= 0 else f"-0x{-v:x}"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of a TOML table: its kind (``int``, ``float`` = any finite number,
+    ``str``, ``bool``, ``list``, ``dict``), whether it is required, a range, allowed values,
+    and for lists the kind of their items."""
+
+    kind: type
+    required: bool = True
+    lo: Any = None
+    hi: Any = None
+    choices: tuple | None = None
+    items: type | None = None
+
+
+def _kind_name(kind: type) -> str:
+    return {int: "int", float: "a number", str: "str", bool: "bool", list: "a list",
+            dict: "a table"}.get(kind, kind.__name__)
+
+
+def _kind_ok(v, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(v, bool)
+    if isinstance(v, bool):
+        return False
+    if kind is float:
+        return isinstance(v, (int, float))
+    return isinstance(v, kind)
+
+
+def check_table(error, path, loc: "TomlLocator", table: tuple, entry,
+                spec: Mapping[str, Field]) -> None:
+    """Check ``entry`` (the TOML table at ``table``) against ``spec``: a table, known
+    keys only, every required key, each value of its kind, finite, in range and among
+    the choices.  The first problem raises ``error(located(...))``."""
+    if not isinstance(entry, dict):
+        raise error(located(path, loc, table, None, "must be a table"))
+    for key in entry:
+        if key not in spec:
+            raise error(located(path, loc, table, key,
+                                f"unknown field (known: {', '.join(spec)})"))
+    for key, f in spec.items():
+        if f.required and key not in entry:
+            raise error(located(path, loc, table, None, f"missing field '{key}'"))
+    for key, f in spec.items():
+        if key not in entry:
+            continue
+        v = entry[key]
+        if not _kind_ok(v, f.kind):
+            raise error(located(path, loc, table, key, f"must be {_kind_name(f.kind)}, got "
+                                                      f"{type(v).__name__} {v!r}"))
+        if f.kind in (int, float):
+            why = number_problem(v, integer=f.kind is int, lo=f.lo, hi=f.hi)
+            if why:
+                raise error(located(path, loc, table, key, why))
+        if f.items is not None:
+            for item in v:
+                if not _kind_ok(item, f.items):
+                    raise error(located(path, loc, table, key,
+                                        f"items must be {_kind_name(f.items)}, got "
+                                        f"{type(item).__name__} {item!r}"))
+        if f.choices is not None and v not in f.choices:
+            raise error(located(path, loc, table, key,
+                                f"{v!r} is not one of {' '.join(map(str, f.choices))}"))

@@ -89,7 +89,7 @@ def test_malformed_trace_names_the_line(capsys, tmp_path):
                    "kvm_set_user_memory Slot#3 flags=0x1 gpa=0xfd000000 size=0x1000000\n")
     rc, _, err = run(capsys, "replay", str(bad))
     assert rc == 2
-    assert err == "kvmpt: error: line 2: missing field ua\n"
+    assert err == f"kvmpt: error: {bad}:2: missing field ua\n"
 
 
 def test_empty_trace_is_an_error(capsys, tmp_path):

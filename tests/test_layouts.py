@@ -142,23 +142,33 @@ def test_custom_layout_file(tmp_path):
 
 
 @pytest.mark.parametrize("old, new, where", [
-    ("gpa = 0x100000\n", "gpa = 0x100800\n", r"t\.toml:23: slot\[1\] field 'gpa': 0x100800 is not"),
-    ("role = \"ram-high\"", "role = \"ram-middle\"", r":22: slot\[1\] field 'role'"),
-    ("slot = 1\n", "slot = 0\n", r":21: slot\[1\] field 'slot': slot 0 of address space 0 "
+    ("gpa = 0x100000\n", "gpa = 0x100800\n", r"t\.toml:23: \[slot\[1\]\] field 'gpa': 0x100800 is not"),
+    ("role = \"ram-high\"", "role = \"ram-middle\"", r":22: \[slot\[1\]\] field 'role'"),
+    ("slot = 1\n", "slot = 0\n", r":21: \[slot\[1\]\] field 'slot': slot 0 of address space 0 "
                                  r"is already used by slot\[0\]"),
-    ("gpa = 0x100000\n", "gpa = 0x80000\n", r"slot\[1\] field 'gpa': .* overlaps slot\[0\]"),
-    ("as_id = 0\nslot = 1", "as_id = 2\nslot = 1", r":20: slot\[1\] field 'as_id'"),
+    ("gpa = 0x100000\n", "gpa = 0x80000\n", r"slot\[1\]\] field 'gpa': .* overlaps slot\[0\]"),
+    ("as_id = 0\nslot = 1", "as_id = 2\nslot = 1", r":20: \[slot\[1\]\] field 'as_id'"),
     ("flags = 0x0\nua = 0x7f0000100000", "flags = 0x4\nua = 0x7f0000100000",
-     r"slot\[1\] field 'flags': 0x4 has bits"),
+     r"slot\[1\]\] field 'flags': 0x4 has bits"),
     ("tag = \"[G]\"\nsource = \"test\"\n\n[[slot]]\nas_id = 0\nslot = 1",
      "tag = \"[X]\"\nsource = \"test\"\n\n[[slot]]\nas_id = 0\nslot = 1",
-     r":16: slot\[0\] field 'tag'"),
+     r":16: \[slot\[0\]\] field 'tag'"),
     ("size = 0x100000\nflags = 0x0\nua = 0x7f0000100000",
-     "size = \"big\"\nflags = 0x0\nua = 0x7f0000100000", r"slot\[1\] field 'size': must be int"),
+     "size = \"big\"\nflags = 0x0\nua = 0x7f0000100000", r"slot\[1\]\] field 'size': must be int"),
     ("ua = 0x7f0000100000\n", "ua = 0x7f0000100000\ncolour = 1\n",
-     r"slot\[1\] field 'colour': unknown field"),
+     r"slot\[1\]\] field 'colour': unknown field"),
     ("source = \"test\"\n\n[[slot]]\nas_id = 0\nslot = 1", "\n[[slot]]\nas_id = 0\nslot = 1",
-     r"slot\[0\]: missing field 'source'"),
+     r"slot\[0\]\]: missing field 'source'"),
+    # a layout lists live slots: each must pass __kvm_set_memory_region's checks
+    ("size = 0x100000\nflags = 0x0\nua = 0x7f0000100000",
+     "size = 0x80000000000\nflags = 0x0\nua = 0x7f0000100000",
+     r"\[slot\[1\]\] field 'size': 0x80000000000 is more than KVM_MEM_MAX_NR_PAGES"),
+    ("gpa = 0x100000\n", "gpa = 0xfffffffffff00000\n", r"field 'size': gpa 0xfffffffffff00000 "
+                                                        r"\+ size 0x100000 wraps past 2\^64"),
+    ("gpa = 0x100000\n", "gpa = 0x100000000000000000000\n",
+     r"field 'gpa': 0x100000000000000000000 is outside 0\.\.18446744073709551615"),
+    ("flags = 0x0\nua = 0x7f0000100000", "flags = 0x10000000000\nua = 0x7f0000100000",
+     r"field 'flags': 1099511627776 is outside 0\.\.4294967295"),
 ])
 def test_validation_names_file_line_entry_and_field(tmp_path, old, new, where):
     assert old in GOOD
@@ -178,7 +188,7 @@ period_us = 1
 tag = "[G]"
 source = "t"
 '''
-    with pytest.raises(LayoutError, match=r":32: churn\[0\] field 'roles': no slot has role"):
+    with pytest.raises(LayoutError, match=r":32: \[churn\[0\]\] field 'roles': no slot has role"):
         load_layout(_write(tmp_path, text))
 
 
@@ -190,3 +200,16 @@ def test_unknown_layout_lists_known_ones():
 def test_bad_toml(tmp_path):
     with pytest.raises(LayoutError, match="not valid TOML"):
         load_layout(_write(tmp_path, "[layout\n"))
+
+
+
+def test_churn_bounds(tmp_path):
+    churn = ('\n[[churn]]\nname = "x"\nroles = ["ram-high"]\npairs = {pairs}\ngap_us = {gap}\n'
+             'period_us = 1\ntag = "[G]"\nsource = "t"\n')
+    with pytest.raises(LayoutError, match=r"field 'pairs': 600000 DELETE/CREATE pairs x 1 slot"
+                                          r"\(s\) make the churn 1200000 ops; the limit is"):
+        load_layout(_write(tmp_path, GOOD + churn.format(pairs=600000, gap=1)))
+    with pytest.raises(LayoutError, match="field 'gap_us': must be a finite number, got nan"):
+        load_layout(_write(tmp_path, GOOD + churn.format(pairs=1, gap="nan")))
+    with pytest.raises(LayoutError, match="field 'gap_us': 1e\\+300 is outside 0..3600000000"):
+        load_layout(_write(tmp_path, GOOD + churn.format(pairs=1, gap="1e300")))

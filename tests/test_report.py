@@ -1,6 +1,8 @@
 """kvmpt.report without executing notebooks: finding them, the text summary, the CLI."""
 from __future__ import annotations
 
+import re
+
 import nbformat
 import pytest
 
@@ -68,3 +70,26 @@ def test_cli_missing_notebook_is_a_usage_error(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope.ipynb" in err
+
+
+def test_two_renders_of_the_same_figures_are_the_same_bytes():
+    """plotly's div ids are uuid4s; the report numbers them in page order instead."""
+    import plotly.graph_objects as go
+    fig = go.Figure(go.Bar(x=["v6.5", "v6.6"], y=[3, 1]), layout_title_text="t")
+
+    def page(nbconvert_order):
+        html = "<html>" + "".join(fig.to_html(full_html=False, include_plotlyjs=False)
+                                  for _ in range(2)) + "</html>"
+        if nbconvert_order:                        # nbconvert writes class before id
+            html = re.sub(r'<div id="([^"]+)" class="plotly-graph-div"',
+                          r'<div class="plotly-graph-div" id="\1"', html)
+        return html
+
+    for order in (False, True):
+        a, b = page(order), page(order)
+        assert a != b                              # plotly's own ids differ per render
+        sa, sb = report.stable_ids(a), report.stable_ids(b)
+        assert sa == sb
+        assert 'id="kvmpt-fig-1"' in sa and 'id="kvmpt-fig-2"' in sa
+        first = re.search(r'id="([0-9a-f-]{36})"', a).group(1)
+        assert sa.count("kvmpt-fig-1") == a.count(first) >= 3   # the div and its scripts

@@ -13,6 +13,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -51,6 +52,8 @@ def fake_run(scenario, design, seed=None):
         raise RuntimeError("injected failure\nsecond line")
     if scenario.churn == "die":
         os._exit(7)                                   # a worker that dies abruptly
+    if scenario.churn == "sleep":
+        time.sleep(120)                               # a run still going when the sweep dies
     if scenario.churn == "die-once" and os.environ.get("KVMPT_TEST_DIE") == "1":
         os._exit(3)                                   # kills a serial sweep mid-way
     rng = random.Random(f"{scenario!r}|{design!r}|{seed}")
@@ -98,7 +101,7 @@ def test_grid_rejects_bad_input():
         Grid({"ram_gib": [1, 1]})
     with pytest.raises(ValueError, match="no values"):
         Grid({"ram_gib": []})
-    with pytest.raises(TypeError):
+    with pytest.raises(sweep_mod.GridError, match="parameter 'ram_gib': values must be"):
         Grid({"ram_gib": [[1]]})
     with pytest.raises(ValueError, match="unknown design"):
         Grid({}, designs="v6.7")
@@ -318,7 +321,7 @@ def test_cli_help_documents_every_option(capsys):
     (["--designs", "v9"], "unknown design"),
     (["--seeds", "3-1"], "bad seed list"),
     (["--resume"], "--resume needs --out"),
-    (["--grid", "/nonexistent/grid.toml"], "No such file"),
+    (["--grid", "/nonexistent/grid.toml"], "/nonexistent/grid.toml: no such file"),
     (["--param", "seed=1,2"], "seeds="),
     (["--out", "x.xlsx", "--param", "a=1"], ".parquet or .csv"),
 ])
@@ -552,3 +555,190 @@ def test_cli_lists_the_scenario_parameters(capsys):
     assert rc == 0 and out.startswith("scenario q35-desktop")
     for name in ("ram_gib", "tracked_gfns", "write_rate", "duration_s", "churn", "move_rate"):
         assert f"\n{name} " in out
+
+
+# ---------------------------------------------------------------------------
+# Hostile grids: every bad grid is exit 2 with file:line, never an internal error
+
+def test_a_flat_grid_file_runs_the_same_grid_as_the_nested_one(capsys, tmp_path):
+    flat = tmp_path / "flat.toml"
+    flat.write_text("".join(line for line in (ROOT / "data" / "sweeps" / "small.toml")
+                            .read_text().splitlines(keepends=True) if line != "[params]\n"))
+    assert Grid.from_toml(flat) == Grid.from_toml(ROOT / "data" / "sweeps" / "small.toml")
+    rc, out, _ = _cli(capsys, "sweep", "--grid", str(flat), "--dry-run")
+    assert rc == 0 and out.startswith("432 runs of scenario 'q35-desktop'")
+
+
+@pytest.mark.parametrize("body, where, msg", [
+    ("seed = 1", ":1: top level field 'seed'", "use seeds="),
+    ('design = "v6.6"', ":1: top level field 'design'", "use designs="),
+    ('seed = 1\n[params]\nram_gib = [4]', ":1: top level field 'seed'", "did you mean seeds?"),
+    ("designs = [1]", ":1: top level field 'designs'", "got int 1"),
+    ('designs = ["v9"]', ":1: top level field 'designs'", "unknown design 'v9'"),
+    ("seeds = [1.5]", ":1: top level field 'seeds'", "got float 1.5"),
+    ("seeds = true", ":1: top level field 'seeds'", "got True"),
+    ("seeds = [-1]", ":1: top level field 'seeds'", "seed -1 is outside 0.."),
+    ('seeds = "0-100000000"', ":1: top level field 'seeds'", "the limit is 1000000 runs"),
+    ("scenario = 5", ":1: top level field 'scenario'", "got int"),
+    ("params = 5", ":1: top level field 'params'", "must be a table"),
+    ("ram_gib = [[4, 64]]", ":1: top level field 'ram_gib'", "got list [4, 64]"),
+    ("ram_gib = [nan]", ":1: top level field 'ram_gib'", "not a finite number"),
+    ("[parms]\nx = [1]", ":1: [parms]", "unknown table"),
+    ("[params]\n\nram_gb = [4]", ":3: [params] field 'ram_gb'", "unknown scenario parameter"),
+    ("[params]\nram_gib = [1]", ":2: [params] field 'ram_gib'", "rejects ram_gib=1"),
+    ("seeds = [1]\nseeds = [2]", ":2: not valid TOML", "Cannot overwrite a value"),
+])
+def test_cli_bad_grid_file_is_exit_2_with_file_and_line(capsys, tmp_path, body, where, msg):
+    g = tmp_path / "g.toml"
+    g.write_text(body + "\n")
+    rc, out, err = _cli(capsys, "sweep", "--grid", str(g), "--dry-run")
+    assert rc == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"kvmpt: error: {g}{where}") and msg in err, err
+    assert "internal error" not in err
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--seeds=-1"], "--seeds -1: seed -1 is outside"),
+    (["--seeds", "0-100000000"], "asks for 100000001 seeds; the limit is 1000000"),
+    (["--param", "ram_gib=1"], "--param ram_gib=1: scenario 'q35-desktop' rejects ram_gib=1"),
+    (["--param", "tracked_gfns=" + ",".join(map(str, range(2000))), "--seeds", "0-999"],
+     "the grid has 4000000 runs"),
+    (["--workers", "100000"], "--workers 100000: want 0..256"),
+])
+def test_cli_unbounded_or_negative_options_are_refused(capsys, argv, msg):
+    rc, _, err = _cli(capsys, "sweep", *argv, "--dry-run")
+    assert rc == 2 and msg in err, err
+
+
+def test_grid_file_bom_crlf_and_bad_bytes(tmp_path):
+    g = tmp_path / "g.toml"
+    g.write_bytes(b"\xef\xbb\xbfseeds = [1, 2]\r\n[params]\r\nram_gib = [4]\r\n")
+    assert Grid.from_toml(g).seeds == (1, 2)
+    g.write_bytes(b"seeds = [1]\n\xff\n")
+    with pytest.raises(sweep_mod.GridError, match=rf"^{g}:2: not valid UTF-8"):
+        Grid.from_toml(g)
+    j = tmp_path / "g.json"
+    j.write_text('{"seeds": [1], "seeds": [2]}')
+    with pytest.raises(sweep_mod.GridError, match="seeds: appears twice"):
+        Grid.from_toml(j)
+    j.write_text('{"params": {"ram_gib": [NaN]}}')
+    with pytest.raises(sweep_mod.GridError, match="NaN is not a finite number"):
+        Grid.from_toml(j)
+
+
+# ---------------------------------------------------------------------------
+# Process hygiene: children end with the sweep, Ctrl-C twice, nothing half-written
+
+def _descendants(pid: int) -> set[int]:
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    out, frontier = set(), {pid}
+    while frontier:
+        frontier = {c for c, pp in parent.items() if pp in frontier} - out
+        out |= frontier
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+_SLEEPY = textwrap.dedent(f"""
+    import sys; sys.path.insert(0, {str(HERE)!r})
+    from test_sweep import FAKE, fake_run
+    from kvmpt import sweep as sweep_mod
+    from kvmpt.sweep import Grid, sweep
+    sweep_mod._exit_on_second_interrupt()
+    try:
+        sweep(Grid({{"churn": ["sleep"], "tracked_gfns": list(range(6))}}), FAKE,
+              out=sys.argv[1], workers=2, progress=False, run_fn=fake_run)
+    except KeyboardInterrupt:
+        print("kvmpt: interrupted", file=sys.stderr)
+        sys.exit(130)
+""")
+
+
+def _start_sleepy_sweep(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", _SLEEPY, str(tmp_path / "s.csv")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    for _ in range(300):          # until the forkserver and both workers are up
+        kids = _descendants(proc.pid)
+        if len(kids) >= 4:
+            return proc, kids
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"the sweep's pool did not start: {proc.communicate()}")
+
+
+def test_no_child_survives_a_sigkilled_sweep(tmp_path):
+    proc, kids = _start_sleepy_sweep(tmp_path)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(k) for k in kids):
+        time.sleep(0.1)
+    survivors = [k for k in kids if _alive(k)]
+    for k in survivors:
+        os.kill(k, 9)
+    assert survivors == [], "children of the sweep outlived it by 5 s"
+
+
+def test_ctrl_c_twice_exits_at_once_without_a_traceback(tmp_path):
+    import signal
+    proc, kids = _start_sleepy_sweep(tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)       # the runs sleep 120 s: not waited for
+    assert proc.returncode in (130, -signal.SIGINT), err
+    assert "Traceback" not in err and "interrupted" in err
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(k) for k in kids):
+        time.sleep(0.1)
+    assert not any(_alive(k) for k in kids)
+
+
+def test_a_failed_save_leaves_no_tmp_file(serial_table, tmp_path, monkeypatch):
+    target = tmp_path / "t.csv"
+    target.mkdir()                               # os.replace onto a directory fails
+    with pytest.raises(OSError):
+        serial_table.save(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
+    pq = pytest.importorskip("pyarrow.parquet")
+
+    def broken(table, where, **kw):
+        Path(where).write_bytes(b"PAR1 half")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(pq, "write_table", broken)
+    with pytest.raises(OSError, match="No space"):
+        serial_table.save(tmp_path / "t.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
+
+
+def test_cli_out_below_a_regular_file(capsys, tmp_path):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    rc, _, err = _cli(capsys, "sweep", "--out", str(f / "t.csv"), "--dry-run")
+    assert rc == 2 and f"{f} is a file, not a directory" in err and "File exists" not in err
+
+
+def test_dask_sweep_with_no_live_worker_says_so_and_times_out(capsys):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=0, host="127.0.0.1",
+                                  dashboard_address=":0") as c, distributed.Client(c) as client:
+        with pytest.raises(TimeoutError, match="no live Dask worker at .* for 0.5 s; 1 runs"):
+            sweep(Grid({"tracked_gfns": [1]}, designs="v6.6"), FAKE, client=client,
+                  progress=False, run_fn=fake_run, worker_wait=0.5)
+    err = capsys.readouterr().err
+    assert "kvmpt sweep: no live Dask worker at" in err and "giving up after 0.5 s" in err

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmpt.trace import (MemslotOp, load_memslot_csv, load_ops, load_qemu_trace,
+from kvmpt.trace import (MemslotOp, TraceError, load_memslot_csv, load_ops, load_qemu_trace,
                          parse_trace_line, render_trace_line, render_trace_lines)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,15 +84,15 @@ def test_unrelated_lines_are_skipped(line):
      "missing field ua"),
     ("kvm_set_user_memory flags=0x1 gpa=0x0 size=0x0 ua=0x0 ret=0", "missing Slot#"),
     ("kvm_set_user_memory Slot#3 flags=0x1 gpa=0xzz size=0x0 ua=0x0 ret=0",
-     "gpa='0xzz' is not a 0x-prefixed hex number"),
+     "gpa: '0xzz' is not a 0x-prefixed hex number"),
     ("kvm_set_user_memory Slot#3 flags=1 gpa=0x0 size=0x0 ua=0x0 ret=0",
-     "flags='1' is not a 0x-prefixed hex number"),
+     "flags: '1' is not a 0x-prefixed hex number"),
     ("kvm_set_user_memory Slot#3 flags=0x0 gpa=0x0 size=0x0 ua=0x0 ret=zero",
-     "ret='zero' is not a decimal integer"),
+     "ret: 'zero' is not a decimal integer"),
     ("kvm_set_user_memory Slot#3 flags=0x0 gpa=0x0 size=0x0 ua=0x0 ret=0 color=0x1",
-     "unknown field 'color'"),
+     "color: unknown field"),
     ("kvm_set_user_memory Slot#3 flags=0x0 gpa=0x0 gpa=0x0 size=0x0 ua=0x0",
-     "field 'gpa' appears twice"),
+     "gpa: field appears twice"),
     ("kvm_set_user_memory AddrSpace#0 Slot#70000 flags=0x0 gpa=0x0 size=0x0 ua=0x0",
      "both are 16-bit fields"),
     ("kvm_set_user_memory Slot#3 flags=0x0 gpa=0x0 size=0x0 ua=0x0 guest_memfd=-1 "
@@ -100,19 +100,40 @@ def test_unrelated_lines_are_skipped(line):
     ("kvm_set_user_memory AddrSpace#0 Slot#3 flags=0x0 gpa=0x0 size=0x0 ua=0x0 "
      "guest_memfd=-1 ret=0", "guest_memfd and guest_memfd_offset come together"),
     ("kvm_set_user_memory Slot#3 AddrSpace#0 flags=0x0 gpa=0x0 size=0x0 ua=0x0",
-     "AddrSpace# must come first"),
+     "AddrSpace#: must come first"),
     ("kvm_set_user_memory Slot#3 flags=0x0 gpa=0x0 size=0x0 ua=0x0 ret=0 garbage",
      "cannot read field 'garbage'"),
     ("kvm_set_user_memory Slot#3 flags=0x100000000 gpa=0x0 size=0x0 ua=0x0",
      "does not fit in 32 bits"),
     ("41874@1587736345.1938:kvm_set_user_memory Slot#3 flags=0x0 gpa=0x0 size=0x0 ua=0x0",
      "6 digits of microseconds"),
+    # a damaged or mis-cased record is an error, not prose (it would silently vanish)
+    ("kvm_set_user_memory SLOT#1 flags=0x0 gpa=0x0 size=0x1000 ua=0x0 ret=0",
+     "cannot read field 'SLOT#1'"),
+    ("KVM_SET_USER_MEMORY Slot#1 flags=0x0 gpa=0x0 size=0x1000 ua=0x0 ret=0",
+     "event name is missing or misspelled"),
+    ("kvm_set_user_memry AddrSpace#0 Slot#1 flags=0x0 gpa=0x0 size=0x1000 ua=0x0 ret=0",
+     "event name is missing or misspelled"),
+    # what a record can hold: ret is 0 or -errno, fds are >= -1, fields fit their type
+    ("kvm_set_user_memory Slot#3 flags=0x0 gpa=0x0 size=0x0 ua=0x0 ret=1",
+     "ret: 1 is outside -4095..0"),
+    ("kvm_set_user_memory Slot#3 flags=0x0 gpa=0x0 size=0x0 ua=0x0 ret=-4096",
+     "ret: -4096 is outside -4095..0"),
+    ("kvm_set_user_memory AddrSpace#0 Slot#3 flags=0x0 gpa=0x0 size=0x0 ua=0x0 "
+     "guest_memfd=-2 guest_memfd_offset=0x0 ret=0", "guest_memfd: -2 is outside -1.."),
+    ("kvm_set_user_memory Slot#3 flags=0x0 gpa=0x10000000000000000 size=0x0 ua=0x0",
+     "gpa: 0x10000000000000000 does not fit in 64 bits"),
+    ("99999999@1587736345.193884:kvm_set_user_memory Slot#3 flags=0x0 gpa=0x0 size=0x0 "
+     "ua=0x0", "pid: 99999999 is outside"),
+    ("1@99999999999999999999999.193884:kvm_set_user_memory Slot#3 flags=0x0 gpa=0x0 "
+     "size=0x0 ua=0x0", "timestamp: 99999999999999999999999 s is past"),
 ])
 def test_malformed_lines_name_the_line_and_the_problem(line, why):
     text = "unrelated first line\n# a comment\n" + line + "\n"
     with pytest.raises(ValueError) as exc:
         load_qemu_trace(text)
-    assert str(exc.value).startswith("line 3: ")
+    assert isinstance(exc.value, TraceError)
+    assert str(exc.value).startswith("<text>:3: ")
     assert why in str(exc.value)
 
 
@@ -183,15 +204,17 @@ def test_sources_accepted():
     assert len(load_qemu_trace([line + "\n", "x\n"])) == 1        # iterable of lines
     assert len(load_qemu_trace((line + "\n").encode())) == 1      # bytes
     assert load_ops(SHARED_CSV)[0].tag == "[D]"                   # .csv by suffix
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(TraceError, match="^/nonexistent/trace.log: no such file$"):
         load_qemu_trace("/nonexistent/trace.log")
+    with pytest.raises(TraceError, match="^/nonexistent/x.csv: no such file$"):
+        load_ops("/nonexistent/x.csv")
 
 
 def test_csv_errors_name_the_line(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("# c\nunix_ts,as_id,slot,op,gpa_hex,size_hex,flags_hex\n"
                    "1.0,0,3,DELETE,0xfd000000,0x1000,0x0\n")
-    with pytest.raises(ValueError, match=r"^line 3: op DELETE disagrees"):
+    with pytest.raises(TraceError, match=rf"^{bad}:3: op: DELETE disagrees"):
         load_memslot_csv(bad)
 
 
@@ -237,3 +260,45 @@ def test_render_parse_round_trip(as_id, slot, flags, gpa, size, ua, ret, ts_us, 
         assert getattr(back, k) == getattr(op, k), k
     if ts_us is not None:
         assert round(back.timestamp * 1e6) == ts_us
+
+
+def test_bom_crlf_and_prose_count(tmp_path):
+    """A BOM no longer hides the first record; CRLF is read; prose lines are counted."""
+    line = ("kvm_set_user_memory AddrSpace#0 Slot#0 flags=0x0 gpa=0x0 size=0x1000 "
+            "ua=0x7f0000000000 ret=0")
+    p = tmp_path / "bom.trace"
+    p.write_bytes(b"\xef\xbb\xbf" + (line + "\r\nthe kvm_set_user_memory event\r\n"
+                                     + line.replace("Slot#0", "Slot#1")).encode())
+    ops = load_qemu_trace(p)
+    assert [o.slot for o in ops] == [0, 1]
+    assert ops.prose_lines == [2] and ops.source == str(p)
+
+
+def test_misaligned_rejected_requests_are_trace_content():
+    """The importer checks what a record can be, not what the kernel accepts."""
+    op = parse_trace_line("kvm_set_user_memory AddrSpace#0 Slot#2 flags=0x4 gpa=0xfeda0800 "
+                          "size=0x20000 ua=0x7fe1ebfff000 ret=-22")
+    assert op.gpa == 0xfeda0800 and op.ret == -22
+
+
+@pytest.mark.parametrize("row, why", [
+    ("1.0,0,3,CREATE,-0x1000,0x1000,0x0", "gpa: '-0x1000' is not a 0x-prefixed hex number"),
+    ("1.0,0,3,CREATE,0x0,0x100000000000000000000,0x0", "size: 0x100000000000000000000 does not"),
+    ("1.0,0,3,CREATE,0x0,0x1000,0x10000000000", "flags: 0x10000000000 does not fit in 32"),
+    ("nan,0,3,CREATE,0x0,0x1000,0x0", "unix_ts: nan is outside"),
+    ("1.0,0,70000,CREATE,0x0,0x1000,0x0", "slot: '70000' is not a 16-bit field"),
+    ('1.0,0,3,"CREATE,0x0,0x1000,0x0', "expected 7 columns"),
+])
+def test_csv_rejects_nonsense(tmp_path, row, why):
+    p = tmp_path / "x.csv"
+    p.write_text("unix_ts,as_id,slot,op,gpa_hex,size_hex,flags_hex\n" + row + "\n")
+    with pytest.raises(TraceError) as e:
+        load_memslot_csv(p)
+    assert str(e.value).startswith(f"{p}:2: ") and why in str(e.value)
+
+
+def test_csv_decode_error_names_file_and_line(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_bytes(b"unix_ts,as_id,slot,op,gpa_hex,size_hex,flags_hex\n1.0,0,3,\xff\n")
+    with pytest.raises(TraceError, match=rf"^{p}:2: not valid UTF-8 \(byte 0xff at column 9"):
+        load_memslot_csv(p)
