@@ -358,7 +358,7 @@ def ptable_walk_cost(npages: int, tracked_in_slot: int, tracked_total: int | Non
     entry of the table, in or out of the range), one ``hash_deletes`` per entry in the
     range; O(tracked), independent of ``npages``.  No ``mmu_lock``; the loop runs under
     ``vgpu_lock`` as v6.6's does."""
-    from .kvmgt import PTABLE_BITS
+    from .ptable import PTABLE_BITS
     buckets = (1 << PTABLE_BITS) if buckets is None else buckets
     total = tracked_in_slot if tracked_total is None else tracked_total
     probes = buckets + total
@@ -403,7 +403,7 @@ def _scale(c: HookCost, n: int) -> HookCost:
     on average, the range's tracked entries spread over the table's buckets, of which
     half are still there (the walk deletes them as it passes): ``hits / (2 * buckets)``
     chain steps per extra probe.  Counter, lpage and hash updates do not change."""
-    from .kvmgt import PTABLE_BITS
+    from .ptable import PTABLE_BITS
     probes = n
     chain = c.chain_steps + int(round((n - c.npages) * c.hash_deletes / (2 << PTABLE_BITS)))
     extra = probes - c.probes + chain - c.chain_steps

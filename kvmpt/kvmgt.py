@@ -1,16 +1,15 @@
-"""KVMGT, the external page tracker (drivers/gpu/drm/i915/gvt/kvmgt.c and gvt/page_track.c).
+"""KVMGT, the external page tracker (drivers/gpu/drm/i915/gvt/kvmgt.c).
 
 Two structures, kept apart as in the kernel:
 
-* ``ptable``: KVMGT's "protect table", ``DECLARE_HASHTABLE(ptable, 18)`` of
-  ``struct kvmgt_pgfn``: the gfns KVMGT asked KVM to write-track.  Modelled as
-  the chained hash table it is (2^18 buckets, ``hash_64()`` golden-ratio
-  hashing, ``hlist_add_head`` insertion), so that lookups cost chain steps.
-* ``page_track_tree``: GVT's radix tree of ``struct intel_vgpu_page_track``
-  (``tracked`` flag per gfn): the guest page-table pages GVT shadows.
+* ``ptable``: KVMGT's "protect table" of the gfns it asked KVM to write-track
+  (:class:`kvmpt.ptable.ProtectTable`);
+* ``page_track_tree``: GVT's radix tree of the guest page-table pages it shadows
+  (``kvmpt.gvt``, gvt/page_track.c).
 
-A guest write to a gfn in ``page_track_tree`` that does not reach
-``intel_vgpu_page_track_handler()`` leaves GVT's shadow page table stale.
+:class:`KVMGT` holds both; this module mirrors kvmgt.c: the notifier hooks
+(``kvmgt_page_track_write``, ``kvmgt_page_track_flush_slot`` /
+``kvmgt_page_track_remove_region``), ``intel_gvt_page_track_add/remove`` and close.
 """
 from __future__ import annotations
 
@@ -21,100 +20,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import lockdep as ld
-from .memslot import PAGE_SHIFT, MemorySlot, SlotArch
-from .page_track import (NotifierNode, gpa_to_gfn, update_gfn_disallow_lpage_count,
-                         update_gfn_write_track, write_track_add_gfn_locked,
+from .gvt import GvtPageTrack
+from .lockdep import reported_times
+from .memslot import MemorySlot
+from .page_track import (NotifierNode, gpa_to_gfn, replay_warnings, write_track_add_gfn_locked,
                          write_track_remove_gfn_locked)
+from .ptable import ProtectTable
 from .work import HookCall, Work
 
 if TYPE_CHECKING:  # pragma: no cover
     from .vm import VM
-
-GOLDEN_RATIO_64 = 0x61C8864680B583EB     # include/linux/hash.h
-U64 = (1 << 64) - 1
-PTABLE_BITS = 18                          # gvt.h: DECLARE_HASHTABLE(ptable, 18)
-
-
-def hash_64(val: int, bits: int = PTABLE_BITS) -> int:
-    """Mirrors ``hash_64_generic()`` (include/linux/hash.h): ``val * GOLDEN_RATIO_64 >> (64 - bits)``."""
-    return ((val * GOLDEN_RATIO_64) & U64) >> (64 - bits)
-
-
-def hash_64_array(gfns: np.ndarray, bits: int = PTABLE_BITS) -> np.ndarray:
-    """``hash_64`` over a ``uint64`` array (NumPy multiplies modulo 2^64)."""
-    with np.errstate(over="ignore"):
-        return (gfns.astype(np.uint64) * np.uint64(GOLDEN_RATIO_64)) >> np.uint64(64 - bits)
-
-
-class ProtectTable:
-    """KVMGT's ``ptable``: ``hash_init`` / ``hash_add`` / ``hash_del`` /
-    ``hash_for_each_possible`` over 2^18 hlist buckets."""
-
-    def __init__(self, bits: int = PTABLE_BITS) -> None:
-        self.bits = bits
-        self.buckets: dict[int, list[int]] = {}     # bucket -> gfns, chain head first
-        self.chain_len = np.zeros(1 << bits, dtype=np.int32)
-        self._members: set[int] = set()
-        self.gen = 0          # bumped by every change: kernels rebuild their flat copy
-        self.flat = None      # (gen, the kernels' flat form), see VM._ptable_arrays
-
-    def __contains__(self, gfn: int) -> bool:
-        return gfn in self._members
-
-    def __len__(self) -> int:
-        return len(self._members)
-
-    def gfns(self) -> set[int]:
-        return set(self._members)
-
-    def find(self, gfn: int) -> tuple[bool, int]:
-        """Mirrors ``__kvmgt_protect_table_find()``: walk the bucket until the gfn
-        matches.  Returns (found, chain steps)."""
-        chain = self.buckets.get(hash_64(gfn, self.bits), ())
-        for i, g in enumerate(chain):
-            if g == gfn:
-                return True, i + 1
-        return False, len(chain)
-
-    def add(self, gfn: int) -> None:
-        """Mirrors ``kvmgt_protect_table_add()`` after its find: ``hash_add`` puts the
-        node at the chain head."""
-        b = hash_64(gfn, self.bits)
-        self.buckets.setdefault(b, []).insert(0, gfn)
-        self.chain_len[b] += 1
-        self._members.add(gfn)
-        self.gen += 1
-
-    def delete(self, gfn: int) -> None:
-        """Mirrors ``kvmgt_protect_table_del()``'s ``hash_del`` + ``kfree``."""
-        b = hash_64(gfn, self.bits)
-        chain = self.buckets[b]
-        chain.remove(gfn)
-        if not chain:
-            del self.buckets[b]
-        self.chain_len[b] -= 1
-        self._members.discard(gfn)
-        self.gen += 1
-
-    def destroy(self) -> None:
-        """Mirrors ``kvmgt_protect_table_destroy()``: free every entry, no call into KVM."""
-        self.buckets.clear()
-        self.chain_len[:] = 0
-        self._members.clear()
-        self.gen += 1
-
-    def add_many(self, gfns: np.ndarray) -> None:
-        """``add(g)`` for each g in order (``hash_add`` at the chain head), with the
-        hashing vectorised: what the bulk shadowing path applies."""
-        if not gfns.size:
-            return
-        buckets = hash_64_array(gfns, self.bits).astype(np.int64)
-        for g, b in zip(gfns.tolist(), buckets.tolist()):
-            self.buckets.setdefault(b, []).insert(0, g)
-        np.add.at(self.chain_len, buckets, 1)
-        self._members.update(gfns.tolist())
-        self.gen += 1
-
 
 #: kinds of ``intel_gvt_page_track_add()`` result (the codes of the bulk kernel)
 ADDED, FOUND, EINVAL = 0, 1, 2
@@ -122,7 +37,7 @@ ADDED, FOUND, EINVAL = 0, 1, 2
 NOT_FOUND, FOUND_NOT_SHADOWED, FOUND_SHADOWED = 0, 1, 2
 
 
-class KVMGT:
+class KVMGT(GvtPageTrack):
     """One attached vGPU's KVMGT state (``struct intel_vgpu``), the object
     ``vm.attach_kvmgt()`` returns.
 
@@ -163,90 +78,9 @@ class KVMGT:
     def _changed(self) -> None:
         self.vm.generation += 1
 
-    # ------------------------------------------------------- GVT entry points
-    def shadow(self, gfn: int) -> None:
-        """GVT starts shadowing a guest page-table page.
-
-        Mirrors ``intel_vgpu_register_page_track()`` (radix-tree insert, -EEXIST
-        if present) then ``intel_vgpu_enable_page_track()`` ->
-        ``intel_gvt_page_track_add()`` (gvt/page_track.c, kvmgt.c).  On failure
-        the registration is undone and OSError is raised; nothing changes.
-        """
-        gfn = self.vm._check_gfn(gfn)
-        self._check_attached()
-        if gfn in self.page_track_tree:
-            raise OSError(errno.EEXIST, f"gfn {gfn:#x} is already shadowed "
-                          "(intel_vgpu_register_page_track: -EEXIST)")
-        r = self.page_track_add(gfn)
-        if r:
-            raise OSError(-r, f"intel_gvt_page_track_add(gfn={gfn:#x}) failed: "
-                          f"{errno.errorcode[-r]} (no memslot in address space 0 holds it)")
-        self._register(np.array([gfn], dtype=np.uint64))
-
-    def _register(self, gfns: np.ndarray) -> None:
-        """GVT's radix tree and the host page behind each gfn (none when no slot holds
-        it: v6.6 returns 0 for a gfn already in ``ptable`` whatever the slots say)."""
-        self.page_track_tree.update(dict.fromkeys(gfns.tolist(), True))
-        slots = self.vm._as[0]
-        for g in gfns.tolist():
-            slot = slots.find_gfn(g)
-            if slot is not None:
-                self.shadow_hva[g] = slot.userspace_addr + ((g - slot.base_gfn) << PAGE_SHIFT)
-        self._changed()
-
-    def shadow_many(self, gfns) -> None:
-        """``shadow(g)`` for each g of ``gfns`` (a NumPy integer array) in order: the
-        same state, warnings, Work and lockdep, and the same OSError at the same gfn
-        (the gfns before it stay shadowed).  With ``vm.kernels`` the adds run in one
-        jitted kernel (``kvmpt._kernels.track.page_track_add_gfns``)."""
-        gfns = _as_gfn_array(gfns)
-        self._check_attached()
-        if not self.vm.kernels:
-            for g in gfns.tolist():
-                self.shadow(g)
-            return
-        # intel_vgpu_register_page_track(): -EEXIST for a gfn already in the tree
-        tree, stop, seen = self.page_track_tree, gfns.shape[0], set()
-        for i, g in enumerate(gfns.tolist()):
-            if g in tree or g in seen:
-                stop = i
-                break
-            seen.add(g)
-        todo = gfns[:stop]
-        status, steps, tlb, done = self._page_track_add_kernel(todo)
-        n_ok = done - 1 if done and status[done - 1] == EINVAL else done
-        if n_ok < todo.shape[0]:
-            stop = n_ok                # the kernel stopped at a gfn no AS0 slot holds
-        self._book_adds(status[:n_ok], steps[:n_ok], tlb[:n_ok])
-        self._register(todo[:n_ok])
-        if stop < gfns.shape[0]:
-            self.shadow(int(gfns[stop]))          # raises as the loop would
-            raise AssertionError("shadow_many: shadow() did not raise where the loop stops")
-
-    def unshadow(self, gfn: int) -> None:
-        """Mirrors ``intel_vgpu_unregister_page_track()``: radix-tree delete, then
-        ``intel_gvt_page_track_remove()`` if it was tracked (its return value is
-        ignored, as in gvt/page_track.c).  Unshadowing an unknown gfn is a no-op."""
-        gfn = self.vm._check_gfn(gfn)
-        tracked = self.page_track_tree.pop(gfn, None)
-        self.shadow_hva.pop(gfn, None)
-        if tracked:
-            self.page_track_remove(gfn)
-        self._changed()
-
     def is_write_protected(self, gfn: int) -> bool:
         """Mirrors ``kvmgt_gfn_is_write_protected()``: the gfn is in ``ptable``."""
         return gfn in self.ptable
-
-    def stale_gfns(self) -> list[int]:
-        """Gfns GVT shadows whose guest writes (from a vCPU outside SMM) would not
-        reach its handler: no memslot, write-track count 0, not in ``ptable``, or
-        the vGPU is detached (its shadows stay; see ``detach``)."""
-        return sorted(g for g, tracked in self.page_track_tree.items()
-                      if tracked and self.vm._classify(g, 0) != "handled")
-
-    def shadowed_gfns(self) -> list[int]:
-        return sorted(g for g, t in self.page_track_tree.items() if t)
 
     def detach(self) -> None:
         """Mirrors ``intel_vgpu_close_device()`` (drivers/gpu/drm/i915/gvt/kvmgt.c, v6.6):
@@ -307,8 +141,9 @@ class KVMGT:
         return -errno.EINVAL if status == EINVAL else 0
 
     def _page_track_add_kernel(self, gfns: np.ndarray):
-        """``page_track_add`` for each gfn in one kernel call (until the first EINVAL):
-        returns (status, chain steps, TLB flush, gfns processed); WARNs replayed."""
+        """``page_track_add`` for each gfn in one kernel call, up to the first that fails
+        (-EINVAL, which the kernel leaves unchanged): returns (status, chain steps, TLB
+        flush, gfns added or found before it); WARNs replayed."""
         from ._kernels.track import EVENT_COLS, page_track_add_gfns
         vm = self.vm
         n = gfns.shape[0]
@@ -327,7 +162,7 @@ class KVMGT:
         replay_warnings(vm, sa.slots, events[:nev], lambda r: gfns[r], vm._op)
         self.ptable.add_many(added)
         vm._remember_ptable_arrays(self.ptable, pt)
-        return status, steps, tlb, int(done)
+        return status, steps, tlb, int(done) - int(bool(done) and status[done - 1] == EINVAL)
 
     def _book_adds(self, status: np.ndarray, steps: np.ndarray, tlb: np.ndarray) -> None:
         """The Work and lockdep of ``intel_gvt_page_track_add()`` calls with these
@@ -453,7 +288,7 @@ class KVMGT:
         may sleep (``cache_lock`` in ``intel_gvt_dma_unmap_guest_page``); a gfn GVT
         does not shadow returns -ENXIO first.
         """
-        vm, work, lockdep = self.vm, self.vm.work, self.vm.lockdep
+        work, lockdep = self.vm.work, self.vm.lockdep
         lock = self.design.kvmgt_lock
         totals = {"gfn_probes": n, "chain_steps": steps, "handler_calls": n if found else 0}
         if lock == "mmu_lock":
@@ -477,17 +312,6 @@ class KVMGT:
             finally:
                 for l in reversed(taken):
                     lockdep.release("vcpu", l)
-
-    def _failsafe_remove(self, gfn: int) -> None:
-        """``intel_vgpu_page_track_handler()`` with ``vgpu->failsafe`` set:
-        ``intel_gvt_page_track_remove()`` ("Remove write protection to prevent furture
-        traps").  Series v1 (gfn_lock) takes ``gfn_lock`` again there: a mutex is not
-        recursive, the call never returns (lockdep: recursive locking)."""
-        vm = self.vm
-        if self.design.kvmgt_lock == "gfn_lock" and vm.lockdep.holds("vcpu", ld.GFN_LOCK):
-            vm.lockdep.acquire("vcpu", ld.GFN_LOCK)
-            return
-        self.page_track_remove(gfn)
 
     # ------------------------------------------------------------- the slot hook
     def slot_hook(self, hook: str, base_gfn: int, npages: int, slot: "MemorySlot | None",
@@ -589,39 +413,3 @@ class KVMGT:
         if outer_mmu:
             work.mmu_lock_end()
         vm.lockdep.release("ioctl", lock)
-
-
-@contextlib.contextmanager
-def reported_times(lockdep: ld.Lockdep, n: int):
-    """What lockdep reports inside the block is reported ``n`` times: the block
-    stands for ``n`` calls of one kind that take the same locks in the same state."""
-    first = len(lockdep.reports)
-    yield
-    lockdep.reports.extend(lockdep.reports[first:] * (n - 1))
-
-
-def replay_warnings(vm, slots, events: np.ndarray, gfn_of_row, op: int) -> None:
-    """Turn a kernel's WARN event rows ``(row, count, slot index, counter before,
-    lpage 2M before, lpage 1G before)`` into the model's ``KernelWarning``s, in order,
-    by running ``kvmpt.page_track``'s own update functions on a one-gfn copy of the
-    slot (so the text is the model's)."""
-    for row in events:
-        r, count, si, before, b2, b3 = (int(x) for x in row)
-        gfn = int(gfn_of_row(r))
-        s = slots[si]
-        fake = MemorySlot(s.id, s.as_id, gfn, 1, s.flags, s.userspace_addr, SlotArch(
-            np.array([before], dtype=np.uint16),
-            [np.array([b2], dtype=np.int32), np.array([b3], dtype=np.int32)]))
-        update_gfn_write_track(fake, gfn, count, None, vm.warnings, op)
-        update_gfn_disallow_lpage_count(fake, gfn, count, None, vm.warnings, op)
-
-
-def _as_gfn_array(gfns) -> np.ndarray:
-    a = np.asarray(gfns)
-    if a.ndim != 1:
-        raise ValueError(f"gfns must be a 1-D array, got shape {a.shape}")
-    if a.size and a.dtype.kind not in "iu":
-        raise ValueError(f"gfns must be integers, got dtype {a.dtype}")
-    if a.dtype.kind == "i" and a.size and int(a.min()) < 0:
-        raise ValueError("gfns must be non-negative")
-    return np.ascontiguousarray(a, dtype=np.uint64)

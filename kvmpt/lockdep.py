@@ -30,6 +30,7 @@ passes classes and works unchanged.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 #: kinds of lock: spinning ones forbid sleeping while held.
@@ -224,3 +225,12 @@ class Lockdep:
 
     def assert_held_write(self, ctx: str, lock: AnyLock, where: str = "") -> bool:
         return self.assert_held(ctx, lock, "write", where)
+
+
+@contextlib.contextmanager
+def reported_times(lockdep: "Lockdep", n: int):
+    """What lockdep reports inside the block is reported ``n`` times: the block
+    stands for ``n`` calls of one kind that take the same locks in the same state."""
+    first = len(lockdep.reports)
+    yield
+    lockdep.reports.extend(lockdep.reports[first:] * (n - 1))

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .memslot import HUGE_LEVELS, PAGE_SHIFT, USHRT_MAX, MemorySlot, gfn_to_index
+import numpy as np
+
+from .memslot import HUGE_LEVELS, PAGE_SHIFT, USHRT_MAX, MemorySlot, SlotArch, gfn_to_index
 from .work import Work
 
 #: Assumption [G]: when a gfn's count goes 0 -> 1, the guest had the page mapped
@@ -117,3 +119,19 @@ class NotifierNode:
     name: str
     external: bool
     owner: object = None
+
+
+def replay_warnings(vm, slots, events: np.ndarray, gfn_of_row, op: int) -> None:
+    """Turn a kernel's WARN event rows ``(row, count, slot index, counter before,
+    lpage 2M before, lpage 1G before)`` into the model's ``KernelWarning``s, in order,
+    by running ``kvmpt.page_track``'s own update functions on a one-gfn copy of the
+    slot (so the text is the model's)."""
+    for row in events:
+        r, count, si, before, b2, b3 = (int(x) for x in row)
+        gfn = int(gfn_of_row(r))
+        s = slots[si]
+        fake = MemorySlot(s.id, s.as_id, gfn, 1, s.flags, s.userspace_addr, SlotArch(
+            np.array([before], dtype=np.uint16),
+            [np.array([b2], dtype=np.int32), np.array([b3], dtype=np.int32)]))
+        update_gfn_write_track(fake, gfn, count, None, vm.warnings, op)
+        update_gfn_disallow_lpage_count(fake, gfn, count, None, vm.warnings, op)

@@ -34,7 +34,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 import reference as ref
 from kvmpt import VM, Design
 from kvmpt._kernels import policy, warmup
-from kvmpt.kvmgt import ProtectTable
+from kvmpt.ptable import ProtectTable
 from kvmpt.vm import WRITE_OUTCOMES
 from kvmpt.work import HookCall
 

@@ -15,8 +15,6 @@ of its flat ``ptable`` and the slots' counter arrays, and books what comes back.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .common import U64_1, find_slot, hash_64, hlist_del, hlist_find, occ_test
 from .policy import kernel
 from .track import write_track_update_gfn
