@@ -13,8 +13,8 @@ __all__ = ["Design", "VM", "__version__"]
 
 
 def __getattr__(name):  # lazy: keep `import kvmpt` cheap (no numba, no plotly)
-    if name == "VM":
-        from .vm import VM
+    if name == "VM":           # the model's VM plus vm.replay() (kvmpt.replay.VM)
+        from .replay import VM
         return VM
     if name == "run":
         from .scenario import run

@@ -225,9 +225,10 @@ def c_walk(lib, base, npages, pt, delete):
 # ------------------------------------------------------------------- run
 def run(args) -> int:
     from . import __version__
-    from ._kernels import policy, warmup
+    from ._kernels import policy
+    from .vm import warmup
     from ._kernels import walk as kwalk
-    from ._kernels.flat import slots_as_arrays
+    from .flat import slots_as_arrays
 
     if args.quick:
         args.guest_gib, args.writes, args.walk_tib = 1, 200_000, 1 / 64

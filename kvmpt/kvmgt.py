@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,8 +27,6 @@ from .page_track import (NotifierNode, gpa_to_gfn, replay_warnings, write_track_
 from .ptable import ProtectTable
 from .work import HookCall, Work
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .vm import VM
 
 #: kinds of ``intel_gvt_page_track_add()`` result (the codes of the bulk kernel)
 ADDED, FOUND, EINVAL = 0, 1, 2
@@ -50,7 +47,7 @@ class KVMGT(GvtPageTrack):
     walk).  ``vm.kernels`` chooses the path; the plain one has no jitted call.
     """
 
-    def __init__(self, vm: "VM") -> None:
+    def __init__(self, vm) -> None:       # vm: the kvmpt.vm.VM this vGPU attaches to
         self.vm = vm
         self.design = vm.design
         self.ptable = ProtectTable()
@@ -364,7 +361,7 @@ class KVMGT(GvtPageTrack):
 
     def _walk_kernel(self, base_gfn: int, npages: int, slot):
         """``_walk_plain`` in one kernel call (``kvmpt._kernels.walk.slot_walk``)."""
-        from ._kernels.flat import slots_as_arrays
+        from .flat import slots_as_arrays
         from ._kernels.walk import DROP_LOOKUP, DROP_NONE, DROP_SLOT, slot_walk
         vm = self.vm
         if not len(self.ptable):

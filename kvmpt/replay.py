@@ -40,6 +40,7 @@ from .design import Design
 from .design import parse_design as _parse_design
 from .memslot import CHANGES, DELETE
 from .trace import MemslotOp, load_ops
+from .vm import VM as _ModelVM
 
 __all__ = [
     "KINDS", "WORK_FIELDS", "OpResult", "ReplayResult", "TrackedSet", "classify",
@@ -556,8 +557,16 @@ def replay(vm, ops: Sequence[MemslotOp], *, kvmgt: bool = False, tracked: int = 
 
 
 def _new_vm(design):
-    from .vm import VM          # late: vm.py is the model, and the heavy import
     return VM(design=Design.coerce(design))
+
+
+class VM(_ModelVM):
+    """``kvmpt.VM``: the model's :class:`kvmpt.vm.VM` with ``vm.replay(ops)`` (the
+    contract's name), which lives here so that the model imports nothing above it."""
+
+    def replay(self, ops, **kwargs) -> "ReplayResult":
+        """Apply QEMU memslot ops (``kvmpt.trace.load_qemu_trace``): :func:`replay`."""
+        return replay(self, ops, **kwargs)
 
 
 def replay_designs(ops: Sequence[MemslotOp], designs: Sequence[Design | str] = ("v6.5", "v6.6"),

@@ -33,7 +33,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import reference as ref
 from kvmpt import VM, Design
-from kvmpt._kernels import policy, warmup
+from kvmpt._kernels import policy
+from kvmpt.vm import warmup
 from kvmpt.ptable import ProtectTable
 from kvmpt.vm import WRITE_OUTCOMES
 from kvmpt.work import HookCall
@@ -512,9 +513,9 @@ sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower(
 sys.path.insert(0, sys.argv[1])
 import kvmpt
 assert kvmpt.__file__.startswith(sys.argv[1]), kvmpt.__file__
-from kvmpt import _kernels
 from kvmpt._kernels import common, track, walk, workload, writes
-_kernels.warmup()
+from kvmpt.vm import warmup
+warmup()
 hits = misses = 0
 for mod in (common, track, walk, workload, writes):
     for f in vars(mod).values():

@@ -16,7 +16,7 @@ from kvmpt.replay import (KINDS, classify, infer_prologue, place_tracked, replay
                           replay_designs)
 from kvmpt.textreport import MAX_WIDTH, render_replay
 from kvmpt.trace import MemslotOp, load_ops, load_qemu_trace
-from kvmpt.vm import VM as _VM
+from kvmpt import VM as _VM
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT / "data" / "traces"

@@ -214,16 +214,6 @@ def test_incremental_checks_match_full_checks():
     assert np.array_equal(a.timeseries["stale_gfns"], b.timeseries["stale_gfns"])
 
 
-def test_write_loop_fallback_matches_batch(monkeypatch):
-    from kvmpt.vm import VM
-    if not hasattr(VM, "guest_write_batch"):
-        pytest.skip("no Numba write kernel yet: run() uses the plain loop anyway")
-    sc = small("q35-adversarial", prepare_fail_rate=0.5, duration_s=0.3)
-    batch = run(sc, "v6.5").summary
-    monkeypatch.delattr(VM, "guest_write_batch")
-    assert run(sc, "v6.5").summary == batch
-
-
 def test_smm_boot_trace_reaches_kvmgt_from_address_space_1():
     # workloads.md §2.5 [D]: AS1 DELETEs of RAM drop KVMGT's entries for AS0-tracked gfns;
     # in v6.5 the per-gfn remove against the AS1 slot's zero counters WARNs.

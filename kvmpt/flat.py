@@ -1,4 +1,4 @@
-"""Model objects -> the flat arrays the kernels take (struct of arrays).
+"""The model's bridge to the Numba kernels: model objects -> the flat arrays they take.
 
 ``build_ptable_arrays(pt)``: KVMGT's ``ProtectTable`` as an ``hlist`` in arrays
 (``head``, ``nxt``, ``key``, ``clen``, ``occ``; see ``common``).  Kernels that
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..memslot import KVM_MEM_READONLY
-from .common import build_occ
+from ._kernels.common import build_occ
+from .memslot import KVM_MEM_READONLY
 
 
 @dataclass
