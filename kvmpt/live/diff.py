@@ -20,17 +20,33 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from ..textreport import fmt_errno as errname
 from .ioctl import Kvm
 from .model import ModelSide
 from .requests import Request, sequences
 
-__all__ = ["Outcome", "DiffReport", "run_sequence", "differential", "shrink", "errname"]
+__all__ = ["Outcome", "DiffReport", "run_sequence", "differential", "shrink"]
 
 
-def errname(e: int | None) -> str:
-    if e is None:
-        return "-"
-    return "0" if e == 0 else errno_mod.errorcode.get(e, str(e))
+#: (words in either model's reason, the rule that changed after v6.6), first match wins
+CHANGED_RULES = (
+    ("", "KVM_SET_USER_MEMORY_REGION2 (6.8+; -ENOTTY in v6.6)"),
+    ("KVM_ADDRESS_SPACE_NUM", "one address space (KVM_CAP_MULTI_ADDRESS_SPACE: no SMM)"),
+    ("access_ok", "access_ok() against USER_PTR_MAX (v6.6: the sign bit)"),
+    ("GUEST_MEMFD", "guest_memfd (6.8+)"),
+    ("guest_memfd", "guest_memfd (6.8+)"),
+)
+AFTERMATH = "aftermath: an earlier changed request left the two models' slots different"
+
+
+def changed_rule(o: "Outcome") -> str:
+    """The rule that makes the host-profile and v6.6 answers differ for ``o``."""
+    if o.v66 == errno_mod.ENOTTY and o.request.v2:
+        return CHANGED_RULES[0][1]
+    for words, rule in CHANGED_RULES[1:]:
+        if words in o.model_reason or words in o.v66_reason:
+            return rule
+    return AFTERMATH
 
 
 @dataclass(frozen=True)
@@ -74,6 +90,8 @@ class DiffReport:
     by_errno: Counter = field(default_factory=Counter)     # host errno name -> n
     disagreements: list[tuple[int, list[Request], Outcome]] = field(default_factory=list)
     restarts: int = 0
+    facts: dict = field(default_factory=dict)
+    profile: object = None
 
     @property
     def agreement(self) -> float:
@@ -92,7 +110,7 @@ class DiffReport:
                 self.unchanged += 1
                 self.unchanged_agree += o.host == o.v66
             else:
-                self.changed[(errname(o.v66), errname(o.model), o.model_reason)] += 1
+                self.changed[(changed_rule(o), errname(o.v66), errname(o.model))] += 1
 
     def summary_lines(self) -> list[str]:
         lines = [
@@ -106,9 +124,9 @@ class DiffReport:
                                                  sorted(self.by_errno.items())),
         ]
         if self.changed:
-            lines.append("rules that changed after v6.6 (v6.6 errno -> host errno: rule, count):")
-            for (a, b, why), n in sorted(self.changed.items(), key=lambda kv: -kv[1]):
-                lines.append(f"  {a} -> {b}: {why}: {n:,}")
+            lines.append("requests whose rule changed after v6.6 (v6.6 errno -> host errno):")
+            for (why, a, b), n in sorted(self.changed.items(), key=lambda kv: (kv[0][0], -kv[1])):
+                lines.append(f"  {why}: {a} -> {b}: {n:,}")
         if self.disagreements:
             lines.append(f"DISAGREEMENTS: {len(self.disagreements)}")
             for seq_seed, reqs, out in self.disagreements:
@@ -122,11 +140,12 @@ class DiffReport:
 
 
 def run_sequence(kvm: Kvm, reqs: Sequence[Request], host_profile, v66_profile,
-                 stop_at_disagreement: bool = True) -> list[Outcome]:
+                 max_gfn: int, stop_at_disagreement: bool = True) -> list[Outcome]:
     """Send ``reqs`` to a fresh VM of ``kvm`` and to two fresh model VMs; the
     outcomes up to and including the first disagreement (all of them with
     ``stop_at_disagreement=False``).  The VM is closed on return."""
-    host_model, v66_model = ModelSide(host_profile), ModelSide(v66_profile)
+    host_model = ModelSide(host_profile, max_gfn)
+    v66_model = ModelSide(v66_profile, max_gfn)
     outs: list[Outcome] = []
     with kvm.create_vm() as vm:
         for i, req in enumerate(reqs):
@@ -143,13 +162,13 @@ def run_sequence(kvm: Kvm, reqs: Sequence[Request], host_profile, v66_profile,
     return outs
 
 
-def shrink(kvm: Kvm, reqs: Sequence[Request], host_profile, v66_profile,
+def shrink(kvm: Kvm, reqs: Sequence[Request], host_profile, v66_profile, max_gfn: int,
            budget: int = 400) -> tuple[list[Request], Outcome]:
     """A minimal sub-sequence of ``reqs`` whose last request still disagrees
     (greedy delta debugging: drop chunks, then single requests, while the
     disagreement stays).  ``budget`` bounds the number of replays."""
     def failing(cand: list[Request]) -> Outcome | None:
-        outs = run_sequence(kvm, cand, host_profile, v66_profile)
+        outs = run_sequence(kvm, cand, host_profile, v66_profile, max_gfn)
         return outs[-1] if outs and not outs[-1].agree else None
 
     cur = list(reqs)
@@ -182,23 +201,26 @@ def differential(total: int = 10_000, seed: int = 0, length: int = 50,
     to live VMs and to the model; the :class:`DiffReport`.  ``region2`` defaults
     to whether the host has ``KVM_CAP_USER_MEMORY2``.  ``progress(done, total)``
     is called after each sequence."""
-    from .host import host_profile as probe_profile
     from ..memslot import V6_6
+    from .host import host_facts, host_profile as make_profile
 
     t0 = time.perf_counter()
     rep = DiffReport(seed=seed)
     with Kvm(*(() if kvm_path is None else (kvm_path,))) as kvm:
-        hp = host_profile or probe_profile(kvm)
+        facts = host_facts(kvm)
+        hp = host_profile or make_profile(facts=facts)
         v66 = v66_profile or V6_6
+        rep.facts, rep.profile = facts, hp
+        max_gfn = facts["max_gfn"]
         if region2 is None:
-            region2 = bool(hp.region2)
+            region2 = bool(hp.user_memory2)
         for seq_seed, reqs in sequences(seed, total, length, region2):
-            outs = run_sequence(kvm, reqs, hp, v66)
+            outs = run_sequence(kvm, reqs, hp, v66, max_gfn)
             rep.sequences += 1
             rep.add(outs)
             if outs and not outs[-1].agree:
                 rep.restarts += 1
-                small, out = shrink(kvm, outs_requests(outs), hp, v66)
+                small, out = shrink(kvm, outs_requests(outs), hp, v66, max_gfn)
                 rep.disagreements.append((seq_seed, small, out))
             if progress is not None:
                 progress(rep.requests, total)

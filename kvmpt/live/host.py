@@ -117,15 +117,49 @@ def host_facts(kvm: Kvm, probe: bool = True) -> dict:
 
 
 def host_profile(kvm: Kvm | None = None, facts: dict | None = None):
-    """The :class:`kvmpt.memslot.KernelProfile` of the running kernel: the v6.6
-    profile with every field this kernel answers differently replaced by what
-    it reports (capabilities) or what :func:`probe_limits` measured."""
-    from ..memslot import V6_6, KernelProfile
+    """The :class:`kvmpt.memslot.KernelProfile` of the running kernel: ``V6_6`` with
+    each rule this kernel answers differently replaced by what it reports or what
+    :func:`probe_limits` measured; ``profile.sources`` says which for every field."""
+    from ..memslot import KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, V6_6
     if facts is None:
         if kvm is None:
             with Kvm() as k:
                 facts = host_facts(k)
         else:
             facts = host_facts(kvm)
-    return KernelProfile.from_host(facts, base=V6_6) if hasattr(KernelProfile, "from_host") \
-        else replace(V6_6)
+    flags = KVM_MEM_LOG_DIRTY_PAGES
+    if facts["kvm_cap_readonly_mem"]:
+        flags |= KVM_MEM_READONLY
+    if facts["kvm_cap_guest_memfd"]:          # asked on the VM fd: for this VM type
+        flags |= KVM_MEM_GUEST_MEMFD
+    where = f"on {facts['kernel']} ({facts['date']})"
+    return replace(
+        V6_6,
+        name=f"host {facts['kernel']}",
+        # KVM_CAP_NR_MEMSLOTS returns KVM_USER_MEM_SLOTS (virt/kvm/kvm_main.c)
+        user_mem_slots=facts["kvm_cap_nr_memslots"],
+        # KVM_CAP_MULTI_ADDRESS_SPACE: the number of address spaces, or 0 when the kernel
+        # has one (the case is compiled only for KVM_MAX_NR_ADDRESS_SPACES > 1)
+        address_spaces=max(1, facts["kvm_cap_multi_address_space"]),
+        # check_memory_region_flags(): READONLY with kvm_arch_has_readonly_mem(), GUEST_MEMFD
+        # where the VM type supports guest_memfd (KVM_CAP_GUEST_MEMFD asked on the VM)
+        valid_flags=flags,
+        v1_flags=KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY,
+        access_ok="user-ptr-max",
+        user_ptr_max=facts["user_ptr_max"],
+        user_memory2=bool(facts["kvm_cap_user_memory2"]),
+        sources=(
+            ("user_mem_slots", f"[M] KVM_CHECK_EXTENSION(KVM_CAP_NR_MEMSLOTS) {where}"),
+            ("address_spaces", f"[M] KVM_CHECK_EXTENSION(KVM_CAP_MULTI_ADDRESS_SPACE) = "
+                               f"{facts['kvm_cap_multi_address_space']} {where}"),
+            ("valid_flags", f"[M] KVM_CAP_READONLY_MEM, KVM_CAP_GUEST_MEMFD (VM fd) {where}; "
+                            "[S] check_memory_region_flags (virt/kvm/kvm_main.c, 6.8+)"),
+            ("v1_flags", "[S] KVM_SET_USER_MEMORY_REGION_V1_FLAGS (virt/kvm/kvm_main.c, 6.8+)"),
+            ("access_ok", "[S] x86-64 __access_ok(): valid_user_address(ptr + size) compares "
+                          "with runtime_const_ptr(USER_PTR_MAX) (arch/x86/include/asm/"
+                          "uaccess_64.h, 6.12+)"),
+            ("user_ptr_max", f"[M] largest accepted userspace_addr + memory_size, binary "
+                             f"search with one-page slots {where}"),
+            ("user_memory2", f"[M] KVM_CHECK_EXTENSION(KVM_CAP_USER_MEMORY2) {where}"),
+        ),
+    )

@@ -31,6 +31,7 @@ UA_BASE = 0x1000_0000_0000
 #: x86-64 4-level paging: TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE
 _TOP_4LEVEL = (1 << 47) - PAGE
 _MAX_NR_PAGES = (1 << 31) - 1
+_U64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class _Gen:
             return self.rng.choice((KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
                                     KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY))
         if r < 0.95:
-            return KVM_MEM_GUEST_MEMFD | self.rng.randrange(4)
+            return KVM_MEM_GUEST_MEMFD | self.rng.choice((0, 0, 1, 2))
         return 1 << self.rng.randrange(32)
 
     def size(self) -> int:
@@ -166,14 +167,16 @@ class _Gen:
         elif r < 0.90:                                   # no change at all
             req = old
         elif r < 0.95:                                   # invalid modify: hva or size
-            req = replace(old, ua=old.ua + 2 * MiB) if self.rng.random() < 0.5 \
-                else replace(old, size=old.size + 2 * MiB)
+            req = replace(old, ua=(old.ua + 2 * MiB) & _U64) if self.rng.random() < 0.5 \
+                else replace(old, size=(old.size + 2 * MiB) & _U64)
         else:                                            # DELETE of a random slot
             req = Request(self.slot(), 0, 0, 0, UA_BASE)
         if self.region2 and self.rng.random() < 0.3:
             req = replace(req, v2=True,
-                          guest_memfd_offset=self.rng.choice((0, 0, PAGE, 1)),
-                          guest_memfd=self.rng.choice((0, 0, 3, 1 << 31)))
+                          guest_memfd_offset=self.rng.choice((0, 0, PAGE, 1, (1 << 64) - PAGE)),
+                          # fds that are never open (negative as an int): kvm_gmem_bind()
+                          # finds no file, on any machine
+                          guest_memfd=self.rng.choice((0xFFFF_FFFF, 1 << 31)))
         else:
             req = replace(req, v2=False, guest_memfd_offset=0, guest_memfd=0)
         if req.size:

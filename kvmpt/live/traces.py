@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..replay import infer_prologue
 from ..trace import load_qemu_trace
-from .diff import errname
+from ..textreport import fmt_errno as errname
 from .ioctl import Kvm
 from .model import ModelSide
 
@@ -65,11 +65,13 @@ def trace_files(directory: Path = TRACES_DIR) -> list[Path]:
     return sorted(p for p in directory.glob("*.trace") if p.name not in NOT_REPLAYED)
 
 
-def replay_trace(kvm: Kvm, path: Path, host_profile, v66_profile) -> list[TraceOp]:
+def replay_trace(kvm: Kvm, path: Path, host_profile, v66_profile,
+                 max_gfn: int) -> list[TraceOp]:
     """Replay one trace file on a fresh live VM and the two model VMs."""
     ops = load_qemu_trace(path)
     ops = infer_prologue(ops) + ops
-    host_model, v66_model = ModelSide(host_profile), ModelSide(v66_profile)
+    host_model = ModelSide(host_profile, max_gfn)
+    v66_model = ModelSide(v66_profile, max_gfn)
     out: list[TraceOp] = []
     with kvm.create_vm() as vm:
         for op in ops:
@@ -81,9 +83,9 @@ def replay_trace(kvm: Kvm, path: Path, host_profile, v66_profile) -> list[TraceO
     return out
 
 
-def replay_traces(host_profile, v66_profile, directory: Path = TRACES_DIR,
+def replay_traces(host_profile, v66_profile, max_gfn: int, directory: Path = TRACES_DIR,
                   kvm_path: str | None = None) -> dict[str, list[TraceOp]]:
     """Every replayable committed trace: file name -> its replayed ops."""
     with Kvm(*(() if kvm_path is None else (kvm_path,))) as kvm:
-        return {p.name: replay_trace(kvm, p, host_profile, v66_profile)
+        return {p.name: replay_trace(kvm, p, host_profile, v66_profile, max_gfn)
                 for p in trace_files(directory)}
