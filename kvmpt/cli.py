@@ -35,6 +35,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("kvmpt.sweep", "sweep design knobs and workload parameters"),
     "race": ("kvmpt.race.cli", "explore the lock interleavings of a design "
                                "(--email: a witness for a list reply)"),
+    "live": ("kvmpt.live.command", "check the model against this machine's /dev/kvm and "
+                                   "calibrate costs on it"),
 }
 
 EXIT_USAGE = 2

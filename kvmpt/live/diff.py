@@ -36,7 +36,7 @@ CHANGED_RULES = (
     ("GUEST_MEMFD", "guest_memfd (6.8+)"),
     ("guest_memfd", "guest_memfd (6.8+)"),
 )
-AFTERMATH = "aftermath: an earlier changed request left the two models' slots different"
+AFTERMATH = "aftermath (the models' slots differ since an earlier one)"
 
 
 def changed_rule(o: "Outcome") -> str:
