@@ -88,3 +88,20 @@ def model_trapped_write_us(costs=None) -> dict[str, float]:
     w.add("emulated_writes")
     return {"vm_exit": costs.cycles_to_us(exit_only),
             "vm_exit + emulation": costs.cycles_to_us(costs.total(w))}
+
+
+def model_price_table(sizes, costs=None) -> str:
+    """The model's prices of the calibrated operations as a fixed-width text table
+    (one row per operation and size, one column per :data:`MODEL_CASES` case)."""
+    from ..textreport import fmt_bytes, fmt_seconds, table
+    pts = {(p.case, p.op, p.size): p for p in model_costs(sizes, costs)}
+    cols = ("op", "slot") + tuple(("KVM alone", "6.5+KVMGT", "6.6+KVMGT")[:len(MODEL_CASES)])
+    rows = []
+    for op in OPS:
+        for s in sizes:
+            cells = []
+            for case, _, _ in MODEL_CASES:
+                p = pts[(case, op, s)]
+                cells.append(fmt_seconds(p.us * 1e-6) + (" (EINVAL)" if p.errno else ""))
+            rows.append((op.replace("FLAGS_ONLY_", "FLAGS "), fmt_bytes(s), *cells))
+    return table(cols, rows)

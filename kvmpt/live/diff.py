@@ -230,3 +230,27 @@ def differential(total: int = 10_000, seed: int = 0, length: int = 50,
 
 def outs_requests(outs: Sequence[Outcome]) -> list[Request]:
     return [o.request for o in outs]
+
+
+def describe_requests(seed: int, total: int, length: int = 50, region2: bool = True) -> str:
+    """What :func:`kvmpt.live.requests.sequences` generates for ``seed`` and what the
+    v6.6 model answers to it (no kernel needed): a few lines of text, the same on
+    every machine."""
+    from ..memslot import V6_6
+    kinds: Counter = Counter()
+    answers: Counter = Counter()
+    n = 0
+    for _, reqs in sequences(seed, total, length, region2):
+        model = ModelSide(V6_6)
+        for r in reqs:
+            n += 1
+            kinds["REGION2" if r.v2 else "REGION"] += 1
+            kinds["size 0 (DELETE)" if r.size == 0 else "size > 0"] += 1
+            e, why = model.apply(r)
+            answers[errname(e) if e else why] += 1
+    import textwrap
+    lines = [f"{n:,} requests from seed {seed} (sequences of {length}):",
+             "  " + ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())),
+             "the v6.6 model answers:",
+             "  " + ", ".join(f"{k} {v:,}" for k, v in sorted(answers.items()))]
+    return "\n".join(textwrap.fill(x, 79, subsequent_indent="  ") for x in lines)

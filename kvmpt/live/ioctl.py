@@ -25,7 +25,8 @@ __all__ = [
     "KVM_EXIT_MMIO", "KVM_EXIT_HLT",
 ]
 
-KVM_DEVICE = "/dev/kvm"
+#: the KVM device; ``KVMPT_KVM_DEVICE`` points elsewhere (a test of the no-KVM path)
+KVM_DEVICE = os.environ.get("KVMPT_KVM_DEVICE", "/dev/kvm")
 
 # include/uapi/asm-generic/ioctl.h
 _IOC_WRITE, _IOC_READ = 1, 2
