@@ -140,23 +140,29 @@ def _ioctl_errno(fd: int, request: int, struct: ctypes.Structure) -> int:
     return 0
 
 
-class Kvm:
-    """``/dev/kvm`` (a context manager that closes it)."""
+class _Fd:
+    """Owns one file descriptor: closed by :meth:`close` or on leaving a ``with`` block."""
 
-    def __init__(self, path: str = KVM_DEVICE):
-        self.path = path
-        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    fd: int = -1
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "Kvm":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Kvm(_Fd):
+    """``/dev/kvm`` (a context manager that closes it)."""
+
+    def __init__(self, path: str = KVM_DEVICE):
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
 
     def api_version(self) -> int:
         return fcntl.ioctl(self.fd, KVM_GET_API_VERSION, 0)
@@ -172,7 +178,7 @@ class Kvm:
         return LiveVM(self, fcntl.ioctl(self.fd, KVM_CREATE_VM, vm_type))
 
 
-class LiveVM:
+class LiveVM(_Fd):
     """A VM file descriptor from ``KVM_CREATE_VM``; closing it destroys the VM
     (once its vCPUs are closed too)."""
 
@@ -180,17 +186,6 @@ class LiveVM:
         self.kvm, self.fd = kvm, fd
         self._region = kvm_userspace_memory_region()
         self._region2 = kvm_userspace_memory_region2()
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self) -> "LiveVM":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def check_extension(self, cap: int | str) -> int:
         """``KVM_CHECK_EXTENSION`` on the VM fd (``KVM_CAP_CHECK_EXTENSION_VM``): the
@@ -219,7 +214,7 @@ class LiveVM:
         return LiveVcpu(self, fcntl.ioctl(self.fd, KVM_CREATE_VCPU, vcpu_id))
 
 
-class LiveVcpu:
+class LiveVcpu(_Fd):
     """A vCPU fd and its mapped ``struct kvm_run`` (unmapped and closed on exit)."""
 
     # struct kvm_run offsets (include/uapi/linux/kvm.h)
@@ -235,15 +230,7 @@ class LiveVcpu:
         if self.run_map is not None:
             self.run_map.close()
             self.run_map = None
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self) -> "LiveVcpu":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        super().close()
 
     def run(self) -> int:
         """``KVM_RUN``; returns ``kvm_run->exit_reason``."""
