@@ -179,6 +179,14 @@ live_figs.mmio_figure(cal, model_trapped_write_us()).show()
 # write-tracked gfn's emulation does not pay; the model's exit + emulation should sit below it.
 #
 # ## Summary
+#
+# * The model's memslot rules hold against a running kernel once the rules that changed after
+#   v6.6 are data (`KernelProfile`); the notebook and `kvmpt live` print the agreement of the run.
+# * Memslot ioctls on a real kernel cost time linear in the slot size (metadata allocation and
+#   freeing), which the model does not price: the model's costs are the page-track hooks and
+#   the memslot swaps around them.
+# * Rerun it on your machine: `kvmpt live` prints the same checks as text and writes a
+#   measurement file (`data/README.md`, `data/host/`).
 
 # %% tags=["nbval-ignore-output"]
 if LIVE:
@@ -195,14 +203,6 @@ if d1 is not None:
 print(f"- trapped write round trip: {cal.get('MMIO_ROUND_TRIP').median * 1e6:.1f} µs")
 
 # %% [markdown]
-# * The model's memslot rules hold against a running kernel once the rules that changed after
-#   v6.6 are data (`KernelProfile`); the cell above prints the agreement of this run.
-# * Memslot ioctls on a real kernel cost time linear in the slot size (metadata allocation and
-#   freeing), which the model does not price: the model's costs are the page-track hooks and
-#   the memslot swaps around them.
-# * Rerun it on your machine: `kvmpt live` prints the same checks as text and writes a
-#   measurement file (`data/README.md`, `data/host/`).
-#
 # ## References
 #
 # * `virt/kvm/kvm_main.c`: `kvm_vm_ioctl_set_memory_region()`, `__kvm_set_memory_region()`
