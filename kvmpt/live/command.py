@@ -19,7 +19,7 @@ from ..textreport import MAX_WIDTH, fmt_bytes, fmt_count, fmt_seconds, header, r
     table
 from .calibrate import MMIO, OPS, SIZES, peak_rss_bytes
 
-HELP = "check the model against this machine's /dev/kvm and calibrate costs on it"
+HELP = "check the model against /dev/kvm, calibrate costs"
 
 _SIZE_UNITS = {"G": 30, "T": 40, "M": 20}
 
