@@ -168,15 +168,17 @@ live_figs.calibration_figure(cal, model_costs(cal.sizes())).show()
 # ## 5. One trapped write
 #
 # A real-mode guest of two instructions stores to a `KVM_MEM_READONLY` slot in a loop; each
-# store exits to this process with `KVM_EXIT_MMIO`. The round trip is an upper bound for the
-# in-kernel exit and emulation the model prices for a write-tracked page.
+# store exits to this process with `KVM_EXIT_MMIO`: the `mmio_exit` the model prices for a guest
+# write no memslot (or a read-only one) takes, and an upper bound for the in-kernel exit and
+# emulation it prices for a write-tracked page.
 
 # %% tags=["nbval-ignore-output"]
 live_figs.mmio_figure(cal, model_trapped_write_us()).show()
 
 # %% [markdown]
-# *What to look at:* the host bar includes the return to userspace and back, which a
-# write-tracked gfn's emulation does not pay; the model's exit + emulation should sit below it.
+# *What to look at:* the host bar and the model's `mmio_exit` bar price the same round trip
+# (`data/costs.toml` takes it from a measurement); a write-tracked gfn's in-kernel exit +
+# emulation does not return to userspace and should sit below both.
 #
 # ## Summary
 #

@@ -208,6 +208,7 @@ def test_model_prices_kvm_constant_kvmgt_walk_linear():
     assert pts[(MODEL_CASES[2][0], "MOVE", GiB)].errno == errno.EINVAL   # v6.6 + KVMGT
     tw = model_trapped_write_us()
     assert 0 < tw["vm_exit"] < tw["vm_exit + emulation"]
+    assert tw["mmio_exit (KVM_EXIT_MMIO round trip)"] > tw["vm_exit"]
 
 
 def test_figures_name_the_machine():

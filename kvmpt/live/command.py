@@ -152,8 +152,9 @@ def run(args) -> int:
         body = table(("op", "slot", "host", "host range", "model KVM", "model 6.5+GT"), rows)
         body += (f"\n\nMMIO round trip (KVM_RUN -> KVM_EXIT_MMIO -> KVM_RUN): host "
                  f"{fmt_seconds(mm.median)} ({fmt_seconds(mm.low)}..{fmt_seconds(mm.high)}); "
-                 f"model: exit {fmt_seconds(tw['vm_exit'] * 1e-6)}, exit + emulation "
-                 f"{fmt_seconds(tw['vm_exit + emulation'] * 1e-6)} (data/costs.toml).")
+                 f"model (data/costs.toml): MMIO exit "
+                 f"{fmt_seconds(tw['mmio_exit (KVM_EXIT_MMIO round trip)'] * 1e-6)}, "
+                 f"in-kernel exit + emulation {fmt_seconds(tw['vm_exit + emulation'] * 1e-6)}.")
         body += (f"\nPeak RSS {fmt_count(cal.peak_rss_before >> 20)} MiB before, "
                  f"{fmt_count(cal.peak_rss_after >> 20)} MiB after slots up to "
                  f"{fmt_bytes(max(sizes))}; {fmt_seconds(cal.seconds)} in all.")

@@ -80,14 +80,17 @@ def model_costs(sizes, costs=None, cases=MODEL_CASES) -> list[ModelPoint]:
 
 
 def model_trapped_write_us(costs=None) -> dict[str, float]:
-    """The model's price of one trapped guest write, in µs: the exit alone, and
-    exit + emulation (the KVM part of a write that KVMGT's handler then takes)."""
+    """The model's prices of one trapped guest write, in µs: the exit alone, exit +
+    emulation (the KVM part of a write-tracked store, which KVMGT's handler then takes),
+    and an MMIO exit to userspace (``mmio_exits``: what the host's round trip measures)."""
     costs = costs or default_costs()
-    exit_only = costs.cycles("vm_exit")
-    w = Work()
-    w.add("emulated_writes")
-    return {"vm_exit": costs.cycles_to_us(exit_only),
-            "vm_exit + emulation": costs.cycles_to_us(costs.total(w))}
+    out = {"vm_exit": costs.cycles_to_us(costs.cycles("vm_exit"))}
+    for label, primitive in (("vm_exit + emulation", "emulated_writes"),
+                             ("mmio_exit (KVM_EXIT_MMIO round trip)", "mmio_exits")):
+        w = Work()
+        w.add(primitive)
+        out[label] = costs.cycles_to_us(costs.total(w))
+    return out
 
 
 def model_price_table(sizes, costs=None) -> str:
