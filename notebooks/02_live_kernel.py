@@ -25,7 +25,7 @@
 # 4. memslot ioctl costs · 5. a trapped write · summary · references.
 
 # %% tags=["parameters"]
-REQUESTS = 3000                 # section 2: generated requests (the benchmark sends 10,000)
+REQUESTS = 2000                 # section 2: generated requests (the benchmark sends 10,000)
 SEED = 0
 SIZES_GIB = (1, 16, 256, 1024, 4096)   # section 4: slot sizes, 1 GiB .. 4 TiB
 REPEAT = 1                      # section 4: repetitions per size (kvmpt live uses 3)
