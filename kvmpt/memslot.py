@@ -238,9 +238,8 @@ class KernelProfile:
     #: flags the first ``KVM_SET_USER_MEMORY_REGION`` takes in ``kvm_vm_ioctl()`` before
     #: any other check (6.8+: ``KVM_SET_USER_MEMORY_REGION_V1_FLAGS`` = LOG_DIRTY_PAGES |
     #: READONLY, "flags that do not access any of the extra space of struct
-    #: kvm_userspace_memory_region2", virt/kvm/kvm_main.c); v6.6 has no such check, which
-    #: is the same as allowing ``valid_flags``
-    v1_flags: int = KVM_VALID_FLAGS
+    #: kvm_userspace_memory_region2", virt/kvm/kvm_main.c); None: no such check (v6.6)
+    v1_flags: int | None = None
     #: where each field's value comes from: ``(field, "[S] source" | "[M] how measured")``
     sources: tuple[tuple[str, str], ...] = ()
 
@@ -325,7 +324,7 @@ def check_set_user_memory_region(profile: KernelProfile, address_spaces, slot: i
     if ioctl == REGION2 and not profile.user_memory2:
         return reject(f"KVM_SET_USER_MEMORY_REGION2 is not an ioctl of {profile.name}",
                       errno.ENOTTY)
-    if ioctl == REGION and flags & ~profile.v1_flags:
+    if ioctl == REGION and profile.v1_flags is not None and flags & ~profile.v1_flags:
         return reject(f"flags {flags:#x} has bits outside KVM_SET_USER_MEMORY_REGION_V1_FLAGS "
                       f"({profile.v1_flags:#x})")
     # kvm_vm_ioctl_set_memory_region(): (u16)mem->slot >= KVM_USER_MEM_SLOTS
