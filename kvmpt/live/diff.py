@@ -36,7 +36,7 @@ CHANGED_RULES = (
     ("GUEST_MEMFD", "guest_memfd (6.8+)"),
     ("guest_memfd", "guest_memfd (6.8+)"),
 )
-AFTERMATH = "aftermath (the models' slots differ since an earlier one)"
+AFTERMATH = "aftermath of an earlier changed request"
 
 
 def changed_rule(o: "Outcome") -> str:
