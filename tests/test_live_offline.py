@@ -75,6 +75,11 @@ def test_host_profile_from_facts_cites_every_changed_field():
             assert src[f.name][:3] in ("[M]", "[S]"), f.name
     no_gmem = host_profile(facts={**FACTS, "kvm_cap_guest_memfd": 0, "kvm_cap_readonly_mem": 0})
     assert no_gmem.valid_flags == KVM_MEM_LOG_DIRTY_PAGES
+    # a 6.6-like host: no REGION2 (no V1 flag check), access_ok up to the sign bit
+    old = host_profile(facts={**FACTS, "kvm_cap_user_memory2": 0, "kvm_cap_guest_memfd": 0,
+                              "user_ptr_max": (1 << 63) - 4096,
+                              "kvm_cap_multi_address_space": 2})
+    assert dataclasses.replace(old, name=V6_6.name, sources=()) == V6_6
 
 
 def test_region2_is_enotty_in_v66_and_like_region_on_the_host():

@@ -133,6 +133,8 @@ def host_profile(kvm: Kvm | None = None, facts: dict | None = None):
     if facts["kvm_cap_guest_memfd"]:          # asked on the VM fd: for this VM type
         flags |= KVM_MEM_GUEST_MEMFD
     where = f"on {facts['kernel']} ({facts['date']})"
+    region2 = bool(facts["kvm_cap_user_memory2"])
+    sign_bit = facts["user_ptr_max"] >= (1 << 63) - PAGE
     return replace(
         V6_6,
         name=f"host {facts['kernel']}",
@@ -144,10 +146,12 @@ def host_profile(kvm: Kvm | None = None, facts: dict | None = None):
         # check_memory_region_flags(): READONLY with kvm_arch_has_readonly_mem(), GUEST_MEMFD
         # where the VM type supports guest_memfd (KVM_CAP_GUEST_MEMFD asked on the VM)
         valid_flags=flags,
-        v1_flags=KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY,
-        access_ok="user-ptr-max",
-        user_ptr_max=facts["user_ptr_max"],
-        user_memory2=bool(facts["kvm_cap_user_memory2"]),
+        # the V1 flag check came with KVM_SET_USER_MEMORY_REGION2 (6.8)
+        v1_flags=KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY if region2 else None,
+        # a kernel that accepts user ranges up to the sign bit has the v6.6 rule
+        access_ok="sign-bit" if sign_bit else "user-ptr-max",
+        user_ptr_max=None if sign_bit else facts["user_ptr_max"],
+        user_memory2=region2,
         sources=(
             ("user_mem_slots", f"[M] KVM_CHECK_EXTENSION(KVM_CAP_NR_MEMSLOTS) {where}"),
             ("address_spaces", f"[M] KVM_CHECK_EXTENSION(KVM_CAP_MULTI_ADDRESS_SPACE) = "
