@@ -14,7 +14,8 @@ import pytest
 
 from kvmpt import VM
 from kvmpt.live import agreement_rows, kvm_usable, measurement_files
-from kvmpt.live.calibrate import MMIO, OPS, Calibration, Sample, read_toml, write_toml
+from kvmpt.live.calibrate import MMIO, OPS, Calibration, MeasurementError, Sample, read_toml, \
+    write_toml
 from kvmpt.live.command import parse_size
 from kvmpt.live.compare import MODEL_CASES, model_costs, model_trapped_write_us
 from kvmpt.live.diff import DiffReport, Outcome, changed_rule
@@ -179,11 +180,15 @@ def test_measurement_file_round_trip(tmp_path):
     (lambda t: t.replace('tag = "[M]"\nseconds', 'tag = "[G]"\nseconds'), "[run] field 'tag'"),
     (lambda t: t.replace('op = "CREATE"', 'op = "CREAT"', 1), "field 'op'"),
     (lambda t: t.replace("[run]", "[runs]"), "missing [run]"),
+    (lambda t: t.replace("size = 1073741824", "size = -1", 1), "field 'size'"),
+    (lambda t: t.replace("seconds = [", "seconds = [nan, ", 1), "field 'seconds'"),
+    (lambda t: t.replace('op = "CREATE"', 'op = "CREATE"\nextra = 1', 1), "unknown field"),
+    (lambda t: t.replace("[host]", "[host", 1), "not valid TOML"),
 ])
 def test_measurement_file_errors_name_the_place(tmp_path, edit, where):
     p = write_toml(_cal(), tmp_path / "h.toml")
     p.write_text(edit(p.read_text()))
-    with pytest.raises(ValueError, match=r"h\.toml") as exc:
+    with pytest.raises(MeasurementError, match=r"h\.toml:") as exc:
         read_toml(p)
     assert where in str(exc.value)
 

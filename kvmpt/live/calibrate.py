@@ -32,7 +32,7 @@ from .ioctl import KVM_EXIT_MMIO, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, Kvm
 from .requests import UA_BASE
 
 __all__ = ["OPS", "SIZES", "Sample", "Calibration", "calibrate", "mmio_round_trip",
-           "write_toml", "read_toml", "peak_rss_bytes"]
+           "write_toml", "read_toml", "peak_rss_bytes", "MeasurementError"]
 
 GiB, TiB = 1 << 30, 1 << 40
 #: default slot sizes, 1 GiB ... 4 TiB
@@ -222,29 +222,45 @@ def write_toml(cal: Calibration, path: Path | str) -> Path:
     return path
 
 
+class MeasurementError(ValueError):
+    """A host-measurement file is malformed; the message names file, line, table, field."""
+
+
+def _schemas():
+    from ..tomlfile import Field
+    run = {"tag": Field(str, choices=("[M]",)), "seconds": Field(float, lo=0),
+           "peak_rss_before": Field(int, lo=0), "peak_rss_after": Field(int, lo=0)}
+    sample = {"op": Field(str, choices=OPS + (MMIO,)), "size": Field(int, lo=0, hi=1 << 64),
+              "median_us": Field(float, lo=0), "low_us": Field(float, lo=0),
+              "high_us": Field(float, lo=0), "seconds": Field(list, items=float),
+              "tag": Field(str, choices=("[M]",))}
+    return run, sample
+
+
 def read_toml(path: Path | str) -> Calibration:
-    """Read a host-measurement data file; ValueError naming file, line and field."""
-    from ..tomlfile import located, read_toml as _read
+    """Read a host-measurement file (format in data/README.md) through kvmpt's one input
+    reader; :class:`MeasurementError` naming file, line, table and field."""
+    from ..tomlfile import check_table, located, read_toml as _read
     path = Path(path)
-    data, loc = _read(path)
-    for table in ("host", "run"):
-        if not isinstance(data.get(table), dict):
-            raise ValueError(located(path, loc, (table,), None, f"missing [{table}] table"))
-    if data["run"].get("tag") != "[M]":
-        raise ValueError(located(path, loc, ("run",), "tag", "must be \"[M]\" (measured)"))
+    data, loc = _read(path, MeasurementError)
+    run_spec, sample_spec = _schemas()
+    if not isinstance(data.get("host"), dict):
+        raise MeasurementError(located(path, loc, ("host",), None, "missing [host] table"))
+    for key, v in data["host"].items():
+        if not isinstance(v, (str, int, bool)):
+            raise MeasurementError(located(path, loc, ("host",), key,
+                                           "must be a string, an int or a bool"))
+    if "run" not in data:
+        raise MeasurementError(located(path, loc, ("run",), None, "missing [run] table"))
+    check_table(MeasurementError, path, loc, ("run",), data["run"], run_spec)
     samples = []
     for i, s in enumerate(data.get("sample", [])):
-        for key, typ in (("op", str), ("size", int), ("seconds", list)):
-            if not isinstance(s.get(key), typ):
-                raise ValueError(located(path, loc, ("sample", i), key,
-                                         f"missing or not a {typ.__name__}"))
-        if s["op"] not in OPS + (MMIO,) or not s["seconds"] \
-                or not all(isinstance(x, float) and x > 0 for x in s["seconds"]):
-            raise ValueError(located(path, loc, ("sample", i), "op" if s["op"] not in OPS + (MMIO,)
-                                     else "seconds", "unknown op or non-positive times"))
-        samples.append(Sample(s["op"], s["size"], tuple(s["seconds"])))
+        check_table(MeasurementError, path, loc, ("sample", i), s, sample_spec)
+        if not s["seconds"] or not all(x > 0 for x in s["seconds"]):
+            raise MeasurementError(located(path, loc, ("sample", i), "seconds",
+                                           "must be a non-empty list of positive times"))
+        samples.append(Sample(s["op"], s["size"], tuple(float(x) for x in s["seconds"])))
     run = data["run"]
     return Calibration(host=dict(data["host"]), samples=samples,
-                       peak_rss_before=int(run.get("peak_rss_before", 0)),
-                       peak_rss_after=int(run.get("peak_rss_after", 0)),
-                       seconds=float(run.get("seconds", 0.0)))
+                       peak_rss_before=run["peak_rss_before"],
+                       peak_rss_after=run["peak_rss_after"], seconds=float(run["seconds"]))
