@@ -35,6 +35,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("kvmpt.sweep", "sweep design knobs and workload parameters"),
     "race": ("kvmpt.race.cli", "explore the lock interleavings of a design "
                                "(--email: a witness for a list reply)"),
+    "live": ("kvmpt.live.command", "check the model against /dev/kvm, calibrate costs"),
 }
 
 EXIT_USAGE = 2

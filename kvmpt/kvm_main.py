@@ -58,17 +58,34 @@ class KvmMain:
         self.events.append((step, {"op": self._op, "S": S, **detail}))
 
     def check_user_memory_region(self, slot: int, flags: int, guest_phys_addr: int,
-                                 memory_size: int, userspace_addr: int) -> Decision:
+                                 memory_size: int, userspace_addr: int,
+                                 ioctl: str = "REGION", guest_memfd_offset: int = 0,
+                                 guest_memfd: int = 0) -> Decision:
         """What ``__kvm_set_memory_region()`` would decide for this request now (the
         checks of :func:`kvmpt.memslot.check_set_user_memory_region` under this VM's
         ``profile``), without doing it: a :class:`kvmpt.memslot.Decision`."""
         return check_set_user_memory_region(
             self.profile, self._as, _u("slot", slot, 32), _u("flags", flags, 32),
             _u("guest_phys_addr", guest_phys_addr, 64), _u("memory_size", memory_size, 64),
-            _u("userspace_addr", userspace_addr, 64), self.nr_memslot_pages)
+            _u("userspace_addr", userspace_addr, 64), self.nr_memslot_pages, ioctl=ioctl,
+            guest_memfd_offset=_u("guest_memfd_offset", guest_memfd_offset, 64),
+            guest_memfd=_u("guest_memfd", guest_memfd, 32))
+
+    def set_user_memory_region2(self, slot: int, flags: int, guest_phys_addr: int,
+                                memory_size: int, userspace_addr: int,
+                                guest_memfd_offset: int = 0, guest_memfd: int = 0) -> None:
+        """KVM_SET_USER_MEMORY_REGION2 (Linux 6.8+): the same flow as
+        :meth:`set_user_memory_region` under the REGION2 rules of ``profile``
+        (-ENOTTY where the kernel has no such ioctl).  ``guest_memfd`` and its offset
+        are read only with ``KVM_MEM_GUEST_MEMFD`` (see
+        :func:`kvmpt.memslot.check_set_user_memory_region`)."""
+        return self.set_user_memory_region(slot, flags, guest_phys_addr, memory_size,
+                                           userspace_addr, _ioctl="REGION2",
+                                           _guest_memfd=(guest_memfd_offset, guest_memfd))
 
     def set_user_memory_region(self, slot: int, flags: int, guest_phys_addr: int,
-                               memory_size: int, userspace_addr: int) -> None:
+                               memory_size: int, userspace_addr: int,
+                               _ioctl: str = "REGION", _guest_memfd=(0, 0)) -> None:
         """KVM_SET_USER_MEMORY_REGION.  Mirrors ``kvm_vm_ioctl_set_memory_region()`` and
         ``__kvm_set_memory_region()`` (virt/kvm/kvm_main.c, v6.5/v6.6): the checks of
         spec section 3.1 in the kernel's order, then ``kvm_set_memslot()``.
@@ -77,7 +94,9 @@ class KvmMain:
         before ``kvm_set_memslot()`` changes no state and records no event.
         """
         d = self.check_user_memory_region(slot, flags, guest_phys_addr, memory_size,
-                                          userspace_addr)
+                                          userspace_addr, ioctl=_ioctl,
+                                          guest_memfd_offset=_guest_memfd[0],
+                                          guest_memfd=_guest_memfd[1])
         slot, flags, gpa, size, ua = (int(x) for x in (slot, flags, guest_phys_addr,
                                                         memory_size, userspace_addr))
         if d.errno:

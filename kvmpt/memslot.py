@@ -23,6 +23,8 @@ USHRT_MAX = 0xFFFF
 # include/uapi/linux/kvm.h
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
 KVM_MEM_READONLY = 1 << 1
+#: Linux 6.8+: the slot's memory is a guest_memfd file (KVM_SET_USER_MEMORY_REGION2 only)
+KVM_MEM_GUEST_MEMFD = 1 << 2
 #: flags check_memory_region_flags() accepts on x86 in v6.5/v6.6
 #: (virt/kvm/kvm_main.c; READONLY under __KVM_HAVE_READONLY_MEM, which x86 defines).
 KVM_VALID_FLAGS = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY
@@ -229,6 +231,17 @@ class KernelProfile:
     max_nr_pages: int = KVM_MEM_MAX_NR_PAGES       # KVM_MEM_MAX_NR_PAGES
     access_ok: str = "sign-bit"
     user_ptr_max: int | None = None
+    #: ``KVM_SET_USER_MEMORY_REGION2`` exists (``KVM_CAP_USER_MEMORY2``, Linux 6.8+).  Without
+    #: it the ioctl number is unknown: ``kvm_vm_ioctl()`` -> ``kvm_arch_vm_ioctl()`` ->
+    #: -ENOTTY (arch/x86/kvm/x86.c, default case).
+    user_memory2: bool = False
+    #: flags the first ``KVM_SET_USER_MEMORY_REGION`` takes in ``kvm_vm_ioctl()`` before
+    #: any other check (6.8+: ``KVM_SET_USER_MEMORY_REGION_V1_FLAGS`` = LOG_DIRTY_PAGES |
+    #: READONLY, "flags that do not access any of the extra space of struct
+    #: kvm_userspace_memory_region2", virt/kvm/kvm_main.c); None: no such check (v6.6)
+    v1_flags: int | None = None
+    #: where each field's value comes from: ``(field, "[S] source" | "[M] how measured")``
+    sources: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.access_ok not in ("sign-bit", "user-ptr-max"):
@@ -249,6 +262,10 @@ class KernelProfile:
 
 #: v6.5 and v6.6 on x86-64 with CONFIG_KVM_SMM=y (the kernels of the review)
 V6_6 = KernelProfile("v6.6")
+
+#: the two memslot ioctls: KVM_SET_USER_MEMORY_REGION and KVM_SET_USER_MEMORY_REGION2
+REGION, REGION2 = "REGION", "REGION2"
+IOCTLS = (REGION, REGION2)
 
 
 @dataclass(frozen=True)
@@ -275,7 +292,9 @@ class Decision:
 
 def check_set_user_memory_region(profile: KernelProfile, address_spaces, slot: int,
                                  flags: int, guest_phys_addr: int, memory_size: int,
-                                 userspace_addr: int, nr_memslot_pages: int = 0) -> Decision:
+                                 userspace_addr: int, nr_memslot_pages: int = 0,
+                                 ioctl: str = "REGION", guest_memfd_offset: int = 0,
+                                 guest_memfd: int = 0) -> Decision:
     """The checks of ``KVM_SET_USER_MEMORY_REGION`` in the kernel's order (spec section
     3.1): mirrors virt/kvm/kvm_main.c ``kvm_vm_ioctl_set_memory_region()`` and
     ``__kvm_set_memory_region()`` (v6.5/v6.6), up to the call of ``kvm_set_memslot()``.
@@ -284,6 +303,13 @@ def check_set_user_memory_region(profile: KernelProfile, address_spaces, slot: i
     integers that fit their ``__u32``/``__u64`` (the caller checks types).  Changes
     nothing.  What can still fail later (prepare's -EINVAL/-ENOMEM, the MOVE rejection)
     belongs to ``kvm_set_memslot()``.
+
+    ``ioctl`` is ``"REGION"`` or ``"REGION2"`` (``KVM_SET_USER_MEMORY_REGION2``, 6.8+; the
+    order of its checks follows the 6.8+ ``kvm_set_memory_region()``).  Its
+    ``guest_memfd_offset`` and ``guest_memfd`` are read only with ``KVM_MEM_GUEST_MEMFD``,
+    which only a profile whose ``valid_flags`` holds it accepts.  The model holds no
+    guest_memfd files: ``kvm_gmem_bind()`` is taken to find no file behind the fd (-EBADF,
+    virt/kvm/guest_memfd.c ``fget()`` failing), so callers must name fds that are not open.
     """
     as_id, id = slot >> 16, slot & 0xFFFF
     size, gpa, ua = memory_size, guest_phys_addr, userspace_addr
@@ -291,12 +317,26 @@ def check_set_user_memory_region(profile: KernelProfile, address_spaces, slot: i
     def reject(why: str, err: int = errno.EINVAL) -> Decision:
         return Decision(err, REJECTED, why, as_id, id)
 
+    # kvm_vm_ioctl(): an ioctl this kernel does not know is -ENOTTY; the first REGION
+    # ioctl refuses flags that would need struct kvm_userspace_memory_region2 (6.8+).
+    if ioctl not in IOCTLS:
+        raise ValueError(f"ioctl must be one of {IOCTLS}, got {ioctl!r}")
+    if ioctl == REGION2 and not profile.user_memory2:
+        return reject(f"KVM_SET_USER_MEMORY_REGION2 is not an ioctl of {profile.name}",
+                      errno.ENOTTY)
+    if ioctl == REGION and profile.v1_flags is not None and flags & ~profile.v1_flags:
+        return reject(f"flags {flags:#x} has bits outside KVM_SET_USER_MEMORY_REGION_V1_FLAGS "
+                      f"({profile.v1_flags:#x})")
     # kvm_vm_ioctl_set_memory_region(): (u16)mem->slot >= KVM_USER_MEM_SLOTS
     if id >= profile.user_mem_slots:
         return reject(f"slot id {id} >= KVM_USER_MEM_SLOTS ({profile.user_mem_slots})")
-    # check_memory_region_flags()
-    if flags & ~profile.valid_flags:
-        return reject(f"flags {flags:#x} has bits outside {profile.valid_flags:#x} "
+    # check_memory_region_flags(): 6.8+ drops LOG_DIRTY_PAGES and READONLY from the valid
+    # flags of a GUEST_MEMFD request; a profile without GUEST_MEMFD rejects it anyway
+    valid = profile.valid_flags
+    if flags & KVM_MEM_GUEST_MEMFD:
+        valid &= ~(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY)
+    if flags & ~valid:
+        return reject(f"flags {flags:#x} has bits outside {valid:#x} "
                       "(check_memory_region_flags)")
     # memory_size page aligned and fits unsigned long (x86-64: always)
     if size & (PAGE_SIZE - 1):
@@ -308,6 +348,10 @@ def check_set_user_memory_region(profile: KernelProfile, address_spaces, slot: i
         return reject(f"userspace_addr {ua:#x} is not page aligned")
     if profile.access_ok_fails(ua, size):
         return reject(f"access_ok({ua:#x}, {size:#x}) fails ({profile.access_ok})")
+    if flags & KVM_MEM_GUEST_MEMFD and (guest_memfd_offset & (PAGE_SIZE - 1)
+                                        or guest_memfd_offset + size > U64_MAX):
+        return reject(f"guest_memfd_offset {guest_memfd_offset:#x} is not page aligned or "
+                      "wraps with memory_size")
     if as_id >= profile.address_spaces or id >= profile.mem_slots_num:
         return reject(f"address space {as_id} >= KVM_ADDRESS_SPACE_NUM "
                       f"({profile.address_spaces})")
@@ -333,6 +377,9 @@ def check_set_user_memory_region(profile: KernelProfile, address_spaces, slot: i
         if nr_memslot_pages + npages > U64_MAX:      # unsigned long overflow
             return reject("nr_memslot_pages + npages overflows")
     else:
+        if flags & KVM_MEM_GUEST_MEMFD:       # 6.8+: "Private memslots are immutable"
+            return reject(f"slot {id} exists: a GUEST_MEMFD slot can only be created or "
+                          "deleted")
         if ua != old.userspace_addr or npages != old.npages \
                 or (flags ^ old.flags) & KVM_MEM_READONLY:
             return reject(f"slot {id} exists: userspace_addr, memory_size and READONLY "
@@ -350,4 +397,7 @@ def check_set_user_memory_region(profile: KernelProfile, address_spaces, slot: i
         if other is not None:
             return reject(f"[{base_gfn:#x}, {base_gfn + npages:#x}) overlaps slot {other.id} "
                           f"of address space {as_id}", errno.EEXIST)
+    if flags & KVM_MEM_GUEST_MEMFD:           # kvm_gmem_bind(): no such file in the model
+        return reject(f"kvm_gmem_bind: fd {guest_memfd} is not a guest_memfd file the model "
+                      "knows (fget fails)", errno.EBADF)
     return Decision(0, change, "", as_id, id, old, base_gfn, npages)
