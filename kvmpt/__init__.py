@@ -1,7 +1,7 @@
 """kvmpt: an executable design review of Linux KVM's x86 page-track hooks and KVMGT.
 
 The public face (see contract.md): ``Design``, ``VM``, ``kvmpt.trace.load_qemu_trace``,
-``kvmpt.race.explore``, ``kvmpt.run``, ``kvmpt.sweep`` and the ``kvmpt`` command.
+``kvmpt.race.explore``, ``kvmpt.run``, ``kvmpt.sweep.sweep`` and the ``kvmpt`` command.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def __getattr__(name):  # lazy: keep `import kvmpt` cheap (no numba, no plotly)
     if name == "run":
         from .scenario import run
         return run
-    if name == "sweep":   # the module, callable as the function: kvmpt.sweep(grid, ...)
+    if name == "sweep":   # the package (its function is kvmpt.sweep.sweep), imported on first use
         import importlib
         return importlib.import_module(".sweep", __name__)
     raise AttributeError(f"module 'kvmpt' has no attribute {name!r}")

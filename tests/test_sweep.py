@@ -263,7 +263,7 @@ def test_resume_refuses_a_log_from_another_scenario_or_model(tmp_path, monkeypat
     with pytest.raises(ValueError, match="different scenario"):
         sweep(GRID, dataclasses.replace(FAKE, write_rate=1.0), out=out, workers=0,
               progress=False, run_fn=fake_run, resume=True)
-    monkeypatch.setattr(sweep_mod, "source_fingerprint", lambda: "edited-model")
+    monkeypatch.setattr("kvmpt.sweep.runlog.source_fingerprint", lambda: "edited-model")
     with pytest.raises(ValueError, match="model source"):
         sweep(GRID, FAKE, out=out, workers=0, progress=False, run_fn=fake_run, resume=True)
 
@@ -347,10 +347,14 @@ def test_cli_dry_run_reads_a_grid_file(capsys, tmp_path):
     assert rc == 2 and "not valid TOML" in err
 
 
-def test_kvmpt_sweep_is_the_module_and_the_function(serial_table):
+def test_kvmpt_sweep_is_the_package_and_its_sweep_the_function(serial_table):
     import kvmpt
-    assert kvmpt.sweep.Grid is Grid
-    assert kvmpt.sweep(GRID, FAKE, workers=0, progress=False, run_fn=fake_run) == serial_table
+    assert kvmpt.sweep is sys.modules["kvmpt.sweep"] and kvmpt.sweep.Grid is Grid
+    assert kvmpt.sweep.sweep(GRID, FAKE, workers=0, progress=False, run_fn=fake_run) == \
+        serial_table
+    # one name, one thing: a module is not callable (PEP 713, callable modules, was rejected)
+    with pytest.raises(TypeError, match="not callable"):
+        kvmpt.sweep(GRID, FAKE)
 
 
 # ---------------------------------------------------------------------------
@@ -656,9 +660,9 @@ def _alive(pid: int) -> bool:
 _SLEEPY = textwrap.dedent(f"""
     import sys; sys.path.insert(0, {str(HERE)!r})
     from test_sweep import FAKE, fake_run
-    from kvmpt import sweep as sweep_mod
     from kvmpt.sweep import Grid, sweep
-    sweep_mod._exit_on_second_interrupt()
+    from kvmpt.sweep.command import _exit_on_second_interrupt
+    _exit_on_second_interrupt()
     try:
         sweep(Grid({{"churn": ["sleep"], "tracked_gfns": list(range(6))}}), FAKE,
               out=sys.argv[1], workers=2, progress=False, run_fn=fake_run)
