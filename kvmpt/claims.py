@@ -82,6 +82,15 @@ def _shadow(gvt, gfns) -> None:
     gvt.shadow_many(np.sort(np.asarray(gfns, dtype=np.int64)))
 
 
+def _ioctl(vm, region: tuple) -> int:
+    """``KVM_SET_USER_MEMORY_REGION`` with ``region``: 0, or the errno it failed with."""
+    try:
+        vm.set_user_memory_region(*region)
+    except OSError as exc:
+        return exc.errno
+    return 0
+
+
 def _region(slot: int, gpa: int, size: int, flags: int = 0, ua: int | None = None):
     return (slot, flags, gpa, size, _UA + (slot << 40) if ua is None else ua)
 
@@ -114,11 +123,7 @@ def memslot_flow(design: Design | str = "v6.6", tracked: int = 4) -> dict[str, A
         if inject:
             vm.fail_next_prepare(inject)
         n0 = len(vm.events)
-        try:
-            vm.set_user_memory_region(*args)
-            err = 0
-        except OSError as exc:
-            err = exc.errno
+        err = _ioctl(vm, args)
         out_ops.append((label, err, len(gvt.stale_gfns())))
         for step, detail in vm.events[n0:]:
             events.append((label, step, detail.get("S", ""), dict(detail)))
@@ -243,11 +248,7 @@ def failed_move(design: Design | str, cause: str = "enomem", *, slot_gib: int = 
         target = base + 2 * size
         vm.fail_next_prepare(errno.ENOMEM)
     n0, c0 = len(vm.events), len(vm.hook_calls)
-    try:
-        vm.set_user_memory_region(*_region(1, target, size))
-        err = 0
-    except OSError as exc:
-        err = exc.errno
+    err = _ioctl(vm, _region(1, target, size))
     after = _snapshot(vm, gvt)
     offs = rng.integers(0, 512, size=writes) * 8
     gpas = (gfns[rng.integers(0, len(gfns), size=writes)] << PAGE_SHIFT) + offs
@@ -427,11 +428,7 @@ def move_with_kvmgt(design: Design | str, *, tracked: int = 64, writes: int = 20
                                                         replace=False))
     _shadow(gvt, gfns)
     before = _snapshot(vm, gvt)
-    try:
-        vm.set_user_memory_region(*_region(1, new_gpa, GIB))
-        err = 0
-    except OSError as exc:
-        err = exc.errno
+    err = _ioctl(vm, _region(1, new_gpa, GIB))
     after = _snapshot(vm, gvt)
     delta = 0 if err else (new_gpa - old_gpa) >> PAGE_SHIFT
     where = gfns + delta
@@ -556,10 +553,9 @@ def summary_table(designs: dict[str, Design], failed: dict[str, FailedMove],
             "move": None if m is None else ("allowed" if not m["errno"] else
                                             "-" + errno.errorcode[m["errno"]]),
             "move_stale": None if m is None else m["after"].stale,
-            "probes": c["probes"], "hook_us": c.get("us"), "hold_us": c.get("hold_us"),
+            "probes": c["probes"], "hook_us": c["us"], "hold_us": c["hold_us"],
             "wasted": c["wasted_updates"],
-            "verdict": None if d is None else getattr(verdicts.get(d.kvmgt_lock), "verdict",
-                                                      None),
+            "verdict": None if d is None else verdicts[d.kvmgt_lock].verdict,
             "qemu_moves": qemu_moves if d is not None else None,
             "qemu_stale": _census_stale(census, d),
         }

@@ -13,11 +13,17 @@ source, and names the Work counter(s) it prices::
     c.mmu_lock_hold(call.work)    # (cycles held in total, cycles of the longest hold)
     c.at("high")                  # the same table at the high end of every range
 
-A trapped guest write is priced as ``vm_exit + emulation`` per
-``emulated_writes`` plus ``gvt_handler`` per ``handler_calls`` (≈ 5 µs at
-3 GHz, the [G] figure of workloads.md §2.3).  ``mmu_lock`` hold time is the
-cycles of the primitives done while it was held (``Work.held``,
-``Work.max_hold``): what a vCPU fault that needs the lock waits behind.
+Every cycle figure of the package comes from the :class:`CostModel` methods
+(``price``/``total`` and the views built on them), applied to the model's own
+accounting.  A trapped guest write (one that faulted to emulation:
+``emulated_writes``) is priced as ``vm_exit + emulation`` plus ``gvt_handler``
+per ``handler_calls`` and the ptable lookup (≈ 5 µs at 3 GHz, the [G] figure
+of workloads.md §2.3): :meth:`CostModel.trapped_write_cycles`.  A write to a
+gfn no memslot holds, or to a READONLY slot, is an MMIO exit to the VMM
+(``mmio_exits``, :meth:`CostModel.mmio_cycles`), not a trapped write.
+``mmu_lock`` hold time is the cycles of the primitives done while it was held,
+by mode (:meth:`CostModel.mmu_lock_hold`): a write hold is what a vCPU fault
+that needs the lock waits behind; a read hold blocks only writers.
 
 The loader validates the file and reports errors as ``file:line: [table]
 field 'key': problem`` (``tomllib`` gives no positions for values, so the

@@ -25,10 +25,11 @@ source }`` so its source tag and range travel with it.  Errors name the file,
 the line, the table and the field.
 
 :func:`run` applies the schedule to a fresh ``VM(design)`` in time order;
-the guest writes that fall between two memslot ops run as one batch
-(``vm.guest_write_batch`` when the Numba kernels are there, else a loop over
-``vm.guest_write``).  Each op's work is priced by ``kvmpt.costs``.  The
-result has a flat ``summary`` and a per-op ``timeseries`` of NumPy columns.
+the guest writes that fall between two events run as one batch
+(``vm.guest_write_batch``).  Every count in the result is the model's own
+(``vm.work``, ``vm.hook_calls``, ``vm.write_stats``) and every cycle figure is
+``kvmpt.costs.CostModel``'s price of it.  The result has a flat ``summary``
+(:data:`SUMMARY_METRICS`) and a per-op ``timeseries`` of NumPy columns.
 """
 from __future__ import annotations
 
@@ -812,8 +813,7 @@ class _Touch:
             return
         g = set(gvt.page_track_tree) | gvt.ptable.gfns()
         self.gfns = np.array(sorted(g), dtype=np.int64)
-        hv = getattr(gvt, "shadow_hva", {}) or {}
-        self.hvas = np.array(sorted(hv.values()), dtype=np.int64)
+        self.hvas = np.array(sorted(gvt.shadow_hva.values()), dtype=np.int64)
 
     @staticmethod
     def _any_in(arr: np.ndarray, lo: int, hi: int) -> bool:
