@@ -702,12 +702,16 @@ _SUMMARY_ROWS = (
     ("hook_us_per_delete", "hook time per DELETE (us)", ".2f"),
     ("hook_cycles_per_delete", "hook cycles per DELETE", ".0f"),
     ("wasted_cycles", "wasted cycles", ".0f"),
-    ("mmu_lock_max_hold_us", "mmu_lock longest hold (us)", ".2f"),
+    ("mmu_lock_max_hold_us", "mmu_lock longest write hold (us)", ".2f"),
     ("mmu_lock_hold_us_per_hook_call", "mmu_lock held per KVMGT hook (us)", ".2f"),
-    ("mmu_lock_hold_us_total", "mmu_lock held, total (us)", ".2f"),
+    ("mmu_lock_memslot_hold_us_total", "mmu_lock held by memslot ops (us)", ".2f"),
+    ("mmu_lock_hold_us_total", "mmu_lock write-held, total (us)", ".2f"),
+    ("mmu_lock_read_hold_us_total", "mmu_lock read-held, total (us)", ".2f"),
     ("memslot_us_total", "memslot ioctl work (us)", ".1f"),
-    ("writes_total", "guest writes", "d"), ("trapped_writes", "  trapped", "d"),
+    ("writes_total", "guest writes", "d"), ("trapped_writes", "  trapped (emulated)", "d"),
+    ("writes_mmio", "  MMIO exits", "d"),
     ("trapped_write_us", "trapped-write time (us)", ".1f"),
+    ("mmio_us", "MMIO-exit time (us)", ".1f"),
     ("missed_writes", "missed writes", "d"), ("stale_gfns_end", "stale gfns at end", "d"),
     ("violations_end", "invariant violations at end", "d"),
     ("kernel_warnings", "kernel WARNs", "d"),
@@ -715,19 +719,14 @@ _SUMMARY_ROWS = (
 
 
 def _table(results: list[RunResult]) -> str:
-    head = ["", *[f"{r.design.name}" for r in results]]
-    rows = [head]
-    for key, label, fmt in _SUMMARY_ROWS:
-        rows.append([label, *[format(r.summary[key], fmt) for r in results]])
-    w0 = max(len(r[0]) for r in rows)
-    ws = [max(len(r[i]) for r in rows) for i in range(1, len(head))]
+    """The summaries side by side (``kvmpt.textreport.table``), under a title line."""
+    from .textreport import table
     r0 = results[0]
     title = (f"scenario {r0.scenario.name} (seed {r0.seed}), clock "
              f"{r0.costs.ghz:g} GHz, costs: {r0.costs.estimate}")
-    lines = [title]
-    for r in rows:
-        lines.append(f"{r[0]:<{w0}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(r[1:], ws)))
-    return "\n".join(lines)
+    rows = [[label, *[format(r.summary[key], fmt) for r in results]]
+            for key, label, fmt in _SUMMARY_ROWS]
+    return title + "\n" + table(["", *[r.design.name for r in results]], rows)
 
 
 class _Writes:
@@ -1134,6 +1133,7 @@ SUMMARY_METRICS: dict[str, Any] = {
     "wasted_us": lambda r: r.costs.cycles_to_us(_wasted(r)),
     "mmu_lock_max_hold_us": lambda r: r.costs.cycles_to_us(
         max(h[1] for h in r.write_holds())),
+    # every write hold: the memslot ops' hooks and zaps, GVT shadowing, notifier changes
     "mmu_lock_hold_us_total": lambda r: r.costs.cycles_to_us(
         sum(h[0] for h in r.write_holds())),
     "mmu_lock_memslot_max_hold_us": lambda r: r.costs.cycles_to_us(
