@@ -917,7 +917,12 @@ class _Run:
         if self.gvt is None:
             return
         gvt = self.gvt
-        self._charged("shadow", lambda: [gvt.unshadow(g) for g in gvt.shadowed_gfns()])
+
+        def unshadow_all():
+            for g in gvt.shadowed_gfns():
+                gvt.unshadow(g)
+
+        self._charged("shadow", unshadow_all)
         self._shadowing_changed()
 
     def _shadowing_changed(self) -> None:
