@@ -167,6 +167,9 @@ print(table([f"DELETE 1 TiB, {max(COST_TRACKED):,} tracked", "lookups", "wasted"
 v65_1tib = [r for r in cost_rows if r["npages"] == max(sizes) and r["design"].startswith("v6.5")]
 assert all(r["hold_us"] > 100_000 for r in v65_1tib)
 assert all(r["us"] < 1000 for r in big if r["design"] == claims.PROPOSAL)
+# "its 2^18 bucket heads": KVMGT's DECLARE_HASHTABLE(ptable, 18), the proposal's fixed cost
+from kvmpt.ptable import PTABLE_BITS
+assert PTABLE_BITS == 18
 
 # %% tags=["nbval-ignore-output"]
 cost_figs.hook_cost_figure(cost_rows).show()
