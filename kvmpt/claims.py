@@ -23,14 +23,15 @@ function               claim
 from __future__ import annotations
 
 import errno
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .costs import WASTED_COUNTERS, CostModel, default_costs, wasted_counts
 from .design import Design
+from .vm import WRITE_OUTCOMES
 from .work import PRIMITIVES
 
 __all__ = [
@@ -38,7 +39,7 @@ __all__ = [
     "memslot_flow", "vm_snapshot", "failed_move", "slot_hook_cost", "ptable_walk_cost",
     "cost_curve",
     "price_rows", "move_with_kvmgt", "qemu_move_census", "lock_verdicts", "summary_table",
-    "EFFECTS", "EFFECT_NOTES", "fmt_us", "PROPOSAL", "SUMMARY_DESIGNS", "design_label", "TRACE_DIR",
+    "EFFECTS", "EFFECT_NOTES", "fmt_us", "PROPOSAL", "SUMMARY_DESIGNS", "TRACE_DIR", "write_stream",
 ]
 
 GIB = 1 << 30
@@ -70,26 +71,24 @@ SUMMARY_DESIGNS = {
 }
 
 
-def design_label(design: Design) -> str:
-    """``v6.5`` / ``v6.6`` for presets, else the knobs (``remove/allow-move/none/drop``)."""
-    return design.name
-
-
 def _vm(design, max_gfn=None):
     from .vm import VM
     return VM(design=design) if max_gfn is None else VM(design=design, max_gfn=max_gfn)
 
 
 def _shadow(gvt, gfns) -> None:
-    """GVT shadows ``gfns`` in ascending order: ``gvt.shadow_many`` (the jitted bulk path)
-    when the model has it, else one ``gvt.shadow`` each."""
-    gfns = np.sort(np.asarray(gfns, dtype=np.int64))
-    bulk = getattr(gvt, "shadow_many", None)
-    if bulk is not None and len(gfns) > 64:
-        bulk(gfns)
-        return
-    for g in gfns.tolist():
-        gvt.shadow(int(g))
+    """GVT shadows ``gfns`` (``gvt.shadow_many``: ``intel_gvt_page_track_add`` for each,
+    in ascending order)."""
+    gvt.shadow_many(np.sort(np.asarray(gfns, dtype=np.int64)))
+
+
+def _ioctl(vm, region: tuple) -> int:
+    """``KVM_SET_USER_MEMORY_REGION`` with ``region``: 0, or the errno it failed with."""
+    try:
+        vm.set_user_memory_region(*region)
+    except OSError as exc:
+        return exc.errno
+    return 0
 
 
 def _region(slot: int, gpa: int, size: int, flags: int = 0, ua: int | None = None):
@@ -124,11 +123,7 @@ def memslot_flow(design: Design | str = "v6.6", tracked: int = 4) -> dict[str, A
         if inject:
             vm.fail_next_prepare(inject)
         n0 = len(vm.events)
-        try:
-            vm.set_user_memory_region(*args)
-            err = 0
-        except OSError as exc:
-            err = exc.errno
+        err = _ioctl(vm, args)
         out_ops.append((label, err, len(gvt.stale_gfns())))
         for step, detail in vm.events[n0:]:
             events.append((label, step, detail.get("S", ""), dict(detail)))
@@ -198,28 +193,10 @@ def _snapshot(vm, gvt) -> Snapshot:
 
 
 def write_stream(vm, gpas: np.ndarray) -> dict[str, int]:
-    """Guest writes at ``gpas``; the Numba ``vm.guest_write_batch`` when the model has
-    it, else one ``vm.guest_write`` each.  Returns direct/ignored/handled/missed counts."""
-    gpas = np.asarray(gpas, dtype=np.uint64)
-    batch = getattr(vm, "guest_write_batch", None)
-    if batch is not None:
-        try:
-            got = batch(gpas)
-        except Exception as exc:          # a kernel bug must not hide the evidence
-            warnings.warn(f"vm.guest_write_batch failed ({type(exc).__name__}: {exc}); "
-                          "using vm.guest_write", RuntimeWarning, stacklevel=2)
-        else:
-            return {k: int(got[k]) for k in ("direct", "ignored", "handled", "missed")}
-    # Without the kernel: a write's outcome depends only on its gfn (no write here changes
-    # tracking state), so write each distinct gfn once and weigh it by its count.
-    out = dict.fromkeys(("direct", "ignored", "handled", "missed"), 0)
-    pages, first, counts = np.unique(gpas >> np.uint64(PAGE_SHIFT), return_index=True,
-                                      return_counts=True)
-    for i, n in zip(first.tolist(), counts.tolist()):
-        before = vm.write_stats["missed"]
-        out[vm.guest_write(int(gpas[i]))] += n
-        out["missed"] += n * (vm.write_stats["missed"] - before)
-    return out
+    """Guest writes at ``gpas`` (``vm.guest_write_batch``): the counts by outcome
+    (``kvmpt.vm.WRITE_OUTCOMES``) and ``missed``, as the model booked them."""
+    got = vm.guest_write_batch(np.asarray(gpas, dtype=np.uint64))
+    return {k: int(got[k]) for k in (*WRITE_OUTCOMES, "missed")}
 
 
 @dataclass
@@ -271,11 +248,7 @@ def failed_move(design: Design | str, cause: str = "enomem", *, slot_gib: int = 
         target = base + 2 * size
         vm.fail_next_prepare(errno.ENOMEM)
     n0, c0 = len(vm.events), len(vm.hook_calls)
-    try:
-        vm.set_user_memory_region(*_region(1, target, size))
-        err = 0
-    except OSError as exc:
-        err = exc.errno
+    err = _ioctl(vm, _region(1, target, size))
     after = _snapshot(vm, gvt)
     offs = rng.integers(0, 512, size=writes) * 8
     gpas = (gfns[rng.integers(0, len(gfns), size=writes)] << PAGE_SHIFT) + offs
@@ -338,8 +311,7 @@ def slot_hook_cost(design: Design | str, npages: int, tracked: int, seed: int = 
     all_ops["mmu_lock_acquisitions"] = sum(c.work.mmu_lock_acquisitions for c in calls)
     longest = max(calls, key=lambda c: c.work.mmu_lock_max_hold_steps, default=None)
     max_hold_ops = dict(longest.work.max_hold) if longest is not None else {}
-    wasted_ops = {k: sum(c.work.ops[k] for c in calls if c.wasted)
-                  for k in ("counter_updates", "lpage_updates")}
+    wasted_ops = {k: sum(wasted_counts(c)[k] for c in calls) for k in WASTED_COUNTERS}
     return HookCost(d.name, npages, t, ops["gfn_probes"], ops["chain_steps"],
                     ops["counter_updates"], ops["lpage_updates"], ops["hash_deletes"],
                     held, max_hold, total if mutex else held,
@@ -420,24 +392,19 @@ def _scale(c: HookCost, n: int) -> HookCost:
                     dict(c.wasted_ops))
 
 
-def price_rows(rows: list[dict[str, Any]], costs=None) -> list[dict[str, Any]]:
+def price_rows(rows: list[dict[str, Any]], costs: CostModel | None = None,
+               ) -> list[dict[str, Any]]:
     """Add cycles and microseconds to :func:`cost_curve` rows with ``kvmpt.costs``
-    (``default_costs()`` unless given): ``cycles`` (the whole hook), ``hold_us`` (the
-    longest mmu_lock hold), ``wasted_cycles``.  Returns the rows unchanged when the
-    cost model is not available."""
-    if costs is None:
-        try:
-            from .costs import default_costs
-        except ImportError:
-            return rows
-        costs = default_costs()
+    (``default_costs()`` unless given): ``cycles``/``us`` (the whole hook, its Work
+    counters ``ops``), ``hold_us`` (the longest ``mmu_lock`` write hold,
+    ``max_hold_ops``), ``wasted_cycles`` (``wasted_ops``)."""
+    costs = costs or default_costs()
     out = []
     for r in rows:
         cyc = costs.total(r["ops"])
-        hold = costs.total(r["max_hold_ops"]) if r["max_hold_ops"] else 0.0
-        wasted = costs.total(r["wasted_ops"]) if r["wasted_ops"] else 0.0
         out.append({**r, "cycles": cyc, "us": costs.cycles_to_us(cyc),
-                    "hold_us": costs.cycles_to_us(hold), "wasted_cycles": wasted})
+                    "hold_us": costs.cycles_to_us(costs.total(r["max_hold_ops"])),
+                    "wasted_cycles": costs.total(r["wasted_ops"])})
     return out
 
 
@@ -461,17 +428,13 @@ def move_with_kvmgt(design: Design | str, *, tracked: int = 64, writes: int = 20
                                                         replace=False))
     _shadow(gvt, gfns)
     before = _snapshot(vm, gvt)
-    try:
-        vm.set_user_memory_region(*_region(1, new_gpa, GIB))
-        err = 0
-    except OSError as exc:
-        err = exc.errno
+    err = _ioctl(vm, _region(1, new_gpa, GIB))
     after = _snapshot(vm, gvt)
     delta = 0 if err else (new_gpa - old_gpa) >> PAGE_SHIFT
     where = gfns + delta
     gpas = (where[rng.integers(0, tracked, size=writes)] << PAGE_SHIFT).astype(np.uint64)
     w = write_stream(vm, gpas)
-    w["missed"] = w["direct"] + w["ignored"]
+    w["missed"] = writes - w["handled"]       # every write targets a shadowed page table
     return {"design": d.name, "errno": err, "before": before, "after": after,
             "writes": w, "delta_gfns": delta, "violations": vm.check_invariants()[:3]}
 
@@ -590,10 +553,9 @@ def summary_table(designs: dict[str, Design], failed: dict[str, FailedMove],
             "move": None if m is None else ("allowed" if not m["errno"] else
                                             "-" + errno.errorcode[m["errno"]]),
             "move_stale": None if m is None else m["after"].stale,
-            "probes": c["probes"], "hook_us": c.get("us"), "hold_us": c.get("hold_us"),
+            "probes": c["probes"], "hook_us": c["us"], "hold_us": c["hold_us"],
             "wasted": c["wasted_updates"],
-            "verdict": None if d is None else getattr(verdicts.get(d.kvmgt_lock), "verdict",
-                                                      None),
+            "verdict": None if d is None else verdicts[d.kvmgt_lock].verdict,
             "qemu_moves": qemu_moves if d is not None else None,
             "qemu_stale": _census_stale(census, d),
         }

@@ -13,11 +13,17 @@ source, and names the Work counter(s) it prices::
     c.mmu_lock_hold(call.work)    # (cycles held in total, cycles of the longest hold)
     c.at("high")                  # the same table at the high end of every range
 
-A trapped guest write is priced as ``vm_exit + emulation`` per
-``emulated_writes`` plus ``gvt_handler`` per ``handler_calls`` (≈ 5 µs at
-3 GHz, the [G] figure of workloads.md §2.3).  ``mmu_lock`` hold time is the
-cycles of the primitives done while it was held (``Work.held``,
-``Work.max_hold``): what a vCPU fault that needs the lock waits behind.
+Every cycle figure of the package comes from the :class:`CostModel` methods
+(``price``/``total`` and the views built on them), applied to the model's own
+accounting.  A trapped guest write (one that faulted to emulation:
+``emulated_writes``) is priced as ``vm_exit + emulation`` plus ``gvt_handler``
+per ``handler_calls`` and the ptable lookup (≈ 5 µs at 3 GHz, the [G] figure
+of workloads.md §2.3): :meth:`CostModel.trapped_write_cycles`.  A write to a
+gfn no memslot holds, or to a READONLY slot, is an MMIO exit to the VMM
+(``mmio_exits``, :meth:`CostModel.mmio_cycles`), not a trapped write.
+``mmu_lock`` hold time is the cycles of the primitives done while it was held,
+by mode (:meth:`CostModel.mmu_lock_hold`): a write hold is what a vCPU fault
+that needs the lock waits behind; a read hold blocks only writers.
 
 The loader validates the file and reports errors as ``file:line: [table]
 field 'key': problem`` (``tomllib`` gives no positions for values, so the
@@ -33,17 +39,24 @@ from typing import Mapping
 
 from .tomlfile import (Field, InputError, TomlLocator, check_table, located,  # noqa: F401
                        read_toml)
-from .work import PRIMITIVES, Work
+from .work import PRIMITIVES, HookCall, Work
 
 __all__ = [
     "COSTS_PATH", "TAGS", "Cost", "CostModel", "CostError", "TomlLocator",
     "load_costs", "default_costs", "price", "cycles_to_us", "COUNTERS",
+    "TRAPPED_WRITE_COUNTERS", "WASTED_COUNTERS", "wasted_counts",
 ]
 
 COSTS_PATH = Path(__file__).resolve().parent / "data" / "costs.toml"
 TAGS = ("[S]", "[D]", "[G]", "[M]", "[R]")
 #: the Work counters a cost entry may price
 COUNTERS = PRIMITIVES + ("mmu_lock_acquisitions", "mmu_lock_read_acquisitions")
+#: the Work counters of a guest write that faulted to emulation (priced by
+#: :meth:`CostModel.trapped_write_cycles`)
+TRAPPED_WRITE_COUNTERS = ("emulated_writes", "handler_calls", "gfn_probes", "chain_steps",
+                          "mmu_lock_read_acquisitions")
+#: the counters :attr:`kvmpt.work.HookCall.wasted_updates` adds up
+WASTED_COUNTERS = ("counter_updates", "lpage_updates")
 ESTIMATES = ("point", "low", "high")
 
 
@@ -113,16 +126,20 @@ class CostModel:
         return replace(self, costs=new, ghz=float(cycles.get("ghz", self.ghz)))
 
     # -------------------------------------------------------------- pricing
+    # The one place a count becomes cycles.  Every figure below is priced from
+    # the model's own accounting (a ``Work``, a ``HookCall``, or a mapping of Work
+    # counters such as a ``Work.held`` dict), never from write outcomes.
     @staticmethod
     def _counts(work) -> dict[str, float]:
         if isinstance(work, Work):
             d = dict(work.ops)
-            d["mmu_lock_acquisitions"] = work.mmu_lock_acquisitions
-            d["mmu_lock_read_acquisitions"] = work.mmu_lock_read_acquisitions
+            for k in COUNTERS:
+                if k not in d:
+                    d[k] = getattr(work, k)
             return d
         if isinstance(work, Mapping):
             return {k: v for k, v in work.items() if k in COUNTERS}
-        raise TypeError(f"price() wants a kvmpt.work.Work or a mapping of counts, "
+        raise TypeError(f"price() wants a kvmpt.work.Work or a mapping of Work counters, "
                         f"got {type(work).__name__}")
 
     def price(self, work) -> dict[str, float]:
@@ -133,19 +150,49 @@ class CostModel:
                 for name, c in self.costs.items()}
 
     def total(self, work) -> float:
+        """All cycles of ``work`` (a Work or a mapping of Work counters)."""
         return float(sum(self.price(work).values()))
 
-    __call__ = total          # kvmpt.replay.cycles_of() accepts a callable
+    def _only(self, work, counters: tuple[str, ...]) -> float:
+        counts = self._counts(work)
+        return self.total({k: counts.get(k, 0) for k in counters})
 
-    def mmu_lock_hold(self, work: Work) -> tuple[float, float]:
-        """(cycles done under ``mmu_lock`` in total, cycles of the longest single hold)."""
-        return self.total(work.held), self.total(work.max_hold)
+    def trapped_write_cycles(self, work) -> float:
+        """Cycles of the guest writes that faulted to emulation in ``work`` (the Work of
+        a guest-write stream): ``vm_exit + emulation`` per ``emulated_writes``,
+        ``gvt_handler`` per ``handler_calls``, ``hash_probe``/``chain_step`` per
+        ``gfn_probes``/``chain_steps`` (``kvmgt_page_track_write()``'s lookup), and
+        the ``mmu_lock`` read acquisitions of a design that takes it there.  MMIO exits
+        are not trapped writes: :meth:`mmio_cycles`."""
+        return self._only(work, TRAPPED_WRITE_COUNTERS)
+
+    def mmio_cycles(self, work) -> float:
+        """Cycles of the guest writes that exited to the VMM (no slot, or a READONLY
+        slot: ``KVM_EXIT_MMIO``), ``mmio_exit`` per ``mmio_exits``."""
+        return self._only(work, ("mmio_exits",))
+
+    def hook_cycles(self, call: HookCall) -> float:
+        """Cycles of one slot-hook call (KVMGT's hook, or KVM's own zap): its whole Work."""
+        return self.total(call.work)
+
+    def wasted_cycles(self, call: HookCall) -> float:
+        """Cycles of the counter and lpage updates a hook call made into metadata freed
+        by the same update (S7): :attr:`HookCall.wasted_updates` priced; 0 if not wasted."""
+        return self.total(wasted_counts(call))
+
+    def mmu_lock_hold(self, work, mode: str = "write") -> tuple[float, float]:
+        """(cycles done under ``mmu_lock`` in total, cycles of the longest single hold),
+        for the holds of one ``mode``: ``"write"`` (``write_lock``: what a vCPU fault
+        and every other ``mmu_lock`` user waits behind) or ``"read"`` (``read_lock``:
+        blocks writers only, e.g. a zap on DELETE/MOVE or GVT's add/remove)."""
+        if mode == "write":
+            return self.total(work.held), self.total(work.max_hold)
+        if mode == "read":
+            return self.total(work.read_held), self.total(work.read_max_hold)
+        raise ValueError(f"mode must be 'write' or 'read', got {mode!r}")
 
     def cycles_to_us(self, cycles: float) -> float:
         return float(cycles) / (self.ghz * 1e3)
-
-    def us_to_cycles(self, us: float) -> float:
-        return float(us) * self.ghz * 1e3
 
     def table(self) -> str:
         """The cost table as text: name, cycles, range, tag."""
@@ -246,6 +293,12 @@ def default_costs() -> CostModel:
 def price(work, costs: CostModel | None = None) -> dict[str, float]:
     """Cycles per category for ``work`` under ``costs`` (default: ``data/costs.toml``)."""
     return (costs or default_costs()).price(work)
+
+
+def wasted_counts(call: HookCall) -> dict[str, int]:
+    """The counter and lpage updates of ``call`` that went into metadata freed by the
+    same update (all of them when ``call.wasted``, else none)."""
+    return {k: (call.work.ops[k] if call.wasted else 0) for k in WASTED_COUNTERS}
 
 
 def cycles_to_us(cycles: float, costs: CostModel | None = None) -> float:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from .claims import GIB, price_rows, ptable_walk_cost, slot_hook_cost
+from .claims import GIB, PROPOSAL, cost_curve, price_rows
 from .design import KNOBS, KVMGT_LOCKS, Design, parse_design
 
 __all__ = ["Param", "PARAMETERS", "controls", "evaluate", "Dashboard", "DEFAULTS"]
@@ -87,11 +87,6 @@ def _run(scenario: str, design: Design, tracked: int, write_rate: int, seed: int
     return run(sc, design, seed=seed, check="end")
 
 
-@functools.lru_cache(maxsize=256)
-def _ref_cost(design: Design, tracked: int, seed: int):
-    return slot_hook_cost(design, EXACT_MAX_PAGES, tracked, seed)
-
-
 @functools.lru_cache(maxsize=4)
 def _verdict(lock: str):
     from .race import explore
@@ -99,17 +94,12 @@ def _verdict(lock: str):
     return r.verdict, r.failing_schedules, r.schedules
 
 
+@functools.lru_cache(maxsize=256)
 def _curve(design: Design, tracked: int, seed: int) -> list[dict]:
-    from .claims import _scale
-    ref = _ref_cost(design, tracked, seed)
-    rows = []
-    for g in CURVE_GIB:
-        n = g * (GIB >> 12)
-        c = ref if n == ref.npages else _scale(ref, n)
-        rows.append({**c.as_dict(), "design": design.name})
-    rows += [{**ptable_walk_cost(g * (GIB >> 12), tracked).as_dict(), "design": "proposal"}
-             for g in CURVE_GIB]
-    return price_rows(rows)
+    """``claims.cost_curve`` of one design (and the ptable-walk proposal) over
+    :data:`CURVE_GIB`, priced (``claims.price_rows``)."""
+    return price_rows(cost_curve({design.name: design}, [g * (GIB >> 12) for g in CURVE_GIB],
+                                 [tracked], exact_max_pages=EXACT_MAX_PAGES, seed=seed))
 
 
 def evaluate(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,11 +154,8 @@ def _cost_title(res) -> str:
     h = res["here"]
     v, bad, total = res["verdict"]
     size = res["values"]["slot_gib"]
-    us = h.get("us")
-    t = f"{us:,.0f} µs" if us is not None else f"{h['probes']:,} probes"
-    hold = h.get("hold_us")
-    hold_s = f", longest mmu_lock hold {hold:,.0f} µs" if hold is not None else ""
-    return (f"DELETE of a {size:,} GiB slot: slot hook {t}{hold_s}; "
+    return (f"DELETE of a {size:,} GiB slot: slot hook {h['us']:,.0f} µs, longest mmu_lock "
+            f"hold {h['hold_us']:,.0f} µs; "
             f"ptable lock <b>{res['design'].kvmgt_lock}: {v}</b> "
             f"({bad:,} of {total:,} schedules fail)")
 
@@ -208,12 +195,12 @@ class Dashboard:
         import plotly.graph_objects as go
         fig = go.Figure()
         for name, colour, dash in ((res["design"].name, "#E45756", "solid"),
-                                   ("proposal", "#54A24B", "dot")):
+                                   (PROPOSAL, "#54A24B", "dot")):
             rows = [r for r in res["curve"] if r["design"] == name]
             fig.add_trace(go.Scatter(
                 x=[r["npages"] / (GIB >> 12) for r in rows], y=[r["us"] for r in rows],
                 mode="lines+markers", line=dict(color=colour, dash=dash),
-                name="this design: slot hook time" if name != "proposal"
+                name="this design: slot hook time" if name != PROPOSAL
                 else "proposal (no kernel): walk ptable"))
         rows = [r for r in res["curve"] if r["design"] == res["design"].name]
         fig.add_trace(go.Scatter(

@@ -36,6 +36,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .costs import CostModel, default_costs
 from .design import Design
 from .design import parse_design as _parse_design
 from .memslot import CHANGES, DELETE
@@ -45,7 +46,7 @@ from .vm import VM as _ModelVM
 __all__ = [
     "KINDS", "WORK_FIELDS", "OpResult", "ReplayResult", "TrackedSet", "classify",
     "infer_prologue", "auto_track_point", "place_tracked", "replay", "replay_designs",
-    "cycles_of", "call_cycles", "add_arguments", "run",
+    "add_arguments", "run",
 ]
 
 KINDS = CHANGES
@@ -152,17 +153,9 @@ def place_tracked(vm, gvt, n: int, seed: int = 0,
                 order.append(g)
     # every candidate lies in an address-space-0 RAM slot, so the only failure
     # is a gfn GVT already shadows (intel_vgpu_register_page_track: -EEXIST)
-    failed = 0
-    if hasattr(gvt, "shadow_many"):
-        todo = [g for g in sorted(order) if g not in gvt.page_track_tree]
-        failed = len(order) - len(todo)
-        gvt.shadow_many(np.array(todo, dtype=np.uint64))
-    else:                                   # a tracker without the bulk API
-        for g in sorted(order):
-            try:
-                gvt.shadow(g)
-            except OSError:
-                failed += 1
+    todo = [g for g in sorted(order) if g not in gvt.page_track_tree]
+    failed = len(order) - len(todo)
+    gvt.shadow_many(np.array(todo, dtype=np.uint64))
     return TrackedSet(gfns=tuple(sorted(order)), placed_after=placed_after,
                       slots=tuple((s.id, s.base_gfn, s.npages) for s in cands), seed=seed,
                       failed=failed)
@@ -223,66 +216,6 @@ class OpResult:
                 f"gpa 0x{self.op.gpa:x} size 0x{self.op.size:x} -> {err}")
 
 
-def _get(obj, name, default=0):
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-def work_of(call) -> dict[str, int]:
-    """Primitive-op counts of one hook-call record (``kvmpt.work.HookCall`` or a mapping)."""
-    w = _get(call, "work", None)
-    if w is not None and hasattr(w, "as_dict"):
-        d = dict(w.as_dict())
-    elif isinstance(w, Mapping):
-        d = dict(w)
-    else:
-        d = {}
-    out = {}
-    for k in WORK_FIELDS:
-        v = d.get(k)
-        if v is None:
-            v = _get(call, k, 0)
-        out[k] = int(v or 0)
-    return out
-
-
-def cycles_of(counts, costs) -> float | None:
-    """Cycles for primitive-op counts (a mapping, or a ``kvmpt.work.Work``).
-
-    ``costs`` is a ``kvmpt.costs.CostModel`` (anything with ``total(work)``),
-    a callable taking the counts, or a mapping primitive -> cycles per op.
-    None when no cost table is given.
-    """
-    if costs is None:
-        return None
-    if hasattr(costs, "total") and callable(costs.total):
-        return float(costs.total(counts))
-    if callable(costs) and not isinstance(costs, Mapping):
-        return float(costs(counts if not isinstance(counts, Mapping) else dict(counts)))
-    if not isinstance(counts, Mapping):
-        counts = work_of({"work": counts})
-    return float(sum(n * float(_get(costs, k, 0) or 0) for k, n in counts.items()))
-
-
-def call_cycles(call, costs) -> float | None:
-    """Cycles of one hook call: its whole ``Work`` when it has one, else its counts."""
-    w = _get(call, "work", None)
-    if w is not None and hasattr(w, "ops"):
-        return cycles_of(w, costs)
-    return cycles_of(work_of(call), costs)
-
-
-def mmu_lock_hold_cycles(call, costs) -> tuple[float, float] | None:
-    """(cycles under ``mmu_lock``, cycles of the longest hold) of one call, if priced."""
-    w = _get(call, "work", None)
-    if costs is None or w is None or not hasattr(w, "held"):
-        return None
-    if hasattr(costs, "mmu_lock_hold"):
-        return tuple(float(x) for x in costs.mmu_lock_hold(w))
-    return cycles_of(dict(w.held), costs), cycles_of(dict(w.max_hold), costs)
-
-
 @dataclass
 class ReplayResult:
     """Everything :func:`replay` found; ``summary()`` for a dict, ``kvmpt.textreport`` to print."""
@@ -295,7 +228,7 @@ class ReplayResult:
     tracked: TrackedSet | None = None
     stale_gfns: tuple[int, ...] = ()
     invariant_violations: tuple[str, ...] = ()
-    costs: Any = None
+    costs: CostModel | None = None
     seed: int = 0
     source: str = ""
 
@@ -339,50 +272,40 @@ class ReplayResult:
         return [c for r in self.results for c in r.hook_calls]
 
     def hook_table(self) -> dict[str, dict[str, Any]]:
-        """Per hook name: calls, wasted calls, empty walks, work counts, cycles."""
+        """Per hook name: calls, wasted calls, empty walks, work counts and, with a cost
+        table, cycles (``kvmpt.costs.CostModel``: the whole call, its ``mmu_lock`` write
+        holds, the updates into freed metadata)."""
+        costs = self.costs
         table: dict[str, dict[str, Any]] = {}
         for c in self.hook_calls():
-            name = str(_get(c, "hook", "hook"))
-            row = table.setdefault(name, {"node": str(_get(c, "node", "")), "calls": 0,
-                                          "wasted_calls": 0, "harmful_calls": 0,
-                                          "hits": 0, "empty_walks": 0, "wasted_updates": 0,
-                                          "_wasted_work": {"counter_updates": 0,
-                                                           "lpage_updates": 0},
-                                          **{k: 0 for k in WORK_FIELDS}})
-            w = work_of(c)
+            row = table.setdefault(c.hook, {"node": c.node, "calls": 0, "wasted_calls": 0,
+                                            "harmful_calls": 0, "hits": 0, "empty_walks": 0,
+                                            "wasted_updates": 0, **{k: 0 for k in WORK_FIELDS},
+                                            "cycles": None, "mmu_lock_cycles": None,
+                                            "longest_hold_cycles": None, "wasted_cycles": None})
+            w = c.work.as_dict()
             row["calls"] += 1
-            row["hits"] += int(_get(c, "hits", 0) or 0)
-            if int(_get(c, "npages", 0) or 0) and not _get(c, "hits", 0):
+            row["hits"] += c.hits
+            if c.npages and not c.hits:
                 row["empty_walks"] += 1
-            if _get(c, "wasted", False):
-                row["wasted_calls"] += 1
-                row["wasted_updates"] += w["counter_updates"] + w["lpage_updates"]
-                row["_wasted_work"]["counter_updates"] += w["counter_updates"]
-                row["_wasted_work"]["lpage_updates"] += w["lpage_updates"]
-            if _get(c, "harmful", False):
-                row["harmful_calls"] += 1
+            row["wasted_calls"] += bool(c.wasted)
+            row["wasted_updates"] += c.wasted_updates
+            row["harmful_calls"] += bool(c.harmful)
             for k in WORK_FIELDS:
                 row[k] += w[k]
-            if self.costs is not None:
-                cyc = call_cycles(c, self.costs)
-                row["cycles"] = (row.get("cycles") or 0.0) + (cyc or 0.0)
-                hold = mmu_lock_hold_cycles(c, self.costs)
-                if hold is not None:
-                    row["mmu_lock_cycles"] = row.get("mmu_lock_cycles", 0.0) + hold[0]
-                    row["longest_hold_cycles"] = max(row.get("longest_hold_cycles", 0.0),
-                                                     hold[1])
-        for row in table.values():
-            row.setdefault("cycles", None)
-            row.setdefault("mmu_lock_cycles", None)
-            row.setdefault("longest_hold_cycles", None)
-            row["wasted_cycles"] = cycles_of(row.pop("_wasted_work"), self.costs)
+            if costs is not None:
+                held, longest = costs.mmu_lock_hold(c.work)
+                row["cycles"] = (row["cycles"] or 0.0) + costs.hook_cycles(c)
+                row["mmu_lock_cycles"] = (row["mmu_lock_cycles"] or 0.0) + held
+                row["longest_hold_cycles"] = max(row["longest_hold_cycles"] or 0.0, longest)
+                row["wasted_cycles"] = (row["wasted_cycles"] or 0.0) + costs.wasted_cycles(c)
         return table
 
     def us(self, cycles: float | None) -> float | None:
-        """Cycles to microseconds with the cost model's clock, when it has one."""
-        if cycles is None or self.costs is None or not hasattr(self.costs, "cycles_to_us"):
+        """Cycles to microseconds with the cost model's clock; None without one."""
+        if cycles is None or self.costs is None:
             return None
-        return float(self.costs.cycles_to_us(cycles))
+        return self.costs.cycles_to_us(cycles)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready dict of the result."""
@@ -437,7 +360,7 @@ def _may_change_staleness(calls, kind: str) -> bool:
     ``stale_gfns`` is always computed in full; ``ReplayResult.unattributed_stale``
     says if this rule ever missed one."""
     for c in calls:
-        if _get(c, "hits", 0) or work_of(c)["counter_updates"]:
+        if c.hits or c.work.ops["counter_updates"]:
             return True
     return kind == "MOVE"
 
@@ -494,9 +417,12 @@ def replay(vm, ops: Sequence[MemslotOp], *, kvmgt: bool = False, tracked: int = 
     ``track_after`` trace ops (None: :func:`auto_track_point`, or the first
     point after it with enough RAM).  ``roles``
     maps (as_id, slot) to a layout role, to place them in RAM slots by role.
-    ``costs`` turns primitive-op counts into cycles (see :func:`cycles_of`).
+    ``costs`` (a ``kvmpt.costs.CostModel``) prices the hook calls.
     """
     ops = list(ops)
+    if costs is not None and not isinstance(costs, CostModel):
+        raise TypeError(f"costs must be a kvmpt.costs.CostModel or None, got "
+                        f"{type(costs).__name__}")
     if tracked < 0:
         raise ValueError("tracked must be >= 0")
     if track_after is not None and not 0 <= track_after <= len(ops):
@@ -638,20 +564,9 @@ def add_arguments(p) -> None:
 parse_design = _parse_design
 
 
-def load_costs(estimate: str = "point"):
-    """``kvmpt.costs.default_costs()`` at the given estimate, or None if there is
-    no cost table; a table that fails to load is reported on stderr, not fatal."""
-    try:
-        from . import costs as costs_mod  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    try:
-        model = costs_mod.default_costs()
-        return model.at(estimate) if estimate != "point" else model
-    except Exception as exc:                    # keep replay usable without prices
-        print(f"kvmpt: warning: cost table not loaded ({exc}); reporting counts only",
-              file=sys.stderr)
-        return None
+def _costs(estimate: str):
+    """``data/costs.toml`` at ``estimate`` ("point", "low", "high"), or None for "none"."""
+    return None if estimate == "none" else default_costs().at(estimate)
 
 
 def run(args) -> int:
@@ -696,7 +611,7 @@ def run(args) -> int:
     progress = None if not args.quiet else False
     results = replay_designs(ops, designs, setup_ops=setup, kvmgt=args.kvmgt,
                              tracked=args.tracked, track_after=track_after, seed=args.seed,
-                             costs=None if args.costs == "none" else load_costs(args.costs),
+                             costs=_costs(args.costs),
                              infer_missing=not args.no_infer,
                              roles=roles or None, progress=progress, source=scenario)
     if args.format == "json":

@@ -25,10 +25,11 @@ source }`` so its source tag and range travel with it.  Errors name the file,
 the line, the table and the field.
 
 :func:`run` applies the schedule to a fresh ``VM(design)`` in time order;
-the guest writes that fall between two memslot ops run as one batch
-(``vm.guest_write_batch`` when the Numba kernels are there, else a loop over
-``vm.guest_write``).  Each op's work is priced by ``kvmpt.costs``.  The
-result has a flat ``summary`` and a per-op ``timeseries`` of NumPy columns.
+the guest writes that fall between two events run as one batch
+(``vm.guest_write_batch``).  Every count in the result is the model's own
+(``vm.work``, ``vm.hook_calls``, ``vm.write_stats``) and every cycle figure is
+``kvmpt.costs.CostModel``'s price of it.  The result has a flat ``summary``
+(:data:`SUMMARY_METRICS`) and a per-op ``timeseries`` of NumPy columns.
 """
 from __future__ import annotations
 
@@ -40,16 +41,18 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .costs import TAGS, CostModel, default_costs
+from .costs import COUNTERS, TAGS, CostModel, default_costs
 from .design import Design
 from .layouts import Churn, Layout, build_ops, churn_ops, final_state, load_layout
 from .memslot import CHANGES, REJECTED
 from .tomlfile import InputError, located, names, number_problem, read_toml, resolve
 from .trace import MemslotOp, load_qemu_trace
+from .vm import VM, WRITE_OUTCOMES
+from .work import HookCall, Work
 
 __all__ = [
     "DEFAULT_SCENARIO", "SCENARIO_DIR", "TRACE_DIR", "PROFILES", "Figure", "Scenario", "ScenarioError",
-    "RunResult", "load_scenario", "list_scenarios", "run", "compare",
+    "RunResult", "load_scenario", "list_scenarios", "run", "SUMMARY_METRICS",
 ]
 
 #: the scenario to use when none is named: the default VM and workload of workloads.md §5
@@ -669,6 +672,8 @@ class RunResult:
     hook_calls: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     warnings: list[str] = field(default_factory=list, repr=False)
     violations: list[str] = field(default_factory=list, repr=False)
+    work: Work | None = field(default=None, repr=False)
+    write_stats: dict[str, int] = field(default_factory=dict, repr=False)
 
     def rows(self) -> list[dict[str, Any]]:
         """The time series as a list of dicts (one per op)."""
@@ -697,12 +702,16 @@ _SUMMARY_ROWS = (
     ("hook_us_per_delete", "hook time per DELETE (us)", ".2f"),
     ("hook_cycles_per_delete", "hook cycles per DELETE", ".0f"),
     ("wasted_cycles", "wasted cycles", ".0f"),
-    ("mmu_lock_max_hold_us", "mmu_lock longest hold (us)", ".2f"),
+    ("mmu_lock_max_hold_us", "mmu_lock longest write hold (us)", ".2f"),
     ("mmu_lock_hold_us_per_hook_call", "mmu_lock held per KVMGT hook (us)", ".2f"),
-    ("mmu_lock_hold_us_total", "mmu_lock held, total (us)", ".2f"),
+    ("mmu_lock_memslot_hold_us_total", "mmu_lock held by memslot ops (us)", ".2f"),
+    ("mmu_lock_hold_us_total", "mmu_lock write-held, total (us)", ".2f"),
+    ("mmu_lock_read_hold_us_total", "mmu_lock read-held, total (us)", ".2f"),
     ("memslot_us_total", "memslot ioctl work (us)", ".1f"),
-    ("writes_total", "guest writes", "d"), ("trapped_writes", "  trapped", "d"),
+    ("writes_total", "guest writes", "d"), ("trapped_writes", "  trapped (emulated)", "d"),
+    ("writes_mmio", "  MMIO exits", "d"),
     ("trapped_write_us", "trapped-write time (us)", ".1f"),
+    ("mmio_us", "MMIO-exit time (us)", ".1f"),
     ("missed_writes", "missed writes", "d"), ("stale_gfns_end", "stale gfns at end", "d"),
     ("violations_end", "invariant violations at end", "d"),
     ("kernel_warnings", "kernel WARNs", "d"),
@@ -710,29 +719,14 @@ _SUMMARY_ROWS = (
 
 
 def _table(results: list[RunResult]) -> str:
-    head = ["", *[f"{r.design.name}" for r in results]]
-    rows = [head]
-    for key, label, fmt in _SUMMARY_ROWS:
-        rows.append([label, *[format(r.summary[key], fmt) for r in results]])
-    w0 = max(len(r[0]) for r in rows)
-    ws = [max(len(r[i]) for r in rows) for i in range(1, len(head))]
+    """The summaries side by side (``kvmpt.textreport.table``), under a title line."""
+    from .textreport import table
     r0 = results[0]
     title = (f"scenario {r0.scenario.name} (seed {r0.seed}), clock "
              f"{r0.costs.ghz:g} GHz, costs: {r0.costs.estimate}")
-    lines = [title]
-    for r in rows:
-        lines.append(f"{r[0]:<{w0}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(r[1:], ws)))
-    return "\n".join(lines)
-
-
-def _work_snapshot(work) -> dict[str, int]:
-    d = dict(work.ops)
-    d["mmu_lock_acquisitions"] = work.mmu_lock_acquisitions
-    return d
-
-
-def _diff(a: dict, b: dict) -> dict:
-    return {k: b[k] - a.get(k, 0) for k in b}
+    rows = [[label, *[format(r.summary[key], fmt) for r in results]]
+            for key, label, fmt in _SUMMARY_ROWS]
+    return title + "\n" + table(["", *[r.design.name for r in results]], rows)
 
 
 class _Writes:
@@ -784,18 +778,6 @@ class _Writes:
         return ((gfns << 12) | offs).astype(np.uint64)
 
 
-def _write_batch(vm, gpas: np.ndarray) -> dict[str, int]:
-    if gpas.size == 0:
-        return dict.fromkeys(("direct", "ignored", "handled", "missed"), 0)
-    if hasattr(vm, "guest_write_batch"):
-        got = vm.guest_write_batch(gpas)
-        return {k: int(got[k]) for k in ("direct", "ignored", "handled", "missed")}
-    before = dict(vm.write_stats)
-    for g in gpas.tolist():
-        vm.guest_write(g)
-    return {k: vm.write_stats[k] - before[k] for k in ("direct", "ignored", "handled", "missed")}
-
-
 def _park_gpa(layout: Layout) -> dict[int, int]:
     """Where the adversarial VMM MOVEs each AS0 RAM slot: past the top of the layout,
     1 GiB aligned, one window per slot."""
@@ -830,8 +812,7 @@ class _Touch:
             return
         g = set(gvt.page_track_tree) | gvt.ptable.gfns()
         self.gfns = np.array(sorted(g), dtype=np.int64)
-        hv = getattr(gvt, "shadow_hva", {}) or {}
-        self.hvas = np.array(sorted(hv.values()), dtype=np.int64)
+        self.hvas = np.array(sorted(gvt.shadow_hva.values()), dtype=np.int64)
 
     @staticmethod
     def _any_in(arr: np.ndarray, lo: int, hi: int) -> bool:
@@ -856,6 +837,340 @@ class _Touch:
         return False
 
 
+class _Run:
+    """One run's state, advanced one event at a time (:data:`_EVENTS`).
+
+    The VM's own accounting is the only record: its ``work`` (everything outside
+    the slot hooks), its ``hook_calls`` (each with its own ``work``), its
+    ``write_stats`` and its ``op_log``.  The loop adds two things the VM cannot
+    know: which event caused a piece of ``vm.work`` (guest writes, a memslot
+    ioctl, GVT shadowing: :attr:`caused`, Work counter deltas) and one row per
+    memslot op for the time series.  The summary is :data:`SUMMARY_METRICS`,
+    computed from those at the end; every cycle figure comes from
+    :class:`kvmpt.costs.CostModel`.
+    """
+
+    def __init__(self, sc: Scenario, design: Design, costs: CostModel, seed: int, check: str):
+        self.sc, self.design, self.costs, self.seed, self.check = sc, design, costs, seed, check
+        self.layout = sc.layout_obj()
+        ss = np.random.SeedSequence(seed)
+        rng_sched, self.rng_track, rng_write = (np.random.default_rng(s) for s in ss.spawn(3))
+        self.events, self.t_run, self.t_end = build_schedule(sc, self.layout, rng_sched)
+        self.roles = {(s.as_id, s.slot): s.role for s in self.layout.slots}
+        self.homes = {s.slot: s.gpa for s in self.layout.slots if s.as_id == 0}
+        self.parks = _park_gpa(self.layout)
+        self.writes = _Writes(sc, self.layout, rng_write, self.t_run, self.t_end)
+        self.vm = VM(design)
+        self.gvt = None
+        self.attached_at = 0               # len(vm.op_log) when KVMGT attached
+        self.caused: dict[str, dict[str, int]] = {c: dict.fromkeys(COUNTERS, 0)
+                                                  for c in CAUSES}
+        self.rows: list[dict[str, Any]] = []
+        self.row_of_op: dict[int, int] = {}            # vm.op_log index -> row
+        self.since_op = dict.fromkeys(COUNTERS, 0)     # guest-write work since the last op
+        self.writes_since_op = 0
+        self.tracked_ever = False
+        self.recheck = False
+        self.stale_now = self.violations_now = 0
+        self.touch = _Touch()
+
+    # ----------------------------------------------------------- accounting
+    def _charged(self, cause: str, fn) -> dict[str, int]:
+        """Run ``fn()``; add the ``vm.work`` it did to ``caused[cause]`` and return it."""
+        work = self.vm.work
+        before = {k: getattr(work, k) for k in COUNTERS}
+        fn()
+        delta = {k: getattr(work, k) - before[k] for k in COUNTERS}
+        into = self.caused[cause]
+        for k, v in delta.items():
+            into[k] += v
+        return delta
+
+    # ----------------------------------------------------------------- events
+    def guest_writes(self, n: int) -> None:
+        """The guest writes that fall before the next event, as one batch."""
+        if n <= 0:
+            return
+        gpas = self.writes.gpas(n)
+        delta = self._charged("writes", lambda: self.vm.guest_write_batch(gpas))
+        for k, v in delta.items():
+            self.since_op[k] += v
+        self.writes_since_op += n
+
+    def attach(self, ev: Event) -> None:
+        self.gvt = self.vm.attach_kvmgt()
+        self.attached_at = len(self.vm.op_log)
+
+    def track(self, ev: Event) -> None:
+        """The guest i915 driver loads: GVT shadows the tracked set."""
+        if self.gvt is None or not self.sc.tracked_gfns:
+            return
+        from .replay import place_tracked
+        seed = int(self.rng_track.integers(0, 2**31))
+        self._charged("shadow", lambda: place_tracked(self.vm, self.gvt, int(self.sc.tracked_gfns),
+                                                      seed=seed, roles=self.roles))
+        self.tracked_ever = True
+        self._shadowing_changed()
+
+    def untrack(self, ev: Event) -> None:
+        """A vGPU reset: GVT drops every shadow."""
+        if self.gvt is None:
+            return
+        gvt = self.gvt
+
+        def unshadow_all():
+            for g in gvt.shadowed_gfns():
+                gvt.unshadow(g)
+
+        self._charged("shadow", unshadow_all)
+        self._shadowing_changed()
+
+    def _shadowing_changed(self) -> None:
+        self.recheck = True
+        self.touch.refresh(self.gvt)
+        self.writes.set_shadowed(self.gvt.shadowed_gfns())
+
+    def move(self, ev: Event) -> None:
+        """The adversarial VMM MOVEs a RAM slot home or away (decided now: the slot
+        may have been deleted meanwhile), failing in prepare if the event says so."""
+        as_id, sid = ev.slot_key
+        cur = {s.id: s for s in self.vm.memslots(as_id)}.get(sid)
+        if cur is None:
+            return                              # deleted right now: nothing to move
+        gpa = self.homes[sid] if cur.base_gfn << 12 != self.homes[sid] else self.parks[sid]
+        if ev.fail:
+            self.vm.fail_next_prepare(errno_mod.ENOMEM)
+        self.memslot_op(ev, MemslotOp(as_id, sid, cur.flags, gpa, cur.npages << 12,
+                                      cur.userspace_addr))
+
+    def op(self, ev: Event) -> None:
+        self.memslot_op(ev, ev.op)
+
+    def memslot_op(self, ev: Event, op: MemslotOp) -> None:
+        vm, gvt = self.vm, self.gvt
+        dirty = self.check == "all" or (gvt is not None and self.tracked_ever
+                                        and self.touch.touches(vm, op))
+        n_log = len(vm.op_log)
+        err = [0]
+
+        def ioctl():
+            try:
+                vm.set_user_memory_region(op.ioctl_slot, op.flags, op.gpa, op.size, op.ua)
+            except OSError as exc:
+                err[0] = exc.errno
+            # an injection not consumed (MOVE rejected before prepare allocates) must
+            # not leak into the next op
+            vm.fail_next_prepare(None)
+
+        ioctl_work = self._charged("memslot", ioctl)
+        rec = vm.op_log[-1] if len(vm.op_log) > n_log else None   # None: refused in S0 checks
+        if rec is not None:
+            self.row_of_op[rec.index] = len(self.rows)
+        calls = rec.hook_calls if rec is not None else []
+        hits = sum(c.hits for c in calls if c.node == "kvmgt")
+        if gvt is not None and self.tracked_ever:
+            if self.recheck or dirty or hits or err[0]:
+                self.stale_now = len(gvt.stale_gfns())
+                self.violations_now = len(vm.check_invariants()) if self.check != "end" else -1
+                self.recheck = False
+                if hits or err[0]:
+                    self.touch.refresh(gvt)
+        else:
+            self.stale_now = 0
+        self.rows.append(_op_row(self, ev, op, rec, err[0], ioctl_work, hits))
+        self.since_op = dict.fromkeys(COUNTERS, 0)
+        self.writes_since_op = 0
+
+    # ---------------------------------------------------------------- result
+    def result(self) -> RunResult:
+        vm, gvt = self.vm, self.gvt
+        self.violations = vm.check_invariants()
+        if self.rows and self.check == "end":
+            self.rows[-1]["violations"] = len(self.violations)
+        cols = list(_OP_COLUMNS) + [f"cyc_{c}" for c in self.costs.categories]
+        ts = {k: np.array([r[k] for r in self.rows]) for k in cols}
+        summary = {name: fn(self) for name, fn in SUMMARY_METRICS.items()}
+        return RunResult(self.sc, self.design, self.seed, summary, ts, self.costs,
+                         hook_calls=_hook_table(self),
+                         warnings=[w.message for w in vm.warnings],
+                         violations=self.violations, work=vm.work,
+                         write_stats=dict(vm.write_stats))
+
+    # views the metrics share
+    def kvmgt_calls(self) -> list[HookCall]:
+        return [c for c in self.vm.hook_calls if c.node == "kvmgt"]
+
+    def deletes_with_kvmgt(self) -> list:
+        """Successful DELETEs made while KVMGT was attached."""
+        return [r for r in self.vm.op_log[self.attached_at:]
+                if self.gvt is not None and r.change == "DELETE" and r.errno == 0]
+
+    def write_holds(self) -> list[tuple[float, float]]:
+        """(held, longest) cycles of every ``write_lock(mmu_lock)`` account: each hook
+        call, and ``vm.work`` (GVT shadowing, notifier changes)."""
+        hold = self.costs.mmu_lock_hold
+        return [hold(c.work) for c in self.vm.hook_calls] + [hold(self.vm.work)]
+
+
+#: what caused a piece of ``vm.work`` (the slot hooks keep their own Work)
+CAUSES = ("writes", "memslot", "shadow")
+
+#: event kind -> the step that applies it (the schedule's whole vocabulary)
+_EVENTS = {"attach": _Run.attach, "track": _Run.track, "untrack": _Run.untrack,
+           "op": _Run.op, "move": _Run.move}
+
+_OP_COLUMNS = (
+    "op", "t_s", "phase", "cause", "kind", "as_id", "slot", "npages", "errno", "hits",
+    "hook_cycles", "zap_cycles", "ioctl_cycles", "wasted_cycles", "mmu_lock_hold_us",
+    "mmu_lock_held_us", "writes", "trapped_write_cycles", "missed_writes", "stale_gfns",
+    "violations")
+
+
+def _op_row(r: _Run, ev: Event, op: MemslotOp, rec, err: int, ioctl_work: dict[str, int],
+            hits: int) -> dict[str, Any]:
+    """One time-series row: the op, what its hook calls and ioctl cost, and the guest
+    writes since the previous op."""
+    costs = r.costs
+    calls = rec.hook_calls if rec is not None else []
+    by_cat = costs.price(ioctl_work)
+    for c in calls:
+        for k, v in costs.price(c.work).items():
+            by_cat[k] += v
+    holds = [costs.mmu_lock_hold(c.work) for c in calls]
+    row = dict(
+        op=len(r.rows), t_s=ev.t, phase=ev.phase, cause=ev.cause,
+        kind=rec.change if rec is not None else REJECTED, as_id=op.as_id, slot=op.slot,
+        npages=op.npages, errno=err, hits=hits,
+        hook_cycles=sum(costs.hook_cycles(c) for c in calls if c.node == "kvmgt"),
+        zap_cycles=sum(costs.hook_cycles(c) for c in calls if c.node != "kvmgt"),
+        ioctl_cycles=costs.total(ioctl_work),
+        wasted_cycles=sum(costs.wasted_cycles(c) for c in calls),
+        mmu_lock_hold_us=costs.cycles_to_us(max((h[1] for h in holds), default=0.0)),
+        mmu_lock_held_us=costs.cycles_to_us(sum(h[0] for h in holds)),
+        writes=r.writes_since_op, trapped_write_cycles=costs.trapped_write_cycles(r.since_op),
+        missed_writes=r.vm.write_stats["missed"], stale_gfns=r.stale_now,
+        violations=r.violations_now)
+    row.update({f"cyc_{c}": v for c, v in by_cat.items()})
+    return row
+
+
+def _hook_table(r: _Run) -> dict[str, np.ndarray]:
+    """One row per slot-hook call (``vm.hook_calls``), priced."""
+    costs = r.costs
+    cols: dict[str, list] = {k: [] for k in (
+        "op", "hook", "node", "change", "as_id", "slot", "npages", "hits", "cycles",
+        "mmu_lock_held_us", "mmu_lock_max_hold_us", "wasted", "harmful")}
+    for c in r.vm.hook_calls:
+        held, longest = costs.mmu_lock_hold(c.work)
+        for k, v in (("op", r.row_of_op[c.op]), ("hook", c.hook), ("node", c.node),
+                     ("change", c.change), ("as_id", c.as_id), ("slot", c.slot_id),
+                     ("npages", c.npages), ("hits", c.hits), ("cycles", costs.hook_cycles(c)),
+                     ("mmu_lock_held_us", costs.cycles_to_us(held)),
+                     ("mmu_lock_max_hold_us", costs.cycles_to_us(longest)),
+                     ("wasted", bool(c.wasted)), ("harmful", bool(c.harmful))):
+            cols[k].append(v)
+    return {k: np.array(v) for k, v in cols.items()}
+
+
+def _kinds(r: _Run) -> np.ndarray:
+    return np.array([row["kind"] for row in r.rows], dtype=object)
+
+
+def _errnos(r: _Run) -> np.ndarray:
+    return np.array([row["errno"] for row in r.rows], dtype=int)
+
+
+def _per(total: float, n: int) -> float:
+    return total / n if n else 0.0
+
+
+def _hook_cycles(r: _Run) -> float:
+    return sum(r.costs.hook_cycles(c) for c in r.kvmgt_calls())
+
+
+def _zap_cycles(r: _Run) -> float:
+    return sum(r.costs.hook_cycles(c) for c in r.vm.hook_calls if c.node != "kvmgt")
+
+
+def _memslot_cycles(r: _Run) -> float:
+    return _hook_cycles(r) + _zap_cycles(r) + r.costs.total(r.caused["memslot"])
+
+
+def _delete_hook_cycles(r: _Run) -> float:
+    dels = r.deletes_with_kvmgt()
+    return _per(sum(r.costs.hook_cycles(c) for d in dels for c in d.hook_calls
+                    if c.node == "kvmgt"), len(dels))
+
+
+def _wasted(r: _Run) -> float:
+    return sum(r.costs.wasted_cycles(c) for c in r.vm.hook_calls)
+
+
+def _memslot_holds(r: _Run) -> list[tuple[float, float]]:
+    return [r.costs.mmu_lock_hold(c.work) for c in r.vm.hook_calls]
+
+
+#: summary key -> how it is computed from the run (Mesa's ``model_reporters``).  Counts
+#: come from the VM's own accounting; cycles and microseconds from ``kvmpt.costs``.
+#: ``mmu_lock`` holds are by mode: write holds stall vCPU faults and every other user;
+#: read holds (``kvmgt_page_track_write()`` in the ``mmu_lock`` design) stall writers.
+SUMMARY_METRICS: dict[str, Any] = {
+    "scenario": lambda r: r.sc.name,
+    "design": lambda r: r.design.name,
+    "seed": lambda r: r.seed,
+    "sim_time_s": lambda r: float(r.t_end),
+    "ops_total": lambda r: len(r.rows),
+    **{f"ops_{k}": (lambda k: lambda r: int((_kinds(r) == k).sum()))(k) for k in CHANGES},
+    "ops_failed": lambda r: int((_errnos(r) != 0).sum()),
+    "moves_rejected": lambda r: int(((_kinds(r) == "MOVE")
+                                     & (_errnos(r) == errno_mod.EINVAL)).sum()),
+    "prepare_failures": lambda r: int((_errnos(r) == errno_mod.ENOMEM).sum()),
+    "hook_calls": lambda r: len(r.kvmgt_calls()),
+    "harmful_hook_calls": lambda r: sum(bool(c.harmful) for c in r.kvmgt_calls()),
+    "hook_cycles_total": _hook_cycles,
+    "hook_cycles_per_delete": _delete_hook_cycles,
+    "hook_us_per_delete": lambda r: r.costs.cycles_to_us(_delete_hook_cycles(r)),
+    "zap_cycles_total": _zap_cycles,
+    "ioctl_cycles_total": lambda r: r.costs.total(r.caused["memslot"]),
+    "memslot_cycles_total": _memslot_cycles,
+    "memslot_us_total": lambda r: r.costs.cycles_to_us(_memslot_cycles(r)),
+    "wasted_cycles": _wasted,
+    "wasted_us": lambda r: r.costs.cycles_to_us(_wasted(r)),
+    "mmu_lock_max_hold_us": lambda r: r.costs.cycles_to_us(
+        max(h[1] for h in r.write_holds())),
+    # every write hold: the memslot ops' hooks and zaps, GVT shadowing, notifier changes
+    "mmu_lock_hold_us_total": lambda r: r.costs.cycles_to_us(
+        sum(h[0] for h in r.write_holds())),
+    "mmu_lock_memslot_max_hold_us": lambda r: r.costs.cycles_to_us(
+        max((h[1] for h in _memslot_holds(r)), default=0.0)),
+    "mmu_lock_memslot_hold_us_total": lambda r: r.costs.cycles_to_us(
+        sum(h[0] for h in _memslot_holds(r))),
+    "mmu_lock_hold_us_per_hook_call": lambda r: r.costs.cycles_to_us(_per(
+        sum(r.costs.mmu_lock_hold(c.work)[0] for c in r.kvmgt_calls()), len(r.kvmgt_calls()))),
+    "mmu_lock_read_max_hold_us": lambda r: r.costs.cycles_to_us(
+        r.costs.mmu_lock_hold(r.vm.work, "read")[1]),
+    "mmu_lock_read_hold_us_total": lambda r: r.costs.cycles_to_us(
+        r.costs.mmu_lock_hold(r.vm.work, "read")[0]),
+    "shadow_cycles": lambda r: r.costs.total(r.caused["shadow"]),
+    "writes_total": lambda r: sum(r.vm.write_stats[k] for k in WRITE_OUTCOMES),
+    **{f"writes_{k}": (lambda k: lambda r: r.vm.write_stats[k])(k) for k in WRITE_OUTCOMES},
+    "trapped_writes": lambda r: r.caused["writes"]["emulated_writes"],
+    "trapped_write_cycles": lambda r: r.costs.trapped_write_cycles(r.caused["writes"]),
+    "trapped_write_us": lambda r: r.costs.cycles_to_us(
+        r.costs.trapped_write_cycles(r.caused["writes"])),
+    "mmio_exits": lambda r: r.caused["writes"]["mmio_exits"],
+    "mmio_us": lambda r: r.costs.cycles_to_us(r.costs.mmio_cycles(r.caused["writes"])),
+    "missed_writes": lambda r: r.vm.write_stats["missed"],
+    "tracked_gfns": lambda r: int(r.sc.tracked_gfns),
+    "shadowed_end": lambda r: len(r.gvt.shadowed_gfns()) if r.gvt is not None else 0,
+    "stale_gfns_end": lambda r: len(r.gvt.stale_gfns()) if r.gvt is not None else 0,
+    "violations_end": lambda r: len(r.violations),
+    "kernel_warnings": lambda r: len(r.vm.warnings),
+    "clock_ghz": lambda r: r.costs.ghz,
+    "costs_estimate": lambda r: r.costs.estimate,
+}
+
+
 def run(scenario, design, seed: int | None = None, costs: CostModel | None = None,
         check: str = "ops") -> RunResult:
     """Run ``scenario`` (a Scenario or a name) under ``design`` (a Design or preset name).
@@ -866,236 +1181,20 @@ def run(scenario, design, seed: int | None = None, costs: CostModel | None = Non
     ``"end"`` only at the end (faster; the ``violations`` column is then -1
     until the last row); ``"all"`` recomputes after every op instead of only
     after ops that can change them (a cross-check, slower).
-    """
-    from .vm import VM
 
+    The loop is the whole simulation: for each scheduled event in time order, the
+    guest writes that fall before it run as one batch (``vm.guest_write_batch``),
+    then the event is applied (:data:`_EVENTS`).  The summary is
+    :data:`SUMMARY_METRICS`.
+    """
     sc = load_scenario(scenario) if not isinstance(scenario, Scenario) else scenario
-    design = Design.coerce(design)
-    seed = sc.seed if seed is None else int(seed)
     if check not in ("ops", "end", "all"):
         raise ValueError("check must be 'ops', 'end' or 'all'")
-    costs = costs or default_costs()
-    layout = sc.layout_obj()
-    ss = np.random.SeedSequence(seed)
-    rng_sched, rng_track, rng_write = (np.random.default_rng(s) for s in ss.spawn(3))
-    events, t_run, t_end = build_schedule(sc, layout, rng_sched)
-    roles = {(s.as_id, s.slot): s.role for s in layout.slots}
-    homes = {s.slot: s.gpa for s in layout.slots if s.as_id == 0}
-    parks = _park_gpa(layout)
-    writes = _Writes(sc, layout, rng_write, t_run, t_end)
-    price = costs.price
-    cats = costs.categories
-
-    vm = VM(design)
-    gvt = None
-    tracked_ever = False
-    cols: dict[str, list] = {k: [] for k in (
-        "op", "t_s", "phase", "cause", "kind", "as_id", "slot", "npages", "errno", "hits",
-        "hook_cycles", "zap_cycles", "ioctl_cycles", "wasted_cycles", "mmu_lock_hold_us",
-        "mmu_lock_held_us", "writes", "trapped_write_cycles", "missed_writes", "stale_gfns",
-        "violations")}
-    for c in cats:
-        cols[f"cyc_{c}"] = []
-    hcols: dict[str, list] = {k: [] for k in (
-        "op", "hook", "node", "change", "as_id", "slot", "npages", "hits", "cycles",
-        "mmu_lock_held_us", "mmu_lock_max_hold_us", "wasted", "harmful")}
-    totals = dict(hook=0.0, zap=0.0, ioctl=0.0, wasted=0.0, held=0.0, max_hold=0.0,
-                  trapped=0.0, shadow=0.0, delete_hook=0.0, write_held=0.0,
-                  write_max_hold=0.0, hook_held=0.0)
-    wcounts = dict.fromkeys(("direct", "ignored", "handled", "missed"), 0)
-    n_deletes = hooks = harmful = 0
-    pending_writes = 0
-    pending_trapped = 0.0
-    per_trap = costs.cycles("vm_exit") + costs.cycles("emulation") + costs.cycles("hash_probe")
-    per_handled = costs.cycles("gvt_handler")
-    per_lookup = costs.cycles("hash_probe") + costs.cycles("mmu_lock_acquire")
-    violations_now = stale_now = 0
-    recheck = False
-    check_all = check == "all"
-    touch = _Touch()
-
-    def flush_writes(n: int) -> None:
-        nonlocal pending_writes, pending_trapped
-        if n <= 0:
-            return
-        got = _write_batch(vm, writes.gpas(n))
-        for k in wcounts:
-            wcounts[k] += got[k]
-        cyc = (got["handled"] + got["ignored"]) * per_trap + got["handled"] * per_handled
-        pending_writes += n
-        pending_trapped += cyc
-        totals["trapped"] += cyc
-        if design.kvmgt_lock == "mmu_lock" and gvt is not None and gvt.attached:
-            # the rejected design: kvmgt_page_track_write() looks up and runs the handler
-            # under write mmu_lock (spec §4.6), so every trapped write is a hold
-            trapped = got["handled"] + got["ignored"]
-            totals["write_held"] += trapped * per_lookup + got["handled"] * per_handled
-            if got["handled"]:
-                totals["write_max_hold"] = max(totals["write_max_hold"], per_lookup + per_handled)
-            elif trapped:
-                totals["write_max_hold"] = max(totals["write_max_hold"], per_lookup)
-
-    for ev in events:
-        if ev.t >= t_run:
-            flush_writes(writes.take_until(ev.t))
-        if ev.kind == "attach":
-            gvt = vm.attach_kvmgt()
-            continue
-        if ev.kind in ("track", "untrack"):
-            if gvt is None:
-                continue
-            before = _work_snapshot(vm.work)
-            if ev.kind == "track" and sc.tracked_gfns:
-                from .replay import place_tracked
-                place_tracked(vm, gvt, int(sc.tracked_gfns),
-                              seed=int(rng_track.integers(0, 2**31)), roles=roles)
-                tracked_ever = True
-            elif ev.kind == "untrack":
-                for g in gvt.shadowed_gfns():
-                    gvt.unshadow(g)
-            totals["shadow"] += sum(price(_diff(before, _work_snapshot(vm.work))).values())
-            recheck = True
-            touch.refresh(gvt)
-            writes.set_shadowed(gvt.shadowed_gfns())
-            continue
-        # a memslot op
-        if ev.kind == "move":
-            as_id, sid = ev.slot_key
-            cur = {s.id: s for s in vm.memslots(as_id)}.get(sid)
-            if cur is None:
-                continue                     # deleted right now: nothing to move
-            gpa = homes[sid] if cur.base_gfn << 12 != homes[sid] else parks[sid]
-            op = MemslotOp(as_id, sid, cur.flags, gpa, cur.npages << 12, cur.userspace_addr)
-            if ev.fail:
-                vm.fail_next_prepare(errno_mod.ENOMEM)
-        else:
-            op = ev.op
-        dirty = check_all or (gvt is not None and tracked_ever and touch.touches(vm, op))
-        before = _work_snapshot(vm.work)
-        n_log = len(vm.op_log)
-        err = 0
-        try:
-            vm.set_user_memory_region(op.ioctl_slot, op.flags, op.gpa, op.size, op.ua)
-        except OSError as exc:
-            err = exc.errno
-        # an injection not consumed (MOVE rejected before prepare allocates) must not
-        # leak into the next op
-        vm.fail_next_prepare(None)
-        rec = vm.op_log[-1] if len(vm.op_log) > n_log else None   # None: rejected in S0 checks
-        ioctl = price(_diff(before, _work_snapshot(vm.work)))
-        by_cat = dict(ioctl)
-        hook_c = zap_c = wasted_c = held_c = hold_max = 0.0
-        hits = 0
-        for call in (rec.hook_calls if rec is not None else ()):
-            p = price(call.work)
-            for k, v in p.items():
-                by_cat[k] += v
-            tot = sum(p.values())
-            if call.node == "kvmgt":
-                hook_c += tot
-                hits += call.hits
-                hooks += 1
-                harmful += bool(call.harmful)
-            else:
-                zap_c += tot
-            if call.wasted:
-                wasted_c += (call.work.ops["counter_updates"] * costs.cycles("counter_update")
-                             + call.work.ops["lpage_updates"] * costs.cycles("lpage_update"))
-            h_tot, h_max = costs.mmu_lock_hold(call.work)
-            held_c += h_tot
-            hold_max = max(hold_max, h_max)
-            for k, v in (("op", len(cols["op"])), ("hook", call.hook), ("node", call.node),
-                         ("change", call.change), ("as_id", call.as_id),
-                         ("slot", call.slot_id), ("npages", call.npages), ("hits", call.hits),
-                         ("cycles", tot), ("mmu_lock_held_us", costs.cycles_to_us(h_tot)),
-                         ("mmu_lock_max_hold_us", costs.cycles_to_us(h_max)),
-                         ("wasted", bool(call.wasted)), ("harmful", bool(call.harmful))):
-                hcols[k].append(v)
-            if call.node == "kvmgt":
-                totals["hook_held"] += h_tot
-        kind = rec.change if rec is not None else REJECTED
-        if kind == "DELETE" and err == 0 and gvt is not None and gvt.attached:
-            n_deletes += 1
-            totals["delete_hook"] += hook_c
-        ioc = sum(ioctl.values())
-        totals["hook"] += hook_c
-        totals["zap"] += zap_c
-        totals["ioctl"] += ioc
-        totals["wasted"] += wasted_c
-        totals["held"] += held_c
-        totals["max_hold"] = max(totals["max_hold"], hold_max)
-        if gvt is not None and tracked_ever:
-            if recheck or dirty or hits or err:
-                stale_now = len(gvt.stale_gfns())
-                violations_now = len(vm.check_invariants()) if check != "end" else -1
-                recheck = False
-                if hits or err:
-                    touch.refresh(gvt)
-        else:
-            stale_now = 0
-        row = dict(op=len(cols["op"]), t_s=ev.t, phase=ev.phase, cause=ev.cause, kind=kind,
-                   as_id=op.as_id, slot=op.slot, npages=op.npages, errno=err, hits=hits,
-                   hook_cycles=hook_c, zap_cycles=zap_c, ioctl_cycles=ioc,
-                   wasted_cycles=wasted_c, mmu_lock_hold_us=costs.cycles_to_us(hold_max),
-                   mmu_lock_held_us=costs.cycles_to_us(held_c), writes=pending_writes,
-                   trapped_write_cycles=pending_trapped, missed_writes=wcounts["missed"],
-                   stale_gfns=stale_now, violations=violations_now)
-        for k, v in row.items():
-            cols[k].append(v)
-        for c in cats:
-            cols[f"cyc_{c}"].append(by_cat[c])
-        pending_writes, pending_trapped = 0, 0.0
-    flush_writes(writes.rest())
-
-    violations = vm.check_invariants()
-    if cols["violations"] and check == "end":
-        cols["violations"][-1] = len(violations)
-    stale_end = len(gvt.stale_gfns()) if gvt is not None else 0
-    ts = {k: np.array(v) for k, v in cols.items()}
-    kinds = ts["kind"] if len(ts["kind"]) else np.array([], dtype=str)
-    errs = ts["errno"] if len(ts["errno"]) else np.array([], dtype=int)
-    us = costs.cycles_to_us
-    summary: dict[str, Any] = {
-        "scenario": sc.name, "design": design.name, "seed": seed,
-        "sim_time_s": float(t_end),
-        "ops_total": int(len(kinds)),
-        **{f"ops_{k}": int((kinds == k).sum()) for k in CHANGES},
-        "ops_failed": int((errs != 0).sum()),
-        "moves_rejected": int(((kinds == "MOVE") & (errs == errno_mod.EINVAL)).sum()),
-        "prepare_failures": int((errs == errno_mod.ENOMEM).sum()),
-        "hook_calls": hooks, "harmful_hook_calls": harmful,
-        "hook_cycles_total": totals["hook"],
-        "hook_cycles_per_delete": totals["delete_hook"] / n_deletes if n_deletes else 0.0,
-        "hook_us_per_delete": us(totals["delete_hook"] / n_deletes) if n_deletes else 0.0,
-        "zap_cycles_total": totals["zap"],
-        "ioctl_cycles_total": totals["ioctl"],
-        "memslot_cycles_total": totals["hook"] + totals["zap"] + totals["ioctl"],
-        "memslot_us_total": us(totals["hook"] + totals["zap"] + totals["ioctl"]),
-        "wasted_cycles": totals["wasted"], "wasted_us": us(totals["wasted"]),
-        "mmu_lock_max_hold_us": us(max(totals["max_hold"], totals["write_max_hold"])),
-        "mmu_lock_hold_us_total": us(totals["held"] + totals["write_held"]),
-        "mmu_lock_memslot_max_hold_us": us(totals["max_hold"]),
-        "mmu_lock_hold_us_per_hook_call": us(totals["hook_held"] / hooks) if hooks else 0.0,
-        "mmu_lock_write_hold_us_total": us(totals["write_held"]),
-        "shadow_cycles": totals["shadow"],
-        "writes_total": int(sum(wcounts[k] for k in ("direct", "ignored", "handled"))),
-        "writes_direct": wcounts["direct"], "writes_ignored": wcounts["ignored"],
-        "writes_handled": wcounts["handled"],
-        "trapped_writes": wcounts["handled"] + wcounts["ignored"],
-        "trapped_write_cycles": totals["trapped"], "trapped_write_us": us(totals["trapped"]),
-        "missed_writes": wcounts["missed"],
-        "tracked_gfns": int(sc.tracked_gfns),
-        "shadowed_end": len(gvt.shadowed_gfns()) if gvt is not None else 0,
-        "stale_gfns_end": stale_end, "violations_end": len(violations),
-        "kernel_warnings": len(vm.warnings),
-        "clock_ghz": costs.ghz, "costs_estimate": costs.estimate,
-    }
-    hook_table = {k: np.array(v) for k, v in hcols.items()}
-    return RunResult(sc, design, seed, summary, ts, costs, hook_calls=hook_table,
-                     warnings=[w.message for w in vm.warnings], violations=violations)
-
-
-def compare(scenario, designs=("v6.5", "v6.6"), seed: int | None = None,
-            costs: CostModel | None = None) -> str:
-    """Run ``scenario`` under each design and return the summaries side by side."""
-    return _table([run(scenario, d, seed=seed, costs=costs) for d in designs])
+    r = _Run(sc, Design.coerce(design), costs or default_costs(),
+             sc.seed if seed is None else int(seed), check)
+    for ev in r.events:
+        if ev.t >= r.t_run:
+            r.guest_writes(r.writes.take_until(ev.t))
+        _EVENTS[ev.kind](r, ev)
+    r.guest_writes(r.writes.rest())
+    return r.result()

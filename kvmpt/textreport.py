@@ -218,10 +218,7 @@ def render_replay(results: Sequence[Any], *, scenario: str, seed: int | None,
     if costs is None:
         extra.append(("costs", "primitive-op counts only (no cost table)"))
     else:
-        est = getattr(costs, "estimate", "")
-        ghz = getattr(costs, "ghz", None)
-        extra.append(("costs", "data/costs.toml" + (f", {est} estimate" if est else "")
-                               + (f", {ghz:g} GHz" if ghz else "")))
+        extra.append(("costs", f"data/costs.toml, {costs.estimate} estimate, {costs.ghz:g} GHz"))
     head = header("Memslot trace replay", design=", ".join(names), scenario=scenario,
                   seed=seed, extra=extra)
     sections: list[tuple[str, str]] = []
@@ -346,7 +343,7 @@ def render_replay(results: Sequence[Any], *, scenario: str, seed: int | None,
 
 
 def _secs(result, cycles) -> float | None:
-    us = result.us(cycles) if hasattr(result, "us") else None
+    us = result.us(cycles)
     return None if us is None else us * 1e-6
 
 

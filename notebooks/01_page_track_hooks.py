@@ -161,7 +161,15 @@ big = [r for r in cost_rows if r["npages"] == max(sizes) and r["tracked"] == max
 print(table([f"DELETE 1 TiB, {max(COST_TRACKED):,} tracked", "lookups", "wasted", "hook",
              "mmu_lock max"],
             [(r["design"], f"{r['probes']:,}", f"{r['wasted_updates']:,}",
-              claims.fmt_us(r.get("us")), claims.fmt_us(r.get("hold_us"))) for r in big]))
+              claims.fmt_us(r["us"]), claims.fmt_us(r["hold_us"])) for r in big]))
+# what the text below says: v6.5 holds mmu_lock for over a tenth of a second on a 1 TiB
+# slot; only the ptable walk stays under a millisecond
+v65_1tib = [r for r in cost_rows if r["npages"] == max(sizes) and r["design"].startswith("v6.5")]
+assert all(r["hold_us"] > 100_000 for r in v65_1tib)
+assert all(r["us"] < 1000 for r in big if r["design"] == claims.PROPOSAL)
+# "its 2^18 bucket heads": KVMGT's DECLARE_HASHTABLE(ptable, 18), the proposal's fixed cost
+from kvmpt.ptable import PTABLE_BITS
+assert PTABLE_BITS == 18
 
 # %% tags=["nbval-ignore-output"]
 cost_figs.hook_cost_figure(cost_rows).show()
@@ -176,17 +184,17 @@ cost_figs.hook_cost_figure(tracked_rows, x="tracked").show()
 
 # %% [markdown]
 # *What to look at:* in the first figure the v6.5 line of "longest mmu_lock hold" grows with the
-# slot — about a tenth of a second for a 1 TiB slot, which stalls every vCPU fault that needs
-# the lock — and "wasted updates" / "wasted cycles" show the counter and lpage updates that went
-# into arrays freed at S7. v6.6 removes both, but "hook time" shows it still pays O(npages)
+# slot — over a tenth of a second for a 1 TiB slot (the table above), which stalls every vCPU
+# fault that needs the lock — and "wasted updates" / "wasted cycles" show the counter and lpage
+# updates that went into arrays freed at S7. v6.6 removes both, but "hook time" shows it still pays O(npages)
 # lookups, now under `vgpu_lock`; only the ptable walk (dotted) is flat in the slot size. The
 # second figure holds the slot size and varies the shadowed pages: the waste grows with them, and
 # the ptable walk costs more than v6.6's slot walk once the table is large and the slot small (its
 # 2^18 bucket heads are a fixed cost). Open markers were scaled from a smaller exact run.
 
 # %% [markdown]
-# The same question over whole runs: the committed sweep `data/sweeps/small.parquet` (432
-# `kvmpt.run` runs; `data/sweeps/small.toml` has the grid) of the adversarial VMM, whose MOVEs
+# The same question over whole runs: the committed sweep `data/sweeps/small.parquet`
+# (`kvmpt.run` runs; `data/sweeps/small.toml` has the grid) of the adversarial VMM, whose MOVEs
 # make the slot hook walk a whole RAM slot.
 
 # %%
@@ -194,6 +202,16 @@ from kvmpt.figures import sweep as sweep_figs
 from kvmpt.sweep import load_table
 
 sweep_table = load_table("small")
+adversarial_hold = sweep_figs.aggregate(sweep_table.where(churn="adversarial").rows,
+                                        "mmu_lock_max_hold_us", ["design", "ram_gib"], "max")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"{len(sweep_table)} runs, {len(sweep_table.failed())} failed")
+print(table(["design (adversarial VMM)", "RAM", "longest mmu_lock hold"],
+            [(d, f"{g:,} GiB", claims.fmt_us(v["value"]))
+             for (d, g), v in adversarial_hold.items() if g in (min(sweep_table.column("ram_gib")),
+                                                              max(sweep_table.column("ram_gib")))]))
 
 # %% tags=["nbval-ignore-output"]
 sweep_figs.heatmap(sweep_table, "mmu_lock_max_hold_us", x="ram_gib", y="tracked_gfns",
@@ -201,8 +219,9 @@ sweep_figs.heatmap(sweep_table, "mmu_lock_max_hold_us", x="ram_gib", y="tracked_
 
 # %% [markdown]
 # *What to look at:* the longest `mmu_lock` hold of the run grows with the RAM slot and the
-# shadowed pages under v6.5's flush hook (a quarter of a second at 1 TiB) and stays at KVM's own
-# 8 µs floor for every remove-hook design (use the buttons).
+# shadowed pages under v6.5's flush hook (the table above: the longest hold of any run at each
+# RAM size) and stays at the floor of KVM's own `kvm_mmu_zap_all_fast()` for every remove-hook
+# design (use the buttons).
 
 # %% [markdown]
 # ## 4. "Actively prevent MOVE if there are external page trackers"
@@ -442,8 +461,8 @@ cost_figs.summary_table_figure(summary_cols, summary_rows).show()
 # In JupyterLab, the controls below re-run a whole scenario through `kvmpt.run` (the model with
 # its Numba kernels: a booted q35/OVMF VM with a vGPU, GVT shadowing the chosen number of
 # page-table pages, the guest writing at the chosen rate, and the scenario's memslot churn —
-# QEMU-like, reboots, or an adversarial VMM that MOVEs RAM slots, a fifth of them failing in
-# prepare), then price one DELETE of the chosen slot size, and redraw both figures in place.
+# QEMU-like, reboots, or an adversarial VMM that MOVEs RAM slots, some of them failing in
+# prepare: the rates are printed below), then price one DELETE of the chosen slot size, and redraw both figures in place.
 # Without a kernel (the HTML report) the widgets are dead; the static figure after them holds
 # the adversarial scenario precomputed for every combination of the design knobs.
 
@@ -457,15 +476,37 @@ else:
 
 # %%
 from kvmpt.dashboard import static_variants
+from kvmpt.scenario import load_scenario
 
+adversarial = load_scenario("q35-adversarial")
 variants = static_variants("q35-adversarial", seed=SEED)
 
 # %%
 # NBVAL_CHECK_OUTPUT
+print(f"q35-adversarial: {adversarial.rate('move_rate'):g} MOVEs/s, "
+      f"{adversarial.rate('prepare_fail_rate'):.0%} of them failing in prepare, "
+      f"{adversarial.duration_s:g} s")
 print(table(["design (q35-adversarial)", "MOVEs", "rejected", "failed", "missed", "stale"],
             [(name, r.summary["ops_MOVE"], r.summary["moves_rejected"],
               r.summary["prepare_failures"], f"{r.summary['missed_writes']:,}",
               f"{r.summary['stale_gfns_end']:,}") for name, r in variants.items()]))
+
+# %% [markdown]
+# Where the guest's writes went in the same runs, from the model's own accounting (`vm.write_stats`,
+# `vm.work`): a write to a gfn nobody tracks completes in the guest (*direct*); a write to a
+# write-tracked gfn faults and is emulated (*trapped*: `handled` when KVMGT's handler ran,
+# `ignored` when `ptable` did not have it); a write to a gfn no memslot holds — the RAM slot
+# was just MOVEd away — exits to the VMM (*MMIO*). Only trapped writes pay exit + emulation;
+# the trapped-write time is priced by `kvmpt.costs` from that accounting.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(table(["guest writes", "direct", "trapped", "handled", "ignored", "MMIO",
+             "trapped time"],
+            [(name, f"{s['writes_direct']:,}", f"{s['trapped_writes']:,}",
+              f"{s['writes_handled']:,}", f"{s['writes_ignored']:,}", f"{s['writes_mmio']:,}",
+              claims.fmt_us(s["trapped_write_us"]))
+             for name, s in ((n, variants[n].summary) for n in ("v6.5", "v6.6"))]))
 
 # %% tags=["nbval-ignore-output"]
 memslot_figs.scenario_timeline(variants).show()
@@ -478,8 +519,8 @@ sweep_figs.heatmap(sweep_table, "missed_writes", x="churn", y="tracked_gfns").sh
 # with MOVE rejected, because the flush hook has already run when the rejection comes at S3;
 # every remove-hook design that allows MOVE loses them to the successful MOVEs; only remove +
 # reject keeps the line at zero. The heatmap (the committed sweep, averaged over RAM sizes, write
-# rates and seeds) says the same over 432 runs: under the adversarial VMM only v6.6 misses no
-# write. Under reboot churn every design misses a few: a reset DELETEs guest RAM while GVT
+# rates and seeds) says the same over every run of the sweep: under the adversarial VMM only
+# v6.6 misses no write. Under reboot churn every design misses a few: a reset DELETEs guest RAM while GVT
 # still shadows pages in it, which no page-track hook can help.
 #
 # ## Summary

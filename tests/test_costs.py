@@ -101,12 +101,39 @@ def test_estimates_and_overrides():
         c.at("median")
 
 
-def test_replay_finds_the_cost_table():
-    from kvmpt.replay import cycles_of, load_costs as replay_costs
-    c = replay_costs()
-    assert c is not None
-    assert cycles_of({"zaps": 1, "mmu_lock_acquisitions": 1}, c) == \
-        c.cycles("zap") + c.cycles("mmu_lock_acquire")
+def test_the_pricing_family_reads_the_models_work():
+    from kvmpt.work import HookCall
+    c = default_costs()
+    w = Work()
+    w.add("emulated_writes", 3)
+    w.add("handler_calls", 2)
+    w.add("gfn_probes", 3)
+    w.add("chain_steps", 1)
+    w.add("mmio_exits", 5)
+    w.add("slot_lookups", 7)                 # not a trapped-write counter
+    trap = (3 * (c.cycles("vm_exit") + c.cycles("emulation")) + 2 * c.cycles("gvt_handler")
+            + 3 * c.cycles("hash_probe") + c.cycles("chain_step"))
+    assert c.trapped_write_cycles(w) == pytest.approx(trap)
+    assert c.mmio_cycles(w) == pytest.approx(5 * c.cycles("mmio_exit"))
+    assert c.total(w) == pytest.approx(trap + c.mmio_cycles(w) + 7 * c.cycles("slot_lookup"))
+    # read and write holds are priced apart
+    w.mmu_lock_begin(mode="read")
+    w.add("gfn_probes")
+    w.add("handler_calls")
+    w.mmu_lock_end()
+    assert c.mmu_lock_hold(w, "read") == pytest.approx(
+        (c.cycles("hash_probe") + c.cycles("gvt_handler"),) * 2)
+    assert c.mmu_lock_hold(w, "write") == (0.0, 0.0)
+    with pytest.raises(ValueError, match="mode"):
+        c.mmu_lock_hold(w, "shared")
+    call = HookCall(0, "track_flush_slot", "kvmgt", "DELETE", 0, 1, 0, 10)
+    call.work.add("gfn_probes", 10)
+    call.work.add("counter_updates", 2)
+    call.work.add("lpage_updates", 4)
+    assert c.hook_cycles(call) == pytest.approx(c.total(call.work))
+    assert c.wasted_cycles(call) == 0.0
+    call.wasted = True
+    assert c.wasted_cycles(call) == pytest.approx(6 * 300)
 
 
 # --------------------------------------------------------------- broken files

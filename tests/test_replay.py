@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from kvmpt import Design
+from kvmpt.costs import default_costs
 from kvmpt.layouts import build_ops, churn_ops, load_layout
 from kvmpt.replay import (KINDS, classify, infer_prologue, place_tracked, replay,
                           replay_designs)
@@ -156,10 +157,13 @@ def test_costs_turn_counts_into_cycles():
     vm = _VM()
     for o in build_ops(lay):
         vm.set_user_memory_region(o.ioctl_slot, o.flags, o.gpa, o.size, o.ua)
-    res = replay(vm, churn_ops(lay), kvmgt=True, costs={"gfn_probes": 2.0})
+    c = default_costs()
+    probes_only = c.with_cycles(**{**dict.fromkeys(c.categories, 0.0), "hash_probe": 2.0})
+    res = replay(vm, churn_ops(lay), kvmgt=True, costs=probes_only)
     row = res.hook_table()["track_remove_region"]
-    assert row["cycles"] == 2.0 * row["gfn_probes"]
-    assert replay(_VM(), [], costs=lambda c: 7).costs is not None
+    assert row["cycles"] == 2.0 * row["gfn_probes"] > 0
+    with pytest.raises(TypeError, match="CostModel"):
+        replay(_VM(), [], costs={"gfn_probes": 2.0})
 
 
 def test_text_report_fits_80_columns_and_has_the_header():
@@ -298,30 +302,19 @@ def test_model_smm_boot_trace_as1_delete_stales_gfns(VM):
     assert len(out["v6.5"].warnings) > 0 and out["v6.6"].warnings == []
 
 
-def test_cost_objects_and_progress_bar():
-    from kvmpt.replay import cycles_of
-
-    class Costs:
-        def total(self, counts):
-            return 3 * counts.get("gfn_probes", 0)
-    assert cycles_of({"gfn_probes": 2}, Costs()) == 6
-    assert cycles_of({"gfn_probes": 2}, lambda c: 5) == 5
-    assert cycles_of({"gfn_probes": 2}, {"gfn_probes": 1.5}) == 3
-    assert cycles_of({"gfn_probes": 2}, None) is None
+def test_progress_bar():
     res = replay(_VM(), load_qemu_trace(VGA), progress=True)
     assert res.mismatches == [] and res.unattributed_stale == 0
 
 
 def test_model_with_the_cost_table(VM):
-    costs_mod = pytest.importorskip("kvmpt.costs", reason="kvmpt/costs.py not written yet")
-    from kvmpt.replay import call_cycles
-    costs = costs_mod.default_costs()
+    costs = default_costs()
     res = replay(VM(design=Design.preset("v6.5")), load_qemu_trace(SMM_ON), tracked=2000,
                  costs=costs)
     table = res.hook_table()
     flush = table["track_flush_slot"]
     assert flush["cycles"] == pytest.approx(
-        sum(call_cycles(c, costs) for c in res.hook_calls() if c.hook == "track_flush_slot"))
+        sum(costs.total(c.work) for c in res.hook_calls() if c.hook == "track_flush_slot"))
     assert flush["cycles"] > 0 and flush["mmu_lock_cycles"] > 0
     assert 0 < flush["longest_hold_cycles"] <= flush["mmu_lock_cycles"]
     assert res.us(flush["cycles"]) == pytest.approx(costs.cycles_to_us(flush["cycles"]))

@@ -482,7 +482,6 @@ def test_committed_sweep_matches_its_grid(small):
 
 def test_committed_sweep_is_what_the_model_gives_now(small):
     """Two cheap rows of the committed sweep, run again: same metrics, or regenerate it."""
-    pytest.importorskip("kvmpt.scenario")
     rows = [r for r in small.rows if r["ram_gib"] == min(small.column("ram_gib"))
             and r["churn"] == "adversarial" and r["tracked_gfns"] > 0 and r["seed"] == 0]
     for row in (rows[0], rows[-1]):

@@ -1,15 +1,15 @@
 """Figures for what the slot hooks cost, and the summary table.
 
-Pure functions from :func:`kvmpt.claims.cost_curve` rows (and summary rows) to
+Pure functions from :func:`kvmpt.claims.price_rows` rows (and summary rows) to
 ``plotly.graph_objects.Figure``; buttons (``updatemenus``) switch the metric.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import plotly.graph_objects as go
 
-__all__ = ["METRICS", "hook_cost_figure", "summary_table_figure", "cycles_metric"]
+__all__ = ["METRICS", "hook_cost_figure", "summary_table_figure"]
 
 #: metric key -> (button label, y-axis title, log axis?)
 METRICS: dict[str, tuple[str, str, bool]] = {
@@ -30,28 +30,7 @@ _DASHES = ["solid", "dash", "dot", "dashdot", "longdash"]
 GIB_PAGES = 1 << 18
 
 
-def cycles_metric(costs: Callable[[Mapping[str, int]], float] | Mapping[str, float]):
-    """Add a cycles metric, given a cost table (primitive -> cycles) or a callable;
-    returns ``(key, fn(row) -> cycles)`` for :func:`hook_cost_figure`'s ``extra``."""
-    def fn(row):
-        counts = {"gfn_probes": row["probes"], "chain_steps": row["chain_steps"],
-                  "counter_updates": row["counter_updates"],
-                  "lpage_updates": row["lpage_updates"], "hash_deletes": row["hash_deletes"]}
-        if callable(costs):
-            return float(costs(counts))
-        return float(sum(n * float(costs.get(k, 0)) for k, n in counts.items()))
-    return "cycles", fn
-
-
-def _y(rows, key, extra):
-    if key in extra:
-        return [extra[key](r) for r in rows]
-    return [r[key] for r in rows]
-
-
 def hook_cost_figure(rows: Sequence[Mapping[str, Any]], metric: str | None = None,
-                     extra: Mapping[str, Callable] | None = None,
-                     extra_labels: Mapping[str, tuple[str, str, bool]] | None = None,
                      x: str = "npages") -> go.Figure:
     """The chosen metric of one DELETE's slot hook, one line per design and per value of
     the other parameter, against ``x``: ``"npages"`` (the deleted slot's size, GiB, log
@@ -61,10 +40,8 @@ def hook_cost_figure(rows: Sequence[Mapping[str, Any]], metric: str | None = Non
     if x not in ("npages", "tracked"):
         raise ValueError(f"x must be 'npages' or 'tracked', got {x!r}")
     other = "tracked" if x == "npages" else "npages"
-    extra = dict(extra or {})
-    metrics = dict(METRICS)
-    metrics.update(extra_labels or {})
-    keys = [k for k in metrics if k in extra or k in rows[0]]
+    metrics = METRICS
+    keys = [k for k in metrics if k in rows[0]]
     metric = metric or keys[0]
     designs = list(dict.fromkeys(r["design"] for r in rows))
     others = sorted({r[other] for r in rows})
@@ -85,7 +62,7 @@ def hook_cost_figure(rows: Sequence[Mapping[str, Any]], metric: str | None = Non
             groups.append(g)
             proposal = d.startswith("proposal")
             fig.add_trace(go.Scatter(
-                x=[xval(r) for r in g], y=_y(g, metric, extra),
+                x=[xval(r) for r in g], y=[r[metric] for r in g],
                 mode="lines+markers", name=f"{d} — {other_label(o)}",
                 legendgroup=d,
                 line=dict(color=_DESIGN_COLOURS[i % len(_DESIGN_COLOURS)],
@@ -102,7 +79,7 @@ def hook_cost_figure(rows: Sequence[Mapping[str, Any]], metric: str | None = Non
     for k in keys:
         label, ytitle, log = metrics[k]
         buttons.append(dict(label=label, method="update",
-                            args=[{"y": [_y(g, k, extra) for g in groups]},
+                            args=[{"y": [[r[k] for r in g] for g in groups]},
                                   {"yaxis.title.text": ytitle,
                                    "yaxis.type": "log" if log else "linear"}]))
     label, ytitle, log = metrics[metric]

@@ -13,6 +13,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..vm import WRITE_OUTCOMES
+
 __all__ = ["STEP_LANES", "update_timeline", "update_timelines", "failed_move_figure",
            "move_policy_figure", "qemu_census_figure", "design_buttons", "scenario_timeline",
            "scenario_traces", "scenario_title", "vm_layout_figure"]
@@ -38,8 +40,8 @@ _BEFORE, _AFTER = "#9ecae1", "#08519c"
 
 
 def _total(writes: Mapping[str, int]) -> int:
-    """Writes issued ("missed" is a subset of "direct" + "ignored")."""
-    return sum(writes.get(k, 0) for k in ("direct", "ignored", "handled"))
+    """Writes issued: the sum over the model's outcomes (``kvmpt.vm.WRITE_OUTCOMES``)."""
+    return sum(writes[k] for k in WRITE_OUTCOMES)
 
 
 def _errname(e: int) -> str:
@@ -153,17 +155,17 @@ _STATE_ROWS = (("shadowed", "GVT shadows<br>(page_track_tree)"),
                ("ptable", "in KVMGT's<br>ptable"),
                ("kvm_tracked", "KVM write-tracks<br>(count > 0)"),
                ("stale", "stale: writes<br>miss GVT"))
-#: every write in these scenarios targets a shadowed page: direct and ignored are missed
+#: every write in these scenarios targets a shadowed page: all but "handled" are missed
 _WRITE_ROWS = (("handled", "reached<br>GVT's handler"), ("direct", "missed:<br>not trapped"),
-               ("ignored", "missed: trapped,<br>ignored"))
-_WRITE_COLOURS = ["#54A24B", "#E45756", "#F58518"]
+               ("ignored", "missed: trapped,<br>ignored"), ("mmio", "missed:<br>MMIO exit"))
+_WRITE_COLOURS = ["#54A24B", "#E45756", "#F58518", "#B279A2"]
 
 
 def _state_traces(before, after, writes, show_legend: bool):
     names = [lbl for _, lbl in _STATE_ROWS]
     b = [getattr(before, k) for k, _ in _STATE_ROWS]
     a = [getattr(after, k) for k, _ in _STATE_ROWS]
-    w = [writes.get(k, 0) for k, _ in _WRITE_ROWS]
+    w = [writes[k] for k, _ in _WRITE_ROWS]
     return [
         go.Bar(x=names, y=b, name="before the update", marker_color=_BEFORE,
                text=b, textposition="outside", legendgroup="before", showlegend=show_legend,
@@ -190,7 +192,7 @@ def _two_panel(results: Mapping[str, Any], get, title_of, panel_titles) -> go.Fi
             fig.add_trace(t, row=1, col=1 if i < 2 else 2)
             owners.append(k)
         ymax_l = max([ymax_l] + [getattr(x, k) for x in (before, after) for k, _ in _STATE_ROWS])
-        ymax_r = max([ymax_r] + [writes.get(k, 0) for k, _ in _WRITE_ROWS])
+        ymax_r = max([ymax_r] + [writes[k] for k, _ in _WRITE_ROWS])
         layouts.append({"title.text": title_of(label, r)})
     fig.update_yaxes(title_text="pages", range=[0, ymax_l * 1.2], row=1, col=1)
     fig.update_yaxes(title_text="guest writes", range=[0, ymax_r * 1.2], row=1, col=2)

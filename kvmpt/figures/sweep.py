@@ -21,8 +21,9 @@ __all__ = ["heatmap", "lines", "label", "unit", "records", "aggregate", "UNITS",
 #: units of the parameters and metrics kvmpt knows by name; others come from the suffix
 UNITS: dict[str, str] = {
     "ram_gib": "GiB", "slot_gib": "GiB", "tracked_gfns": "gfns", "write_rate": "writes/s",
-    "duration_s": "s", "move_rate": "MOVEs/op", "prepare_fail_rate": "fraction",
-    "missed_writes": "writes", "stale_gfns": "gfns", "seed": "",
+    "duration_s": "s", "move_rate": "MOVEs/s", "prepare_fail_rate": "fraction",
+    "missed_writes": "writes", "stale_gfns": "gfns", "seed": "", "trapped_writes": "writes",
+    "writes_mmio": "writes",
 }
 _SUFFIX_UNITS = (("_cycles", "cycles"), ("_us", "µs"), ("_ns", "ns"), ("_ms", "ms"),
                  ("_s", "s"), ("_gib", "GiB"), ("_mib", "MiB"), ("_gfns", "gfns"),
@@ -47,8 +48,11 @@ def unit(name: str) -> str:
 #: readable names of the parameters and metrics kvmpt knows (units are added by label())
 NAMES: dict[str, str] = {
     "ram_gib": "RAM slot size", "slot_gib": "slot size", "tracked_gfns": "tracked gfns",
-    "write_rate": "trapped write rate", "duration_s": "duration", "move_rate": "MOVE rate",
+    "write_rate": "guest write rate", "duration_s": "duration", "move_rate": "MOVE rate",
     "prepare_fail_rate": "prepare failure rate", "missed_writes": "missed writes",
+    "mmu_lock_max_hold_us": "longest mmu_lock write hold",
+    "mmu_lock_read_max_hold_us": "longest mmu_lock read hold",
+    "trapped_writes": "trapped (emulated) writes", "writes_mmio": "MMIO exits",
 }
 _STRIP = ("_per_s", "_us", "_ns", "_ms", "_s", "_gib", "_mib", "_frac")
 
