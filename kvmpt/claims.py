@@ -29,7 +29,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .costs import WASTED_COUNTERS, CostModel, default_costs, wasted_counts
+from .costs import CostModel, default_costs
+from .work import HookCall
 from .design import Design
 from .vm import WRITE_OUTCOMES
 from .work import PRIMITIVES
@@ -311,7 +312,7 @@ def slot_hook_cost(design: Design | str, npages: int, tracked: int, seed: int = 
     all_ops["mmu_lock_acquisitions"] = sum(c.work.mmu_lock_acquisitions for c in calls)
     longest = max(calls, key=lambda c: c.work.mmu_lock_max_hold_steps, default=None)
     max_hold_ops = dict(longest.work.max_hold) if longest is not None else {}
-    wasted_ops = {k: sum(wasted_counts(c)[k] for c in calls) for k in WASTED_COUNTERS}
+    wasted_ops = {k: sum(c.wasted_counts[k] for c in calls) for k in HookCall.WASTED_COUNTERS}
     return HookCost(d.name, npages, t, ops["gfn_probes"], ops["chain_steps"],
                     ops["counter_updates"], ops["lpage_updates"], ops["hash_deletes"],
                     held, max_hold, total if mutex else held,

@@ -2,9 +2,8 @@
 
 Subcommands live in their own modules, found through :data:`SUBCOMMANDS`; each
 module provides ``add_arguments(parser)`` and ``run(args) -> int`` (and may
-set ``HELP``, a one-line summary).  A subcommand whose module is not there yet
-still shows in ``kvmpt --help``; running it prints one line saying it is not
-available and exits with status 2.
+set ``HELP``, a one-line summary).  Only the module of the subcommand being run
+is imported, so ``kvmpt replay`` does not pay for ``kvmpt sweep``'s imports.
 
 Errors in the input (bad options, a malformed trace line, an unknown design or
 layout, a missing file) print one line, ``kvmpt: error: ...``, to stderr and
@@ -18,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 from typing import Sequence
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
-#: subcommand -> (module, one-line help used when the module is not available)
+#: subcommand -> (module, one-line help shown by ``kvmpt --help`` without importing it)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("kvmpt.replay",
                "replay a QEMU memslot trace (or a layout's boot churn) through each design"),
@@ -48,25 +46,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _exists(module: str) -> bool:
-    """Whether a subcommand module is installed, without importing it."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _load(module: str):
-    """Import a subcommand module: the module, None if it does not exist (yet),
-    or the exception its import raised."""
-    if not _exists(module):
-        return None
-    try:
-        return importlib.import_module(module)
-    except Exception as exc:                    # a broken module must not break the others
-        return exc
-
-
 def _version() -> str:
     from . import __version__
     return __version__
@@ -75,7 +54,7 @@ def _version() -> str:
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The ``kvmpt`` parser.  Subcommand modules are imported only for ``only``
     (every one when None), so ``kvmpt replay`` does not pay for ``kvmpt sweep``'s
-    imports and a broken module only breaks its own subcommand."""
+    imports."""
     parser = _Parser(
         prog="kvmpt",
         description="kvmpt: an executable design review of Linux KVM's x86 page-track hooks "
@@ -83,31 +62,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         epilog="Run 'kvmpt COMMAND --help' for a command's options.")
     parser.add_argument("--version", action="version", version=f"kvmpt {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, fallback_help) in SUBCOMMANDS.items():
+    for name, (module, summary) in SUBCOMMANDS.items():
         if only is not None and name != only:
-            missing = "" if _exists(module) else " [not available yet]"
-            p = sub.add_parser(name, help=fallback_help + missing)
-            p.set_defaults(_run=None, _module=module, _why="not loaded")
+            sub.add_parser(name, help=summary)
             continue
-        mod = _load(module)
-        if isinstance(mod, Exception) or mod is None \
-                or not hasattr(mod, "add_arguments") or not hasattr(mod, "run"):
-            if isinstance(mod, Exception):
-                why = f"{module} failed to import: {type(mod).__name__}: {mod}"
-            elif mod is None:
-                why = f"{module} is missing"
-            else:
-                why = f"{module} has no add_arguments()/run()"
-            p = sub.add_parser(name, help=f"{fallback_help} [not available yet]",
-                               description=f"{fallback_help}. Not available in this "
-                                           f"installation: {why}.")
-            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-            p.set_defaults(_run=None, _module=module, _why=why)
-            continue
-        p = sub.add_parser(name, help=getattr(mod, "HELP", fallback_help),
-                           description=getattr(mod, "HELP", fallback_help))
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=getattr(mod, "HELP", summary),
+                           description=getattr(mod, "HELP", summary))
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run, _module=module, _why="")
+        p.set_defaults(_run=mod.run)
     return parser
 
 
@@ -129,10 +92,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     if not getattr(args, "command", None):
         parser.print_help()
-        return EXIT_USAGE
-    if args._run is None:
-        print(f"kvmpt: error: '{args.command}' is not available in this installation "
-              f"({_one_line(Exception(args._why))})", file=sys.stderr)
         return EXIT_USAGE
     try:
         return int(args._run(args) or 0)

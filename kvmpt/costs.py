@@ -44,7 +44,7 @@ from .work import PRIMITIVES, HookCall, Work
 __all__ = [
     "COSTS_PATH", "TAGS", "Cost", "CostModel", "CostError", "TomlLocator",
     "load_costs", "default_costs", "price", "cycles_to_us", "COUNTERS",
-    "TRAPPED_WRITE_COUNTERS", "WASTED_COUNTERS", "wasted_counts",
+    "TRAPPED_WRITE_COUNTERS",
 ]
 
 COSTS_PATH = Path(__file__).resolve().parent / "data" / "costs.toml"
@@ -55,8 +55,6 @@ COUNTERS = PRIMITIVES + ("mmu_lock_acquisitions", "mmu_lock_read_acquisitions")
 #: :meth:`CostModel.trapped_write_cycles`)
 TRAPPED_WRITE_COUNTERS = ("emulated_writes", "handler_calls", "gfn_probes", "chain_steps",
                           "mmu_lock_read_acquisitions")
-#: the counters :attr:`kvmpt.work.HookCall.wasted_updates` adds up
-WASTED_COUNTERS = ("counter_updates", "lpage_updates")
 ESTIMATES = ("point", "low", "high")
 
 
@@ -178,7 +176,7 @@ class CostModel:
     def wasted_cycles(self, call: HookCall) -> float:
         """Cycles of the counter and lpage updates a hook call made into metadata freed
         by the same update (S7): :attr:`HookCall.wasted_updates` priced; 0 if not wasted."""
-        return self.total(wasted_counts(call))
+        return self.total(call.wasted_counts)
 
     def mmu_lock_hold(self, work, mode: str = "write") -> tuple[float, float]:
         """(cycles done under ``mmu_lock`` in total, cycles of the longest single hold),
@@ -293,12 +291,6 @@ def default_costs() -> CostModel:
 def price(work, costs: CostModel | None = None) -> dict[str, float]:
     """Cycles per category for ``work`` under ``costs`` (default: ``data/costs.toml``)."""
     return (costs or default_costs()).price(work)
-
-
-def wasted_counts(call: HookCall) -> dict[str, int]:
-    """The counter and lpage updates of ``call`` that went into metadata freed by the
-    same update (all of them when ``call.wasted``, else none)."""
-    return {k: (call.work.ops[k] if call.wasted else 0) for k in WASTED_COUNTERS}
 
 
 def cycles_to_us(cycles: float, costs: CostModel | None = None) -> float:

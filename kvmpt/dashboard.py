@@ -91,7 +91,7 @@ def _run(scenario: str, design: Design, tracked: int, write_rate: int, seed: int
 def _verdict(lock: str):
     from .race import explore
     r = explore(lock)
-    return r.verdict, r.failing_schedules, r.schedules
+    return r.verdict, r.failing_states, r.states
 
 
 @functools.lru_cache(maxsize=256)
@@ -157,7 +157,7 @@ def _cost_title(res) -> str:
     return (f"DELETE of a {size:,} GiB slot: slot hook {h['us']:,.0f} µs, longest mmu_lock "
             f"hold {h['hold_us']:,.0f} µs; "
             f"ptable lock <b>{res['design'].kvmgt_lock}: {v}</b> "
-            f"({bad:,} of {total:,} schedules fail)")
+            f"({bad:,} of {total:,} states fail)")
 
 
 class Dashboard:

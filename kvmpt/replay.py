@@ -603,6 +603,11 @@ def run(args) -> int:
         ops = load_ops(args.trace)
         if not ops:
             raise ValueError(f"{args.trace}: no kvm_set_user_memory lines")
+        prose = ops.prose_lines
+        if prose:
+            print(f"kvmpt replay: {args.trace}: skipped {len(prose)} line(s) that mention "
+                  f"kvm_set_user_memory in prose (lines {', '.join(map(str, prose[:5]))}"
+                  f"{', ...' if len(prose) > 5 else ''})", file=sys.stderr)
         scenario = os.path.basename(args.trace) + (f" on layout {args.layout}"
                                                    if args.layout else "")
     track_after = args.track_after

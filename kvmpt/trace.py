@@ -49,8 +49,6 @@ __all__ = [
 ]
 
 EVENT = "kvm_set_user_memory"
-#: include/uapi/linux/kvm.h (6.8+): the flag of a slot backed by guest_memfd
-KVM_MEM_GUEST_MEMFD = 0x4
 
 # Line styles, i.e. which format string printed the line.
 STYLE_SLOT = "slot"            # "Slot#%d" with as_id << 16 in the slot number
@@ -440,7 +438,7 @@ _CSV_COLUMNS = ("unix_ts", "as_id", "slot", "op", "gpa_hex", "size_hex", "flags_
 
 
 def load_memslot_csv(source, *, ua: int = 0, pid: int | None = None,
-                     style: str = STYLE_SLOT) -> list[MemslotOp]:
+                     style: str = STYLE_SLOT) -> TraceOps:
     """Read the ``unix_ts,as_id,slot,op,gpa_hex,size_hex,flags_hex`` CSV format.
 
     ``#`` lines are comments.  The CSV has no ``ua`` (host address) and no
@@ -496,7 +494,7 @@ def load_memslot_csv(source, *, ua: int = 0, pid: int | None = None,
         ops.append(MemslotOp(as_id=as_id, slot=slot, flags=flags, gpa=gpa, size=size,
                              ua=ua, ret=0, lineno=lineno, timestamp=ts,
                              pid=pid if ts is not None else None, style=style, tag="[D]"))
-    return ops
+    return TraceOps(ops, source=name)
 
 
 def _csv_fields(name, lineno: int, raw: str) -> list[str]:
@@ -506,7 +504,7 @@ def _csv_fields(name, lineno: int, raw: str) -> list[str]:
         raise TraceError(f"{name}:{lineno}: not a CSV row: {exc}") from None
 
 
-def load_ops(source) -> list[MemslotOp]:
+def load_ops(source) -> TraceOps:
     """A trace file, or a ``.csv`` file in the shared CSV format, as ops."""
     if isinstance(source, (str, os.PathLike)) and str(source).lower().endswith(".csv"):
         return load_memslot_csv(source)

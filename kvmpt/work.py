@@ -183,9 +183,16 @@ class HookCall:
     wasted: bool = False
     harmful: bool = False
 
+    #: the primitives a hook call makes into a slot's metadata (what ``wasted`` voids)
+    WASTED_COUNTERS = ("counter_updates", "lpage_updates")
+
+    @property
+    def wasted_counts(self) -> dict[str, int]:
+        """The counter and lpage updates whose effect was freed right after (all of
+        them when ``wasted``, else none)."""
+        return {k: (self.work.ops[k] if self.wasted else 0) for k in self.WASTED_COUNTERS}
+
     @property
     def wasted_updates(self) -> int:
         """Counter + lpage updates whose effect was freed right after."""
-        if not self.wasted:
-            return 0
-        return self.work.ops["counter_updates"] + self.work.ops["lpage_updates"]
+        return sum(self.wasted_counts.values())

@@ -332,7 +332,6 @@ def test_cli_bad_input_is_one_line(capsys, argv, msg):
 
 
 def test_cli_dry_run_reads_a_grid_file(capsys, tmp_path):
-    pytest.importorskip("kvmpt.scenario")
     g = tmp_path / "g.toml"
     g.write_text('designs = "all"\nseeds = "0-2"\n[params]\ntracked_gfns = [0, 100000]\n')
     rc, out, _ = _cli(capsys, "sweep", "--grid", str(g), "--param", "ram_gib=4,1024",
@@ -408,7 +407,6 @@ TINY = Grid({"duration_s": [0.02], "tracked_gfns": [0, 500], "churn": ["quiet", 
 
 @pytest.fixture(scope="module")
 def real_table():
-    pytest.importorskip("kvmpt.scenario")
     return sweep(TINY, "q35-desktop", workers=2, progress=False)
 
 
@@ -427,13 +425,11 @@ def test_real_sweep_on_dask_matches_local(real_table, cluster):
 
 
 def test_real_sweep_rejects_an_unknown_parameter():
-    pytest.importorskip("kvmpt.scenario")
     with pytest.raises(ValueError, match="ram_gb"):
         sweep(Grid({"ram_gb": [1]}), "q35-desktop", workers=0, progress=False)
 
 
 def test_cli_sweep_writes_csv_with_sidecar_and_resumes(capsys, tmp_path):
-    pytest.importorskip("kvmpt.scenario")
     out = tmp_path / "s.csv"
     def sweep_argv(tracked="0,200"):
         return ["sweep", "--scenario", "q35-desktop", "-p", "duration_s=0.02", "-p",
@@ -553,7 +549,6 @@ def test_heatmap_buttons_switch_designs_in_static_html(serial_table, tmp_path):
 
 
 def test_cli_lists_the_scenario_parameters(capsys):
-    pytest.importorskip("kvmpt.scenario")
     rc, out, _ = _cli(capsys, "sweep", "--scenario", "q35-desktop", "--list-params")
     assert rc == 0 and out.startswith("scenario q35-desktop")
     for name in ("ram_gib", "tracked_gfns", "write_rate", "duration_s", "churn", "move_rate"):
