@@ -67,8 +67,13 @@ def page_track_write_batch(gpas, slot_base, slot_npages, slot_trap, counter_addr
     cb = np.uint64(1)          # current slot [cb, ce): empty until a slot is found
     ce = np.uint64(0)
     ctrap = False
-    for k in range(3):
-        stats[S_KIND_FIRST + k] = -1
+    counts = np.zeros(4, dtype=np.int64)          # by outcome code
+    missed = 0
+    emulated = 0
+    kind_n = np.zeros(3, dtype=np.int64)
+    kind_steps = np.zeros(3, dtype=np.int64)
+    kind_longest = np.zeros(3, dtype=np.int64)
+    kind_first = np.full(3, -1, dtype=np.int64)
     for i in range(n):
         if i + PREFETCH_AHEAD < n:
             ga = gpas[i + PREFETCH_AHEAD] >> pshift
@@ -113,20 +118,29 @@ def page_track_write_batch(gpas, slot_base, slot_npages, slot_trap, counter_addr
                         stop = i
                         break
                     o = HANDLED
-                stats[S_KIND_N + kind] += 1
-                stats[S_KIND_STEPS + kind] += s
-                if s > stats[S_KIND_LONGEST + kind]:
-                    stats[S_KIND_LONGEST + kind] = s
-                if stats[S_KIND_FIRST + kind] < 0:
-                    stats[S_KIND_FIRST + kind] = i
-            stats[S_EMULATED] += 1
-        stats[S_OUTCOME + o] += 1
+                kind_n[kind] += 1
+                kind_steps[kind] += s
+                if s > kind_longest[kind]:
+                    kind_longest[kind] = s
+                if kind_first[kind] < 0:
+                    kind_first[kind] = i
+            emulated += 1
+        counts[o] += 1
         m = has_miss and set_contains(miss_tab, miss_shift, g)
         if m:
-            stats[S_MISSED] += 1
+            missed += 1
         if want:
             outcomes[i] = o
             missed_out[i] = m
+    for k in range(4):
+        stats[S_OUTCOME + k] = counts[k]
+    stats[S_MISSED] = missed
+    stats[S_EMULATED] = emulated
+    for k in range(3):
+        stats[S_KIND_N + k] = kind_n[k]
+        stats[S_KIND_STEPS + k] = kind_steps[k]
+        stats[S_KIND_LONGEST + k] = kind_longest[k]
+        stats[S_KIND_FIRST + k] = kind_first[k]
     stats[S_STOP] = stop
     stats[S_MAXOFF] = maxoff
 
