@@ -20,6 +20,7 @@ import numpy as np
 
 from . import lockdep as ld
 from .memslot import PAGE_SHIFT
+from .mmu import as_u64_array
 
 
 class GvtPageTrack:
@@ -61,7 +62,7 @@ class GvtPageTrack:
         same state, warnings, Work and lockdep, and the same OSError at the same gfn
         (the gfns before it stay shadowed).  With ``vm.kernels`` the adds run in one
         jitted kernel (``kvmpt._kernels.track.page_track_add_gfns``)."""
-        gfns = _as_gfn_array(gfns)
+        gfns = as_u64_array(gfns, "gfns")
         self._check_attached()
         if not self.vm.kernels:
             for g in gfns.tolist():
@@ -115,14 +116,3 @@ class GvtPageTrack:
             vm.lockdep.acquire("vcpu", ld.GFN_LOCK)
             return
         self.page_track_remove(gfn)
-
-
-def _as_gfn_array(gfns) -> np.ndarray:
-    a = np.asarray(gfns)
-    if a.ndim != 1:
-        raise ValueError(f"gfns must be a 1-D array, got shape {a.shape}")
-    if a.size and a.dtype.kind not in "iu":
-        raise ValueError(f"gfns must be integers, got dtype {a.dtype}")
-    if a.dtype.kind == "i" and a.size and int(a.min()) < 0:
-        raise ValueError("gfns must be non-negative")
-    return np.ascontiguousarray(a, dtype=np.uint64)

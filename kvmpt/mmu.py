@@ -23,13 +23,22 @@ WRITE_OUTCOMES = ("direct", "ignored", "handled", "mmio")
 class GuestWrites:
     """Guest writes, mixed into :class:`kvmpt.vm.VM`."""
 
-    def _classify(self, gfn: int, as_id: int) -> str:
-        """Where a guest write to ``gfn`` goes, without side effects."""
+    def _fault(self, gfn: int, as_id: int) -> str:
+        """What the store's fault path decides: ``"mmio"`` (no slot or a READONLY one),
+        ``"direct"`` (not write-tracked) or ``"trapped"`` (``page_fault_handle_page_track()``
+        -> ``RET_PF_EMULATE``)."""
         slot = self._as[as_id].find_gfn(gfn)
         if slot is None or slot.flags & KVM_MEM_READONLY:
             return "mmio"
         if not slot.arch.gfn_write_track[gfn - slot.base_gfn]:
             return "direct"
+        return "trapped"
+
+    def _classify(self, gfn: int, as_id: int) -> str:
+        """Where a guest write to ``gfn`` goes, without side effects."""
+        fault = self._fault(gfn, as_id)
+        if fault != "trapped":
+            return fault
         gvt = self.kvmgt
         if gvt is not None and gvt.attached and gfn in gvt.ptable:
             return "handled"
@@ -62,13 +71,9 @@ class GuestWrites:
                              "the emulator splits it: issue one write per page")
         self._memslots(as_id)
         gfn = gpa_to_gfn(gpa)
-        slot = self._as[as_id].find_gfn(gfn)
-        if slot is None or slot.flags & KVM_MEM_READONLY:
-            outcome = "mmio"
-        elif not slot.arch.gfn_write_track[gfn - slot.base_gfn]:
-            outcome = "direct"
-        else:
-            # trapped and emulated: kvm_page_track_write() -> __kvm_page_track_write()
+        outcome = self._fault(gfn, as_id)
+        if outcome == "trapped":
+            # emulated: kvm_page_track_write() -> __kvm_page_track_write()
             handled = False
             for node in list(self.track_notifier_list):
                 if node.external and node.owner is not None:
@@ -103,7 +108,7 @@ class GuestWrites:
         Where KVMGT's handler changes state (failsafe mode) the kernel stops before
         the first such write and the plain path does the rest.
         """
-        gpas = _as_gpa_array(gpas)
+        gpas = as_u64_array(gpas, "gpas")
         nbytes = _check_nbytes(nbytes)
         self._memslots(as_id)
         as_id = int(as_id)
@@ -234,15 +239,15 @@ def _check_nbytes(nbytes) -> int:
     return int(nbytes)
 
 
-def _as_gpa_array(gpas) -> np.ndarray:
-    a = np.asarray(gpas)
+def as_u64_array(values, what: str = "gpas") -> np.ndarray:
+    """A 1-D array of non-negative integers (gpas or gfns) as contiguous uint64."""
+    a = np.asarray(values)
     if a.ndim != 1:
-        raise ValueError(f"gpas must be a 1-D array, got shape {a.shape}")
+        raise ValueError(f"{what} must be a 1-D array, got shape {a.shape}")
     if a.size and a.dtype.kind not in "iu":
-        raise ValueError(f"gpas must be integers (uint64 guest physical addresses), "
-                         f"got dtype {a.dtype}")
+        raise ValueError(f"{what} must be integers, got dtype {a.dtype}")
     if a.dtype.kind == "i" and a.size and int(a.min()) < 0:
-        raise ValueError("gpas must be non-negative")
+        raise ValueError(f"{what} must be non-negative")
     return np.ascontiguousarray(a, dtype=np.uint64)
 
 

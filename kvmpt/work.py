@@ -65,11 +65,6 @@ class Work:
             self._current[primitive] += n
             (self.held if self._mode == "write" else self.read_held)[primitive] += n
 
-    @property
-    def in_hold(self) -> bool:
-        """An ``mmu_lock`` hold is open (between ``mmu_lock_begin`` and ``_end``)."""
-        return self._current is not None
-
     # mmu_lock bracketing --------------------------------------------------
     def mmu_lock_begin(self, mode: str = "write") -> None:
         """``write_lock(&kvm->mmu_lock)`` (or ``read_lock`` with ``mode="read"``)."""
