@@ -27,7 +27,7 @@ from kvmpt.live.diff import differential  # noqa: E402
 from kvmpt.live.host import host_facts, host_profile  # noqa: E402
 from kvmpt.live.ioctl import Kvm  # noqa: E402
 from kvmpt.live.traces import replay_traces  # noqa: E402
-from kvmpt.memslot import V6_6  # noqa: E402
+from kvmpt.kernel.memslot import V6_6  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kvmpt.infra.paths import CHECKOUT_DIR
+
 HELP = "run the kernel benchmarks and print their ratios"
 
 GIB = 1 << 30
@@ -126,7 +128,7 @@ def build_guest(guest_gib: int, design="v6.6"):
     """A q35-like guest: low RAM, RAM 1 MiB..2 GiB, RAM above 4 GiB for the rest,
     a 128 MiB vGPU aperture slot and a read-only 4 MiB firmware slot; KVMGT
     attached.  Returns (vm, gvt, the three RAM slots)."""
-    from .vm import VM
+    from kvmpt.kernel.vm import VM
     vm = VM(design=design)
     low_top = min(2 * GIB, guest_gib * GIB)
     slots = [(0, 0, 0xA0000, 0), (1, 0x100000, low_top - 0x100000, 0)]
@@ -151,7 +153,7 @@ def ram_gfns(ram, idx: np.ndarray) -> np.ndarray:
 
 
 def make_writes(ram, shadowed, n, pt_share, seed):
-    from ._kernels.workload import guest_write_stream
+    from kvmpt.kernels.workload import guest_write_stream
     return guest_write_stream(ram, shadowed, n, pt_share, seed)
 
 
@@ -160,7 +162,7 @@ def load_c(args, rep: Report):
     if args.no_c:
         rep.line("C comparison: skipped (--no-c)")
         return None
-    src = args.c_source or Path(__file__).resolve().parents[1] / "benchmarks" / "kvmpt_loops.c"
+    src = args.c_source or CHECKOUT_DIR / "benchmarks" / "kvmpt_loops.c"
     cc = shutil.which("cc")
     if cc is None:
         rep.line("C comparison: skipped (no system `cc` on PATH)")
@@ -195,7 +197,7 @@ def _p(a):
 
 def raw_write_kernel(gpas, sa, pt, shadow, miss):
     """The write kernel alone on prepared arrays (no accounting)."""
-    from ._kernels.writes import S_LEN, page_track_write_batch
+    from kvmpt.kernels.writes import S_LEN, page_track_write_batch
     stats = np.zeros(S_LEN, dtype=np.int64)
     o = np.zeros(1, dtype=np.uint8)
     m = np.zeros(1, dtype=np.bool_)
@@ -224,11 +226,11 @@ def c_walk(lib, base, npages, pt, delete):
 
 # ------------------------------------------------------------------- run
 def run(args) -> int:
-    from . import __version__
-    from ._kernels import policy
-    from .vm import warmup
-    from ._kernels import walk as kwalk
-    from .flat import slots_as_arrays
+    from kvmpt import __version__
+    from kvmpt.kernels import policy
+    from kvmpt.kernel.vm import warmup
+    from kvmpt.kernels import walk as kwalk
+    from kvmpt.kernel.flat import slots_as_arrays
 
     if args.quick:
         args.guest_gib, args.writes, args.walk_tib = 1, 200_000, 1 / 64
@@ -407,7 +409,7 @@ def run(args) -> int:
     rep.line()
     rep.line(f"== {args.walk_tib:g} TiB slot ({npages:,} gfns) deleted with KVMGT attached "
              f"({args.tracked:,} shadowed pages in it)")
-    from .vm import VM
+    from kvmpt.kernel.vm import VM
     for design in ("v6.6", "v6.5"):
         r = np.random.default_rng(args.seed)
         vm = VM(design=design)

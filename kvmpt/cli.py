@@ -8,7 +8,7 @@ is imported, so ``kvmpt replay`` does not pay for ``kvmpt sweep``'s imports.
 Errors in the input (bad options, a malformed trace line, an unknown design or
 layout, a missing file) print one line, ``kvmpt: error: ...``, to stderr and
 exit with status 2, as argparse does for usage errors: every loader raises a
-``ValueError`` subclass (:class:`kvmpt.tomlfile.InputError`) naming the file,
+``ValueError`` subclass (:class:`kvmpt.infra.tomlfile.InputError`) naming the file,
 line and field.  A ``TimeoutError`` (a Dask sweep that lost all its workers)
 is one ``kvmpt: error`` line and status 1; any other failure prints one
 ``kvmpt: internal error`` line and exits 1.  No traceback unless ``KVMPT_DEBUG=1``.
@@ -25,9 +25,9 @@ __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 #: subcommand -> (module, one-line help shown by ``kvmpt --help`` without importing it)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "replay": ("kvmpt.replay",
+    "replay": ("kvmpt.workload.replay",
                "replay a QEMU memslot trace (or a layout's boot churn) through each design"),
-    "report": ("kvmpt.report", "execute the design notebooks and write the report "
+    "report": ("kvmpt.review.report", "execute the design notebooks and write the report "
                                "(--out DIR, --format html|text)"),
     "bench": ("kvmpt.bench", "run the benchmarks and print their ratios"),
     "sweep": ("kvmpt.sweep", "sweep design knobs and workload parameters"),
@@ -47,7 +47,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _version() -> str:
-    from . import __version__
+    from kvmpt import __version__
     return __version__
 
 
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"kvmpt: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except (ValueError, OSError) as exc:          # bad input (kvmpt.tomlfile.InputError & co.)
+    except (ValueError, OSError) as exc:          # bad input (kvmpt.infra.tomlfile.InputError & co.)
         if debug:
             raise
         print(f"kvmpt: error: {_one_line(exc)}", file=sys.stderr)

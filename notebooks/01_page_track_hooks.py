@@ -42,9 +42,11 @@ DASHBOARD = True                # section 7: build the live dashboard (needs a k
 # %%
 import os
 
-from kvmpt import claims, race
-from kvmpt.figures import costs as cost_figs, memslot as memslot_figs, race as race_figs
-from kvmpt.textreport import table
+from kvmpt import race
+
+from kvmpt.review import claims
+from kvmpt.review.figures import costs as cost_figs, memslot as memslot_figs, race as race_figs
+from kvmpt.review.textreport import table
 
 REPORT = os.environ.get("KVMPT_REPORT") == "1"      # set by `kvmpt report`
 
@@ -144,7 +146,7 @@ memslot_figs.failed_move_figure(failed["enomem"]).show()
 # > — [\<Y26SI3uh8JV0vvO6@google.com\>](https://lore.kernel.org/r/Y26SI3uh8JV0vvO6@google.com)
 #
 # One DELETE of a slot of each size, holding `COST_TRACKED` shadowed pages; the model counts
-# each slot hook's primitive operations (`kvmpt.work`), `kvmpt.costs` prices them. v6.5 walks
+# each slot hook's primitive operations (`kvmpt.kernel.work`), `kvmpt.workload.costs` prices them. v6.5 walks
 # every gfn of the slot under `mmu_lock` and drops protection on each hit; v6.6 still walks
 # every gfn (under `vgpu_lock`) but only deletes hash entries. The dotted line is a **proposal
 # that is in no kernel**: `remove_region` iterates `ptable` itself (its 2^18 bucket heads and
@@ -168,7 +170,7 @@ v65_1tib = [r for r in cost_rows if r["npages"] == max(sizes) and r["design"].st
 assert all(r["hold_us"] > 100_000 for r in v65_1tib)
 assert all(r["us"] < 1000 for r in big if r["design"] == claims.PROPOSAL)
 # "its 2^18 bucket heads": KVMGT's DECLARE_HASHTABLE(ptable, 18), the proposal's fixed cost
-from kvmpt.ptable import PTABLE_BITS
+from kvmpt.kernel.ptable import PTABLE_BITS
 assert PTABLE_BITS == 18
 
 # %% tags=["nbval-ignore-output"]
@@ -198,7 +200,7 @@ cost_figs.hook_cost_figure(tracked_rows, x="tracked").show()
 # make the slot hook walk a whole RAM slot.
 
 # %%
-from kvmpt.figures import sweep as sweep_figs
+from kvmpt.review.figures import sweep as sweep_figs
 from kvmpt.sweep import load_table
 
 sweep_table = load_table("small")
@@ -468,15 +470,15 @@ cost_figs.summary_table_figure(summary_cols, summary_rows).show()
 
 # %% tags=["nbval-ignore-output"]
 if DASHBOARD and not REPORT:
-    from kvmpt.dashboard import Dashboard
+    from kvmpt.review.dashboard import Dashboard
     dashboard = Dashboard()
     display(dashboard.widget)
 else:
     print("Dashboard not built here (static export); the figure below toggles the designs.")
 
 # %%
-from kvmpt.dashboard import static_variants
-from kvmpt.scenario import load_scenario
+from kvmpt.review.dashboard import static_variants
+from kvmpt.workload.scenario import load_scenario
 
 adversarial = load_scenario("q35-adversarial")
 variants = static_variants("q35-adversarial", seed=SEED)
@@ -497,7 +499,7 @@ print(table(["design (q35-adversarial)", "MOVEs", "rejected", "failed", "missed"
 # write-tracked gfn faults and is emulated (*trapped*: `handled` when KVMGT's handler ran,
 # `ignored` when `ptable` did not have it); a write to a gfn no memslot holds — the RAM slot
 # was just MOVEd away — exits to the VMM (*MMIO*). Only trapped writes pay exit + emulation;
-# the trapped-write time is priced by `kvmpt.costs` from that accounting.
+# the trapped-write time is priced by `kvmpt.workload.costs` from that accounting.
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -19,7 +19,7 @@
 # | version-dependent rules (`KVM_USER_MEM_SLOTS`, address spaces, `access_ok()`, REGION2, guest_memfd) | `memslot.KernelProfile`: `V6_6` and the host's (`live.host.host_profile`) |
 # | `kvm_mmu_max_gfn()` | `VM(max_gfn=...)`, probed on the host |
 # | a vCPU's `KVM_RUN` -> `KVM_EXIT_MMIO` | `live.calibrate.mmio_round_trip` |
-# | cycles per primitive | `data/costs.toml` (`kvmpt.costs`), priced by `live.compare.model_costs` |
+# | cycles per primitive | `data/costs.toml` (`kvmpt.workload.costs`), priced by `live.compare.model_costs` |
 #
 # Contents: 1. this machine and its rules · 2. differential test · 3. committed traces ·
 # 4. memslot ioctl costs · 5. a trapped write · summary · references.
@@ -32,7 +32,7 @@ REPEAT = 1                      # section 4: repetitions per size (kvmpt live us
 MMIO_N = 5000                   # section 5: trapped writes per batch
 
 # %%
-from kvmpt.figures import live as live_figs
+from kvmpt.review.figures import live as live_figs
 from kvmpt.live import agreement_rows, kvm_usable, measurement_files
 from kvmpt.live.calibrate import calibrate, read_toml
 from kvmpt.live.compare import model_costs, model_price_table, model_trapped_write_us
@@ -40,8 +40,8 @@ from kvmpt.live.diff import describe_requests, differential
 from kvmpt.live.host import host_facts, host_profile
 from kvmpt.live.ioctl import Kvm
 from kvmpt.live.traces import replay_traces
-from kvmpt.memslot import V6_6
-from kvmpt.textreport import table
+from kvmpt.kernel.memslot import V6_6
+from kvmpt.review.textreport import table
 
 RULE_FIELDS = ("user_mem_slots", "mem_slots_num", "address_spaces", "valid_flags", "v1_flags",
                "max_nr_pages", "access_ok", "user_ptr_max", "user_memory2")

@@ -205,7 +205,7 @@ def _finite(*xs) -> bool:
 
 
 def _check_ops(ops, source_text: str | None = None) -> str | None:
-    from kvmpt.memslot import U32_MAX, U64_MAX
+    from kvmpt.kernel.memslot import U32_MAX, U64_MAX
     for op in ops:
         if not (0 <= op.as_id <= 0xFFFF and 0 <= op.slot <= 0xFFFF):
             return f"as_id/slot out of range: {op}"
@@ -253,8 +253,8 @@ def _csv_check(ops, path: Path) -> str | None:
 
 
 def _layout_check(lay, path) -> str | None:
-    from kvmpt.layouts import MAX_CHURN_OPS, layout_ops
-    from kvmpt.memslot import KVM_MEM_MAX_NR_PAGES, U64_MAX
+    from kvmpt.workload.layouts import MAX_CHURN_OPS, layout_ops
+    from kvmpt.kernel.memslot import KVM_MEM_MAX_NR_PAGES, U64_MAX
     for s in lay.slots:
         if s.gpa % 4096 or s.size % 4096 or s.ua % 4096 or s.size == 0:
             return f"unaligned or empty slot {s}"
@@ -281,7 +281,7 @@ def _costs_check(cm, path) -> str | None:
 
 
 def _scenario_check(sc, path) -> str | None:
-    from kvmpt.scenario import _validate
+    from kvmpt.workload.scenario import _validate
     _validate(sc)                 # raises if the loaded scenario is not valid
     for name, fig in sc.figures.items():
         if not _finite(fig.value) or any(v is not None and not _finite(v)
@@ -305,27 +305,27 @@ def _grid_check(res, path) -> str | None:
 
 
 def _load_trace(p):
-    from kvmpt.trace import load_qemu_trace
+    from kvmpt.workload.trace import load_qemu_trace
     return load_qemu_trace(p)
 
 
 def _load_csv(p):
-    from kvmpt.trace import load_ops
+    from kvmpt.workload.trace import load_ops
     return load_ops(p)
 
 
 def _load_layout(p):
-    from kvmpt.layouts import load_layout
+    from kvmpt.workload.layouts import load_layout
     return load_layout(p)
 
 
 def _load_costs(p):
-    from kvmpt.costs import load_costs
+    from kvmpt.workload.costs import load_costs
     return load_costs(p)
 
 
 def _load_scenario(p):
-    from kvmpt.scenario import load_scenario
+    from kvmpt.workload.scenario import load_scenario
     return load_scenario(p)
 
 
@@ -340,11 +340,11 @@ def _load_grid(p):
 
 
 def _errors():
-    from kvmpt.costs import CostError
-    from kvmpt.layouts import LayoutError
-    from kvmpt.scenario import ScenarioError
+    from kvmpt.workload.costs import CostError
+    from kvmpt.workload.layouts import LayoutError
+    from kvmpt.workload.scenario import ScenarioError
     from kvmpt.sweep import GridError
-    from kvmpt.trace import TraceError
+    from kvmpt.workload.trace import TraceError
     return {"trace": TraceError, "csv": TraceError, "layout": LayoutError, "costs": CostError,
             "scenario": ScenarioError, "grid": GridError}
 

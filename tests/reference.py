@@ -1,6 +1,6 @@
 """Plain-Python references for kvmpt's kernels: dicts, sets and lists, one gfn at a time.
 
-Each function is the obviously-correct version of one kernel in ``kvmpt._kernels``
+Each function is the obviously-correct version of one kernel in ``kvmpt.kernels``
 and reads the model's state without changing it (``slot_walk`` works on a copy
 of the chains).  The kernels are checked against these and against the model.
 """

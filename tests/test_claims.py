@@ -1,4 +1,4 @@
-"""kvmpt.claims (the notebook's evidence), its figures, the dashboard and the report text."""
+"""kvmpt.review.claims (the notebook's evidence), its figures, the dashboard and the report text."""
 from __future__ import annotations
 
 import errno
@@ -8,9 +8,11 @@ import sys
 import plotly.graph_objects as go
 import pytest
 
-from kvmpt import Design, claims
-from kvmpt.costs import default_costs
-from kvmpt.textreport import MAX_WIDTH, table
+from kvmpt import Design
+
+from kvmpt.review import claims
+from kvmpt.workload.costs import default_costs
+from kvmpt.review.textreport import MAX_WIDTH, table
 
 V65, V66 = Design.preset("v6.5"), Design.preset("v6.6")
 REMOVE_ALLOW = V65.replace(slot_hook="remove")
@@ -154,8 +156,8 @@ def test_summary_table_fits_a_mail():
 
 
 def test_model_side_never_imports_the_view():
-    code = ("import sys, kvmpt.vm, kvmpt.claims, kvmpt.race, kvmpt.replay; "
-            "bad = [m for m in ('plotly', 'ipywidgets', 'kvmpt.dashboard') if m in sys.modules]; "
+    code = ("import sys, kvmpt.kernel.vm, kvmpt.review.claims, kvmpt.race, kvmpt.workload.replay; "
+            "bad = [m for m in ('plotly', 'ipywidgets', 'kvmpt.review.dashboard') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -170,7 +172,7 @@ def _check_buttons(fig: go.Figure, n_designs: int):
 
 
 def test_memslot_figures():
-    from kvmpt.figures import memslot as M
+    from kvmpt.review.figures import memslot as M
     flows = {n: claims.memslot_flow(n) for n in ("v6.5", "v6.6")}
     f = M.update_timelines(flows)
     _check_buttons(f, 2)
@@ -185,7 +187,7 @@ def test_memslot_figures():
 
 
 def test_cost_figure_metric_buttons():
-    from kvmpt.figures import costs as K
+    from kvmpt.review.figures import costs as K
     rows = claims.price_rows(claims.cost_curve({"v6.5": V65}, [1 << 12, 1 << 14], [4, 8],
                                                exact_max_pages=1 << 14))
     for x in ("npages", "tracked"):
@@ -203,7 +205,7 @@ def test_cost_figure_metric_buttons():
 def test_dashboard_parameter_table_and_redraw():
     pytest.importorskip("ipywidgets")
     pytest.importorskip("anywidget")
-    from kvmpt import dashboard as D
+    from kvmpt.review import dashboard as D
     names = [p.name for p in D.PARAMETERS]
     assert len(names) == len(set(names))
     assert set(D.DESIGN_KNOBS) <= set(names)

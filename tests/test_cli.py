@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import kvmpt.replay as replay_mod
+import kvmpt.workload.replay as replay_mod
 from kvmpt import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,7 +174,7 @@ def test_out_file(capsys, tmp_path):
 # -- the text-report building blocks --------------------------------------------------------
 
 def test_units():
-    from kvmpt.textreport import fmt_bytes, fmt_count, fmt_cycles, fmt_errno, fmt_pages
+    from kvmpt.review.textreport import fmt_bytes, fmt_count, fmt_cycles, fmt_errno, fmt_pages
     assert fmt_bytes(0x7ef00000) == "2,031 MiB" and fmt_bytes(0x940000000) == "37 GiB"
     assert fmt_bytes(0xa0000) == "640 KiB" and fmt_bytes(100) == "100 B"
     assert fmt_pages(786176) == "786,176 pages" and fmt_pages(1) == "1 page"
@@ -185,7 +185,7 @@ def test_units():
 
 
 def test_header_and_table_width():
-    from kvmpt.textreport import MAX_WIDTH, header, render_document, table
+    from kvmpt.review.textreport import MAX_WIDTH, header, render_document, table
     h = header("A very long title " * 8, design="v6.6", scenario="s " * 60, seed=4)
     assert all(len(l) <= MAX_WIDTH for l in h.splitlines())
     assert "kvmpt " in h.splitlines()[0] and "seed:     4" in h
@@ -216,7 +216,7 @@ def test_a_broken_subcommand_only_breaks_itself(capsys, monkeypatch, tmp_path):
 def test_replay_does_not_import_other_subcommands():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     code = ("import sys; from kvmpt.cli import main; main(['replay', '--list-layouts']); "
-            "print(sorted(m for m in sys.modules if m in ('kvmpt.sweep', 'kvmpt.report', "
+            "print(sorted(m for m in sys.modules if m in ('kvmpt.sweep', 'kvmpt.review.report', "
             "'kvmpt.bench')))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=120)

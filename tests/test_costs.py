@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kvmpt.costs import (COUNTERS, TAGS, CostError, TomlLocator, cycles_to_us, default_costs,
+from kvmpt.workload.costs import (COUNTERS, TAGS, CostError, TomlLocator, cycles_to_us, default_costs,
                          load_costs, price)
-from kvmpt.work import Work
+from kvmpt.kernel.work import Work
 
 ROOT = Path(__file__).resolve().parents[1]
 COSTS = ROOT / "data" / "costs.toml"
@@ -102,7 +102,7 @@ def test_estimates_and_overrides():
 
 
 def test_the_pricing_family_reads_the_models_work():
-    from kvmpt.work import HookCall
+    from kvmpt.kernel.work import HookCall
     c = default_costs()
     w = Work()
     w.add("emulated_writes", 3)

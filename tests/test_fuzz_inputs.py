@@ -133,7 +133,7 @@ def test_corpus_case(fname):
 
 
 def test_corpus_loads_are_what_the_file_says():
-    from kvmpt.trace import load_qemu_trace
+    from kvmpt.workload.trace import load_qemu_trace
     ops = load_qemu_trace(CORPUS / "trace_bom_crlf.trace")
     assert [o.slot for o in ops] == [0, 1]             # the BOM no longer hides record 1
     prose = load_qemu_trace(CORPUS / "trace_prose.trace")
@@ -150,11 +150,11 @@ _BAD_VALUES = [5, 1.5, None, True, [1], {"a": 1}, b"\xff", "\0", "", float("nan"
 
 
 def _api_calls():
-    from kvmpt.costs import load_costs
-    from kvmpt.layouts import load_layout
-    from kvmpt.scenario import load_scenario
+    from kvmpt.workload.costs import load_costs
+    from kvmpt.workload.layouts import load_layout
+    from kvmpt.workload.scenario import load_scenario
     from kvmpt.sweep import Grid, parse_designs, parse_seeds
-    from kvmpt.trace import load_memslot_csv, load_ops, load_qemu_trace
+    from kvmpt.workload.trace import load_memslot_csv, load_ops, load_qemu_trace
     sc = load_scenario("q35-desktop")
     return {
         "load_layout": load_layout, "load_costs": load_costs, "load_scenario": load_scenario,

@@ -33,11 +33,11 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import reference as ref
 from kvmpt import VM, Design
-from kvmpt._kernels import policy
-from kvmpt.vm import warmup
-from kvmpt.ptable import ProtectTable
-from kvmpt.vm import WRITE_OUTCOMES
-from kvmpt.work import HookCall
+from kvmpt.kernels import policy
+from kvmpt.kernel.vm import warmup
+from kvmpt.kernel.ptable import ProtectTable
+from kvmpt.kernel.vm import WRITE_OUTCOMES
+from kvmpt.kernel.work import HookCall
 
 EXAMPLES = int(os.environ.get("KVMPT_KERNEL_EXAMPLES", "60"))   # raise it for a soak run
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
@@ -484,7 +484,7 @@ TestKernelsVsModel.settings = settings(max_examples=max(EXAMPLES // 2, 1), state
 
 # ----------------------------------------------------------------------- policy
 def test_one_policy_module_decorates_every_kernel():
-    from kvmpt._kernels import common, track, walk, writes
+    from kvmpt.kernels import common, track, walk, writes
     for mod in (common, track, walk, writes):
         src = open(mod.__file__).read()
         assert "njit" not in src and "numba.jit" not in src, mod.__name__
@@ -496,7 +496,7 @@ def test_one_policy_module_decorates_every_kernel():
 def test_cache_dir_falls_back_when_nothing_is_writable(tmp_path):
     """With no NUMBA_CACHE_DIR, an unwritable package dir and an unwritable HOME, the
     policy points numba at the temporary directory instead of failing at import."""
-    code = ("import os, numba; from kvmpt._kernels import policy; "
+    code = ("import os, numba; from kvmpt.kernels import policy; "
             "print(numba.config.CACHE_DIR)")
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     env.update(HOME="/nonexistent-kvmpt-home", TMPDIR=str(tmp_path))
@@ -513,8 +513,8 @@ sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower(
 sys.path.insert(0, sys.argv[1])
 import kvmpt
 assert kvmpt.__file__.startswith(sys.argv[1]), kvmpt.__file__
-from kvmpt._kernels import common, track, walk, workload, writes
-from kvmpt.vm import warmup
+from kvmpt.kernels import common, track, walk, workload, writes
+from kvmpt.kernel.vm import warmup
 warmup()
 hits = misses = 0
 for mod in (common, track, walk, workload, writes):

@@ -1,13 +1,13 @@
-"""kvmpt.layouts: the layout data files, their validation and the ops they generate."""
+"""kvmpt.workload.layouts: the layout data files, their validation and the ops they generate."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from kvmpt.layouts import (TAGS, LayoutError, build_ops, churn_ops, final_state,
+from kvmpt.workload.layouts import (TAGS, LayoutError, build_ops, churn_ops, final_state,
                            layout_names, layout_ops, load_layout)
-from kvmpt.trace import load_qemu_trace
+from kvmpt.workload.trace import load_qemu_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT / "data" / "traces"

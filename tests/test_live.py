@@ -30,7 +30,7 @@ from kvmpt.live.ioctl import KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_M
 from kvmpt.live.model import ModelSide
 from kvmpt.live.requests import UA_BASE, Request
 from kvmpt.live.traces import replay_traces, trace_files
-from kvmpt.memslot import V6_6
+from kvmpt.kernel.memslot import V6_6
 
 USABLE, WHY = kvm_usable()
 pytestmark = pytest.mark.skipif(not USABLE, reason=f"live KVM checks need a usable /dev/kvm: "

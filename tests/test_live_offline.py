@@ -22,7 +22,7 @@ from kvmpt.live.diff import DiffReport, Outcome, changed_rule
 from kvmpt.live.host import host_profile
 from kvmpt.live.model import ModelSide
 from kvmpt.live.requests import UA_BASE, Request, generate, sequences
-from kvmpt.memslot import KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, V6_6
+from kvmpt.kernel.memslot import KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, V6_6
 
 ROOT = Path(__file__).resolve().parent.parent
 GiB, TiB = 1 << 30, 1 << 40
@@ -222,7 +222,7 @@ def test_model_prices_kvm_constant_kvmgt_walk_linear():
 
 
 def test_figures_name_the_machine():
-    from kvmpt.figures.live import agreement_table_figure, calibration_figure, mmio_figure
+    from kvmpt.review.figures.live import agreement_table_figure, calibration_figure, mmio_figure
     cal = _cal()
     fig = calibration_figure(cal, model_costs(cal.sizes()))
     assert "k, c, nested, d" in fig.layout.title.text

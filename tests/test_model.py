@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvmpt import VM, Design
-from kvmpt.ptable import GOLDEN_RATIO_64, ProtectTable, hash_64
+from kvmpt.kernel.ptable import GOLDEN_RATIO_64, ProtectTable, hash_64
 
 UA = 0x7F0000000000
 GIB = 1 << 30

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from kvmpt.lockdep import GFN_LOCK, MMU_LOCK, VGPU_LOCK, Lockdep
+from kvmpt.kernel.lockdep import GFN_LOCK, MMU_LOCK, VGPU_LOCK, Lockdep
 from kvmpt.race import (DEFAULT_SCENARIO, LOCKS, SCENARIOS, VERDICTS, Bug, Lock, _cycle,
                         _Model, explore, matrix, sample)
 from kvmpt.race.steps import Step
@@ -200,7 +200,7 @@ def test_programs_follow_each_design():
 
 
 def test_slot_hook_and_design_knobs():
-    from kvmpt.design import Design
+    from kvmpt.kernel.design import Design
     assert explore(design=Design.preset("v6.5"), scenario="write_vs_remove_region").verdict \
         == "use-after-free"
     assert explore(design="v6.6", scenario="write_vs_remove_region").verdict == "safe"
@@ -284,7 +284,7 @@ def test_wait_for_cycles():
 # --- the figure -------------------------------------------------------------------------------
 def test_witness_swimlane(results):
     import plotly.graph_objects as go
-    from kvmpt.figures.race import witness_swimlane
+    from kvmpt.review.figures.race import witness_swimlane
     r = results["none", "write_vs_remove_region"]
     fig = witness_swimlane(r)
     assert isinstance(fig, go.Figure)
@@ -305,7 +305,7 @@ def test_model_does_not_import_plotly():
 
 
 def test_witness_swimlanes_buttons_and_verdict_matrix(results):
-    from kvmpt.figures.race import verdict_matrix, witness_swimlanes
+    from kvmpt.review.figures.race import verdict_matrix, witness_swimlanes
     by_lock = {lk: results[lk, DEFAULT_SCENARIO] for lk in LOCKS}
     fig = witness_swimlanes(by_lock)
     buttons = fig.layout.updatemenus[0].buttons

@@ -1,6 +1,6 @@
-"""kvmpt.replay: replaying memslot traffic, op kinds, tracked sets, the text report.
+"""kvmpt.workload.replay: replaying memslot traffic, op kinds, tracked sets, the text report.
 
-Everything runs against the real model (``kvmpt.vm.VM``, v6.6 unless a test
+Everything runs against the real model (``kvmpt.kernel.vm.VM``, v6.6 unless a test
 says otherwise): replay has no rules of its own to test apart from it.
 """
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from kvmpt import Design
-from kvmpt.costs import default_costs
-from kvmpt.layouts import build_ops, churn_ops, load_layout
-from kvmpt.replay import (KINDS, classify, infer_prologue, place_tracked, replay,
+from kvmpt.workload.costs import default_costs
+from kvmpt.workload.layouts import build_ops, churn_ops, load_layout
+from kvmpt.workload.replay import (KINDS, classify, infer_prologue, place_tracked, replay,
                           replay_designs)
-from kvmpt.textreport import MAX_WIDTH, render_replay
-from kvmpt.trace import MemslotOp, load_ops, load_qemu_trace
+from kvmpt.review.textreport import MAX_WIDTH, render_replay
+from kvmpt.workload.trace import MemslotOp, load_ops, load_qemu_trace
 from kvmpt import VM as _VM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,7 +262,7 @@ def test_model_replay_designs_and_report(VM):
 
 
 def test_auto_track_point_is_after_the_last_big_ram_create():
-    from kvmpt.replay import auto_track_point
+    from kvmpt.workload.replay import auto_track_point
     on, off = load_qemu_trace(SMM_ON), load_qemu_trace(SMM_OFF)
     assert on[auto_track_point(on) - 1].lineno == 71          # Slot#9 0x100000 3 GiB
     assert off[auto_track_point(off) - 1].lineno == 37

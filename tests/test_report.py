@@ -1,4 +1,4 @@
-"""kvmpt.report without executing notebooks: finding them, the text summary, the CLI."""
+"""kvmpt.review.report without executing notebooks: finding them, the text summary, the CLI."""
 from __future__ import annotations
 
 import re
@@ -6,7 +6,7 @@ import re
 import nbformat
 import pytest
 
-from kvmpt import report
+from kvmpt.review import report
 
 
 def _executed(tmp_path, *cells, seed="0"):

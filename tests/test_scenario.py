@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import kvmpt
-from kvmpt.design import Design
-from kvmpt.scenario import (PROFILES, SCENARIO_DIR, RunResult, Scenario, ScenarioError,
+from kvmpt.kernel.design import Design
+from kvmpt.workload.scenario import (PROFILES, SCENARIO_DIR, RunResult, Scenario, ScenarioError,
                             list_scenarios, load_scenario, run)
 
 SHIPPED = ("q35-desktop", "q35-3d", "q35-reboot", "q35-adversarial", "i440fx-boot-trace",

@@ -2,7 +2,7 @@
 
 Most tests drive :func:`kvmpt.sweep.sweep` with a stand-in scenario and run function
 (``FakeScenario``, ``fake_run``) so they test the sweep machinery, not the model; the
-tests marked ``real`` run the real ``kvmpt.scenario.run`` on tiny scenarios.
+tests marked ``real`` run the real ``kvmpt.workload.scenario.run`` on tiny scenarios.
 """
 from __future__ import annotations
 
@@ -360,7 +360,7 @@ def test_kvmpt_sweep_is_the_package_and_its_sweep_the_function(serial_table):
 # Figures
 
 def test_heatmap_has_a_trace_and_a_button_per_design(serial_table):
-    from kvmpt.figures import sweep as figs
+    from kvmpt.review.figures import sweep as figs
     fig = figs.heatmap(serial_table, "wasted_cycles", "ram_gib", "tracked_gfns",
                        where={"churn": "boot"})
     assert [t.name for t in fig.data] == ["v6.5", "v6.6"]
@@ -383,7 +383,7 @@ def test_heatmap_has_a_trace_and_a_button_per_design(serial_table):
 
 
 def test_faceted_lines(serial_table, tmp_path):
-    from kvmpt.figures import sweep as figs
+    from kvmpt.review.figures import sweep as figs
     fig = figs.lines(serial_table, "mmu_lock_hold_us", "ram_gib", facet_col="tracked_gfns",
                      where={"churn": "boot"})
     assert len(fig.data) == 2 * 2                            # designs x facets
@@ -492,7 +492,7 @@ def test_committed_sweep_is_what_the_model_gives_now(small):
 
 
 def test_committed_sweep_figures(small):
-    from kvmpt.figures import sweep as figs
+    from kvmpt.review.figures import sweep as figs
     fig = figs.heatmap(small, "wasted_cycles", "ram_gib", "tracked_gfns",
                        where={"churn": "reboot", "write_rate": 2000})
     assert len(fig.data) == len(small.meta["grid"]["designs"])
@@ -524,7 +524,7 @@ def test_heatmap_buttons_switch_designs_in_static_html(serial_table, tmp_path):
     if not os.access(chromium, os.X_OK):
         pytest.skip(f"{chromium} not found (./dev test installs Debian chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
-    from kvmpt.figures import sweep as figs
+    from kvmpt.review.figures import sweep as figs
     page_file = tmp_path / "heatmap.html"
     figs.heatmap(serial_table, "wasted_cycles", "ram_gib", "tracked_gfns").write_html(
         page_file, include_plotlyjs=True, include_mathjax=False)

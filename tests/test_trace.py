@@ -1,11 +1,11 @@
-"""kvmpt.trace: every kvm_set_user_memory format of spec/workloads.md §1.7."""
+"""kvmpt.workload.trace: every kvm_set_user_memory format of spec/workloads.md §1.7."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from kvmpt.trace import (MemslotOp, TraceError, load_memslot_csv, load_ops, load_qemu_trace,
+from kvmpt.workload.trace import (MemslotOp, TraceError, load_memslot_csv, load_ops, load_qemu_trace,
                          parse_trace_line, render_trace_line, render_trace_lines)
 
 ROOT = Path(__file__).resolve().parents[1]

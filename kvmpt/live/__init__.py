@@ -2,7 +2,7 @@
 
 * :mod:`kvmpt.live.ioctl` — ``/dev/kvm``, VMs, vCPUs (ctypes/fcntl/mmap), :func:`kvm_usable`
 * :mod:`kvmpt.live.host` — the machine, its capabilities and probed limits, its
-  :class:`kvmpt.memslot.KernelProfile` (:func:`host_profile`)
+  :class:`kvmpt.kernel.memslot.KernelProfile` (:func:`host_profile`)
 * :mod:`kvmpt.live.requests` — seeded random memslot request sequences
 * :mod:`kvmpt.live.diff` — differential testing, errno by errno, with shrinking
 * :mod:`kvmpt.live.traces` — committed QEMU traces replayed on a live VM
@@ -13,12 +13,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from kvmpt.infra.paths import DATA_DIR
 
-from .ioctl import kvm_usable
+from kvmpt.live.ioctl import kvm_usable
 
 __all__ = ["kvm_usable", "HOST_DATA_DIR", "measurement_files", "agreement_rows"]
 
-HOST_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "host"
+HOST_DATA_DIR = DATA_DIR / "host"
 
 
 def measurement_files(directory: Path = HOST_DATA_DIR) -> list[Path]:

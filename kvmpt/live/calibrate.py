@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .ioctl import KVM_EXIT_MMIO, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, Kvm
-from .requests import UA_BASE
+from kvmpt.live.ioctl import KVM_EXIT_MMIO, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, Kvm
+from kvmpt.live.requests import UA_BASE
 
 __all__ = ["OPS", "SIZES", "Sample", "Calibration", "calibrate", "mmio_round_trip",
            "write_toml", "read_toml", "peak_rss_bytes", "MeasurementError"]
@@ -171,7 +171,7 @@ def calibrate(sizes=SIZES, repeat: int = 3, mmio_n: int = 20_000, host: dict | N
               kvm_path: str | None = None) -> Calibration:
     """Time :data:`OPS` at every size of ``sizes`` (``repeat`` times each) and the
     MMIO round trip; the :class:`Calibration`."""
-    from .host import host_facts
+    from kvmpt.live.host import host_facts
     t0 = time.perf_counter()
     with Kvm(*(() if kvm_path is None else (kvm_path,))) as kvm:
         cal = Calibration(host=host or host_facts(kvm), peak_rss_before=peak_rss_bytes())
@@ -227,7 +227,7 @@ class MeasurementError(ValueError):
 
 
 def _schemas():
-    from ..tomlfile import Field
+    from kvmpt.infra.tomlfile import Field
     run = {"tag": Field(str, choices=("[M]",)), "seconds": Field(float, lo=0),
            "peak_rss_before": Field(int, lo=0), "peak_rss_after": Field(int, lo=0)}
     sample = {"op": Field(str, choices=OPS + (MMIO,)), "size": Field(int, lo=0, hi=1 << 64),
@@ -240,7 +240,7 @@ def _schemas():
 def read_toml(path: Path | str) -> Calibration:
     """Read a host-measurement file (format in data/README.md) through kvmpt's one input
     reader; :class:`MeasurementError` naming file, line, table and field."""
-    from ..tomlfile import check_table, located, read_toml as _read
+    from kvmpt.infra.tomlfile import check_table, located, read_toml as _read
     path = Path(path)
     data, loc = _read(path, MeasurementError)
     run_spec, sample_spec = _schemas()

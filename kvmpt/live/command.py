@@ -15,9 +15,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ..textreport import MAX_WIDTH, fmt_bytes, fmt_count, fmt_seconds, header, render_document, \
+from kvmpt.review.textreport import MAX_WIDTH, fmt_bytes, fmt_count, fmt_seconds, header, render_document, \
     table
-from .calibrate import MMIO, OPS, SIZES, peak_rss_bytes
+from kvmpt.live.calibrate import MMIO, OPS, SIZES, peak_rss_bytes
 
 HELP = "check the model against /dev/kvm, calibrate costs"
 
@@ -72,13 +72,13 @@ def _open_fds() -> int:
 
 
 def run(args) -> int:
-    from ..memslot import V6_6
-    from .calibrate import calibrate, write_toml
-    from .compare import model_costs, model_trapped_write_us
-    from .diff import differential
-    from .host import host_facts, host_profile
-    from .ioctl import Kvm, kvm_usable
-    from .traces import replay_traces
+    from kvmpt.kernel.memslot import V6_6
+    from kvmpt.live.calibrate import calibrate, write_toml
+    from kvmpt.live.compare import model_costs, model_trapped_write_us
+    from kvmpt.live.diff import differential
+    from kvmpt.live.host import host_facts, host_profile
+    from kvmpt.live.ioctl import Kvm, kvm_usable
+    from kvmpt.live.traces import replay_traces
 
     if args.requests < 0 or args.length < 1 or args.repeat < 1:
         raise ValueError("--requests must be >= 0, --length and --repeat >= 1")

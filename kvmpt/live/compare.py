@@ -2,9 +2,9 @@
 
 The same operation sequence as :func:`kvmpt.live.calibrate.memslot_times`
 (CREATE, dirty log on, dirty log off, MOVE, DELETE of one slot) runs through a
-model :class:`kvmpt.vm.VM`, and each operation's primitive counts (the VM's own
+model :class:`kvmpt.kernel.vm.VM`, and each operation's primitive counts (the VM's own
 ``work`` plus its hook calls' ``work``) are priced by ``data/costs.toml``
-(:meth:`kvmpt.costs.CostModel.total`).  The trapped write is priced as the
+(:meth:`kvmpt.workload.costs.CostModel.total`).  The trapped write is priced as the
 model prices one: ``vm_exit`` + ``emulation`` per emulated write.
 
 So a reader sees the model's assumptions beside a real kernel: for example
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..costs import COUNTERS, default_costs
-from ..memslot import KVM_MEM_LOG_DIRTY_PAGES
-from ..vm import VM
-from ..work import Work
-from .calibrate import OPS
-from .requests import UA_BASE
+from kvmpt.workload.costs import COUNTERS, default_costs
+from kvmpt.kernel.memslot import KVM_MEM_LOG_DIRTY_PAGES
+from kvmpt.kernel.vm import VM
+from kvmpt.kernel.work import Work
+from kvmpt.live.calibrate import OPS
+from kvmpt.live.requests import UA_BASE
 
 __all__ = ["MODEL_CASES", "ModelPoint", "model_costs", "model_trapped_write_us"]
 
@@ -96,7 +96,7 @@ def model_trapped_write_us(costs=None) -> dict[str, float]:
 def model_price_table(sizes, costs=None) -> str:
     """The model's prices of the calibrated operations as a fixed-width text table
     (one row per operation and size, one column per :data:`MODEL_CASES` case)."""
-    from ..textreport import fmt_bytes, fmt_seconds, table
+    from kvmpt.review.textreport import fmt_bytes, fmt_seconds, table
     pts = {(p.case, p.op, p.size): p for p in model_costs(sizes, costs)}
     cols = ("op", "slot") + tuple(("KVM alone", "6.5+KVMGT", "6.6+KVMGT")[:len(MODEL_CASES)])
     rows = []

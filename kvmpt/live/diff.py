@@ -1,7 +1,7 @@
 """Differential memslot testing: the running kernel against the model, errno by errno.
 
 Each generated sequence (``kvmpt.live.requests``) goes to a fresh live VM and
-to two fresh model VMs: one under the host's :class:`~kvmpt.memslot.KernelProfile`
+to two fresh model VMs: one under the host's :class:`~kvmpt.kernel.memslot.KernelProfile`
 (``kvmpt.live.host.host_profile``), one under the v6.5/v6.6 rules
 (``V6_6``).  Per request the host's errno is compared with the host-profile
 model's; a request whose two model answers agree is one "whose rule did not
@@ -20,10 +20,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from ..textreport import fmt_errno as errname
-from .ioctl import Kvm
-from .model import ModelSide
-from .requests import Request, sequences
+from kvmpt.review.textreport import fmt_errno as errname
+from kvmpt.live.ioctl import Kvm
+from kvmpt.live.model import ModelSide
+from kvmpt.live.requests import Request, sequences
 
 __all__ = ["Outcome", "DiffReport", "run_sequence", "differential", "shrink"]
 
@@ -201,8 +201,8 @@ def differential(total: int = 10_000, seed: int = 0, length: int = 50,
     to live VMs and to the model; the :class:`DiffReport`.  ``region2`` defaults
     to whether the host has ``KVM_CAP_USER_MEMORY2``.  ``progress(done, total)``
     is called after each sequence."""
-    from ..memslot import V6_6
-    from .host import host_facts, host_profile as make_profile
+    from kvmpt.kernel.memslot import V6_6
+    from kvmpt.live.host import host_facts, host_profile as make_profile
 
     t0 = time.perf_counter()
     rep = DiffReport(seed=seed)
@@ -236,7 +236,7 @@ def describe_requests(seed: int, total: int, length: int = 50, region2: bool = T
     """What :func:`kvmpt.live.requests.sequences` generates for ``seed`` and what the
     v6.6 model answers to it (no kernel needed): a few lines of text, the same on
     every machine."""
-    from ..memslot import V6_6
+    from kvmpt.kernel.memslot import V6_6
     kinds: Counter = Counter()
     answers: Counter = Counter()
     n = 0

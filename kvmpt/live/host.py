@@ -6,7 +6,7 @@ depend on.  :func:`probe_limits` measures, with one-page memslots on a fresh VM,
 the two limits no capability reports: the largest gfn a slot may reach
 (``kvm_mmu_max_gfn()``) and the highest end of a user range ``access_ok()``
 accepts.  :func:`host_profile` turns both into a
-:class:`kvmpt.memslot.KernelProfile` for the model.
+:class:`kvmpt.kernel.memslot.KernelProfile` for the model.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import platform
 from dataclasses import replace
 from pathlib import Path
 
-from .ioctl import CAPS, Kvm
+from kvmpt.live.ioctl import CAPS, Kvm
 
 __all__ = ["host_facts", "probe_limits", "host_profile", "cpu_model", "kvm_modules"]
 
@@ -117,10 +117,10 @@ def host_facts(kvm: Kvm, probe: bool = True) -> dict:
 
 
 def host_profile(kvm: Kvm | None = None, facts: dict | None = None):
-    """The :class:`kvmpt.memslot.KernelProfile` of the running kernel: ``V6_6`` with
+    """The :class:`kvmpt.kernel.memslot.KernelProfile` of the running kernel: ``V6_6`` with
     each rule this kernel answers differently replaced by what it reports or what
     :func:`probe_limits` measured; ``profile.sources`` says which for every field."""
-    from ..memslot import KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, V6_6
+    from kvmpt.kernel.memslot import KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, V6_6
     if facts is None:
         if kvm is None:
             with Kvm() as k:

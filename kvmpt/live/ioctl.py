@@ -19,7 +19,7 @@ import fcntl
 import mmap
 import os
 
-from ..memslot import KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY  # noqa: F401
+from kvmpt.kernel.memslot import KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY  # noqa: F401
 
 __all__ = [
     "KVM_DEVICE", "Kvm", "LiveVM", "LiveVcpu", "kvm_usable", "CAPS",

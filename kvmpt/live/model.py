@@ -1,14 +1,14 @@
 """The model side of a live comparison: one model VM under one kernel profile.
 
-:class:`ModelSide` applies a request to a :class:`kvmpt.vm.VM` built with the
-given :class:`kvmpt.memslot.KernelProfile` and ``max_gfn`` and returns
+:class:`ModelSide` applies a request to a :class:`kvmpt.kernel.vm.VM` built with the
+given :class:`kvmpt.kernel.memslot.KernelProfile` and ``max_gfn`` and returns
 ``(errno, reason)``: what ``VM.set_user_memory_region(2)`` answers (0 on
 success) and the rule that decided it.  No rule lives here: the VM decides
-(``kvmpt.memslot.check_set_user_memory_region`` and the model's prepare step).
+(``kvmpt.kernel.memslot.check_set_user_memory_region`` and the model's prepare step).
 """
 from __future__ import annotations
 
-from ..vm import DEFAULT_MAX_GFN, VM
+from kvmpt.kernel.vm import DEFAULT_MAX_GFN, VM
 
 __all__ = ["ModelSide"]
 

@@ -1,8 +1,8 @@
 """Committed QEMU traces, replayed op by op against a live VM.
 
 Each trace of ``data/traces/`` that records one VM is loaded with
-:func:`kvmpt.trace.load_qemu_trace`, completed with the CREATEs it deletes
-before creating (:func:`kvmpt.replay.infer_prologue`, as ``kvmpt replay``
+:func:`kvmpt.workload.trace.load_qemu_trace`, completed with the CREATEs it deletes
+before creating (:func:`kvmpt.workload.replay.infer_prologue`, as ``kvmpt replay``
 does), and sent to a fresh live VM, a model VM under the host's profile and
 one under v6.6.  Per op the recorded ``ret`` is compared with the host's
 answer: equal is a match; different but predicted by the two profiles (the
@@ -15,17 +15,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from kvmpt.infra.paths import DATA_DIR
 
-from ..replay import infer_prologue
-from ..trace import load_qemu_trace
-from ..textreport import fmt_errno as errname
-from .ioctl import Kvm
-from .model import ModelSide
+from kvmpt.workload.replay import infer_prologue
+from kvmpt.workload.trace import load_qemu_trace
+from kvmpt.review.textreport import fmt_errno as errname
+from kvmpt.live.ioctl import Kvm
+from kvmpt.live.model import ModelSide
 
 __all__ = ["TRACES_DIR", "NOT_REPLAYED", "TraceOp", "trace_files", "replay_trace",
            "replay_traces"]
 
-TRACES_DIR = Path(__file__).resolve().parent.parent / "data" / "traces"
+TRACES_DIR = DATA_DIR / "traces"
 #: committed traces that are not one VM's ioctls, with the reason
 NOT_REPLAYED = {"format_samples.trace": "a parser sample: one line of each format from "
                                         "different VMs (data/README.md)"}

@@ -32,7 +32,7 @@ Use
     print(explore("vgpu_lock", "two_vgpus_reclaim").email())          # for a list reply
     explore("vgpu_lock", "two_vgpus_reclaim", lockdep=False).verdict  # 'use-after-free'
 
-``scenarios()`` lists the scenarios; ``kvmpt.figures.race.witness_swimlane(r)`` draws a
+``scenarios()`` lists the scenarios; ``kvmpt.review.figures.race.witness_swimlane(r)`` draws a
 witness.
 
 How it works
@@ -54,7 +54,7 @@ It reports, the first time they happen on a path (the path then ends):
   (KASAN's complaint);
 * **sleep-in-atomic** -- a step that may sleep (``mutex_lock``, ``synchronize_srcu``, a
   ``GFP_KERNEL`` allocation) while the thread holds a spinning lock, judged by the shared
-  :class:`kvmpt.lockdep.Lockdep` exactly as lockdep would, whether or not the mutex is
+  :class:`kvmpt.kernel.lockdep.Lockdep` exactly as lockdep would, whether or not the mutex is
   contended;
 * **deadlock** -- a cycle in the wait-for graph (a thread waiting for a lock held by, or an
   SRCU reader that is, a thread in the cycle), including the one-thread cycle of taking a
@@ -71,7 +71,7 @@ last); breadth-first order makes the witness a shortest failing interleaving of 
 Local steps (jumps on a thread's own locals) implement ``run_local(thread)`` and cannot see
 the world, so the reduction's precondition holds by construction (:mod:`kvmpt.race.steps`).
 
-Locks are instances (``kvmpt.lockdep.LockInstance``): in the two-vGPU scenarios each vGPU
+Locks are instances (``kvmpt.kernel.lockdep.LockInstance``): in the two-vGPU scenarios each vGPU
 has its own ``vgpu_lock``, ``ptable`` and ``page_track_tree``, each VM its own ``mmu_lock``
 and SRCU domains.  ``two_vgpus_reclaim`` is a finding beyond the thread (see
 :mod:`kvmpt.race.threads`, ``Programs.reclaim``).  Every program is also exported to Promela
@@ -110,21 +110,21 @@ they touch no KVMGT state and take ``mmu_lock`` only after KVMGT's callback retu
 the queued rwlock's writer fairness.  A ``hash_add`` is one atomic step, so the model does not
 look for torn reads of a half-inserted node.
 
-Model-only: this module never imports plotly (``kvmpt.figures.race`` draws a witness).
+Model-only: this module never imports plotly (``kvmpt.review.figures.race`` draws a witness).
 """
 from __future__ import annotations
 
-from .explorer import Model, check_args, count_paths, explore, matrix, resolve, sample, wait_cycle
-from .objects import (FindLocked, HashAdd, HashDel, HashDestroy, KFree, Probe, ReadNode,
+from kvmpt.race.explorer import Model, check_args, count_paths, explore, matrix, resolve, sample, wait_cycle
+from kvmpt.race.objects import (FindLocked, HashAdd, HashDel, HashDestroy, KFree, Probe, ReadNode,
                       WriteTrack)
-from .programs import KERNEL, LOCKS, SLOT_HOOKS, VERSION, Gen, Label, assemble
-from .result import RaceResult, SampleResult, WitnessStep
-from .scenarios import DEFAULT_SCENARIO, SCENARIOS, THREAD_SCENARIOS, Scenario, scenarios
-from .state import (CHILD, GFN, KVM_SRCU, NEIGHBOUR, NR_BUCKETS, TRACK_SRCU, VERDICTS, Thread,
+from kvmpt.race.programs import KERNEL, LOCKS, SLOT_HOOKS, VERSION, Gen, Label, assemble
+from kvmpt.race.result import RaceResult, SampleResult, WitnessStep
+from kvmpt.race.scenarios import DEFAULT_SCENARIO, SCENARIOS, THREAD_SCENARIOS, Scenario, scenarios
+from kvmpt.race.state import (CHILD, GFN, KVM_SRCU, NEIGHBOUR, NR_BUCKETS, TRACK_SRCU, VERDICTS, Thread,
                     World)
-from .steps import (AssertHeld, Blocked, Bug, Choose, Ctx, Goto, If, IfNot, Lock, Note, Ok,
+from kvmpt.race.steps import (AssertHeld, Blocked, Bug, Choose, Ctx, Goto, If, IfNot, Lock, Note, Ok,
                     SrcuReadLock, SrcuReadUnlock, Step, SyncSrcuStart, SyncSrcuWait, Unlock)
-from .threads import Programs
+from kvmpt.race.threads import Programs
 
 __all__ = ["explore", "sample", "matrix", "scenarios", "RaceResult", "SampleResult",
            "LOCKS", "VERDICTS", "SCENARIOS", "DEFAULT_SCENARIO", "THREAD_SCENARIOS",

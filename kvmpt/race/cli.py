@@ -5,10 +5,10 @@ HELP = "explore the lock interleavings of a design (--email: a witness for a lis
 
 
 def add_arguments(p) -> None:
-    from .scenarios import DEFAULT_SCENARIO, SCENARIOS
+    from kvmpt.race.scenarios import DEFAULT_SCENARIO, SCENARIOS
     p.add_argument("design", metavar="DESIGN",
                    help="a ptable lock (none, mmu_lock, gfn_lock, vgpu_lock) or any design "
-                        "kvmpt.design.parse_design reads (v6.5, v6.6, knob=value,...)")
+                        "kvmpt.kernel.design.parse_design reads (v6.5, v6.6, knob=value,...)")
     p.add_argument("scenario", metavar="SCENARIO", nargs="?", default=DEFAULT_SCENARIO,
                    help=f"one of: {', '.join(SCENARIOS)} (default {DEFAULT_SCENARIO})")
     p.add_argument("--email", action="store_true",
@@ -26,8 +26,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from .explorer import explore
-    from .programs import LOCKS
+    from kvmpt.race.explorer import explore
+    from kvmpt.race.programs import LOCKS
     kw = dict(srcu=not args.no_srcu, lockdep=not args.no_lockdep, witness=args.witness)
     if args.design in LOCKS:
         kw["lock"] = args.design
@@ -36,7 +36,7 @@ def run(args) -> int:
     r = explore(scenario=args.scenario, **kw)
     print(r.email(sliced=not args.full) if args.email else str(r))
     if args.spin:
-        from .spin import verify
+        from kvmpt.race.spin import verify
         s = verify(r.lock, r.scenario, slot_hook=r.slot_hook, srcu=r.srcu, lockdep=r.lockdep)
         print(f"SPIN: {s.verdict} ({', '.join(s.kinds) or 'no bug reachable'}), "
               f"{s.states:,} states stored; explorer: {r.verdict}")

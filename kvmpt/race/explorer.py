@@ -5,13 +5,13 @@ import random
 import time
 from collections import Counter, deque
 
-from ..lockdep import Lockdep
-from . import state as S
-from .programs import LOCKS, SLOT_HOOKS, assemble
-from .result import RaceResult, SampleResult, WitnessStep
-from .scenarios import DEFAULT_SCENARIO, SCENARIOS
-from .steps import Blocked, Bug, Ctx, Lock, run_local
-from .threads import Programs
+from kvmpt.kernel.lockdep import Lockdep
+from kvmpt.race import state as S
+from kvmpt.race.programs import LOCKS, SLOT_HOOKS, assemble
+from kvmpt.race.result import RaceResult, SampleResult, WitnessStep
+from kvmpt.race.scenarios import DEFAULT_SCENARIO, SCENARIOS
+from kvmpt.race.steps import Blocked, Bug, Ctx, Lock, run_local
+from kvmpt.race.threads import Programs
 
 
 class Model:
@@ -143,10 +143,10 @@ def check_args(lock, scenario, slot_hook, srcu=True, lockdep=True, max_states=1)
 
 
 def resolve(lock, design, slot_hook):
-    """``design`` (anything :func:`kvmpt.design.parse_design` reads) gives ``lock`` and the
+    """``design`` (anything :func:`kvmpt.kernel.design.parse_design` reads) gives ``lock`` and the
     default slot hook."""
     if design is not None:
-        from ..design import parse_design
+        from kvmpt.kernel.design import parse_design
         d = parse_design(design)
         return d.kvmgt_lock, slot_hook or d.slot_hook
     return lock, slot_hook

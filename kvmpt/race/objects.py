@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..lockdep import MMU_LOCK, AnyLock
-from . import state as S
-from .state import CHILD, GFN
-from .steps import Bug, Ok, Step, lockdep_of, sleep_bug
+from kvmpt.kernel.lockdep import MMU_LOCK, AnyLock
+from kvmpt.race import state as S
+from kvmpt.race.state import CHILD, GFN
+from kvmpt.race.steps import Bug, Ok, Step, lockdep_of, sleep_bug
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..lockdep import GFN_LOCK, MMU_LOCK, SLOTS_LOCK, VGPU_LOCK, LockClass
-from .objects import FindLocked, HashAdd, HashDel, KFree, SlotLookup, WriteTrack
-from .state import KVM_SRCU
-from .steps import (AssertHeld, Choose, Goto, If, IfNot, Lock, SrcuReadLock, SrcuReadUnlock,
+from kvmpt.kernel.lockdep import GFN_LOCK, MMU_LOCK, SLOTS_LOCK, VGPU_LOCK, LockClass
+from kvmpt.race.objects import FindLocked, HashAdd, HashDel, KFree, SlotLookup, WriteTrack
+from kvmpt.race.state import KVM_SRCU
+from kvmpt.race.steps import (AssertHeld, Choose, Goto, If, IfNot, Lock, SrcuReadLock, SrcuReadUnlock,
                     Step, Unlock)
 
 LOCKS = ("none", "mmu_lock", "gfn_lock", "vgpu_lock")

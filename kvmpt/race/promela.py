@@ -14,10 +14,10 @@ the step list (kind, operands, jump targets) is shared.
 """
 from __future__ import annotations
 
-from ..lockdep import MUTEX, RWLOCK
-from . import objects as O, state as S, steps as T
-from .explorer import Model, check_args, resolve
-from .scenarios import DEFAULT_SCENARIO, SCENARIOS
+from kvmpt.kernel.lockdep import MUTEX, RWLOCK
+from kvmpt.race import objects as O, state as S, steps as T
+from kvmpt.race.explorer import Model, check_args, resolve
+from kvmpt.race.scenarios import DEFAULT_SCENARIO, SCENARIOS
 
 NIL = 255
 _KIND = {k: i + 1 for i, k in enumerate(S.BUGS)}

@@ -68,7 +68,7 @@ class RaceResult:
 
     def email(self, **kw) -> str:
         """The witness for a mailing-list reply (ASCII, <= 72 columns, CPU columns)."""
-        from .witness import email
+        from kvmpt.race.witness import email
         return email(self, **kw)
 
     def table(self, where: bool = True) -> str:

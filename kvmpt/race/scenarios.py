@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .state import GFN, NEIGHBOUR
-from .threads import Programs
+from kvmpt.race.state import GFN, NEIGHBOUR
+from kvmpt.race.threads import Programs
 
 
 @dataclass(frozen=True)

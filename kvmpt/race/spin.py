@@ -9,11 +9,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from . import state as S
-from .explorer import explore
-from .programs import LOCKS
-from .promela import to_promela
-from .scenarios import DEFAULT_SCENARIO, SCENARIOS
+from kvmpt.race import state as S
+from kvmpt.race.explorer import explore
+from kvmpt.race.programs import LOCKS
+from kvmpt.race.promela import to_promela
+from kvmpt.race.scenarios import DEFAULT_SCENARIO, SCENARIOS
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Everything per vGPU is indexed by the vGPU's number ``v`` (0, 1): KVMGT allows one vGPU per
 VM (``intel_vgpu_open_device`` returns -EEXIST for a second, spec section 1.5), so vGPU ``v``
 sits in VM ``v``, and its ``ptable``, ``page_track_tree``, notifier node and memslots are that
-VM's.  A lock is a :class:`kvmpt.lockdep.LockInstance` (or a bare class in one-vGPU
+VM's.  A lock is a :class:`kvmpt.kernel.lockdep.LockInstance` (or a bare class in one-vGPU
 scenarios), so two vGPUs' ``vgpu_lock`` are two locks.
 
 A ``ptable`` node is ``(v, gfn, next, alive, linked)``: ``hash_del`` is ``hlist_del_init``

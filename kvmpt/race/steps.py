@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..lockdep import MMU_LOCK, VGPU_LOCK, AnyLock, Lockdep
-from . import state as S
-from .state import KVM_SRCU, World
+from kvmpt.kernel.lockdep import MMU_LOCK, VGPU_LOCK, AnyLock, Lockdep
+from kvmpt.race import state as S
+from kvmpt.race.state import KVM_SRCU, World
 
 
 class Ok(NamedTuple):

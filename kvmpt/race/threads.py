@@ -2,13 +2,13 @@
 shadow-page reclaim that reaches another vGPU (``reclaim_one_ppgtt_mm``)."""
 from __future__ import annotations
 
-from ..lockdep import CACHE_LOCK, MMU_LOCK, PPGTT_MM_LOCK, SLOTS_LOCK, VGPU_LOCK
-from .objects import (HashDestroy, NotifierDel, NotifierWalk, Probe, RadixDelete,
+from kvmpt.kernel.lockdep import CACHE_LOCK, MMU_LOCK, PPGTT_MM_LOCK, SLOTS_LOCK, VGPU_LOCK
+from kvmpt.race.objects import (HashDestroy, NotifierDel, NotifierWalk, Probe, RadixDelete,
                       RadixInsert, RadixLookup, ReadNode, SlotSet, SlotUsable, WriteTrack,
                       FindLocked)
-from .programs import (GTT, GVT_PT, KVM_MAIN, KVMGT, MMIO, PT, X86, Gen, Label)
-from .state import CHILD, KVM_SRCU, TRACK_SRCU
-from .steps import (Choose, Goto, IfNot, Lock, Note, SrcuReadLock, SrcuReadUnlock,
+from kvmpt.race.programs import (GTT, GVT_PT, KVM_MAIN, KVMGT, MMIO, PT, X86, Gen, Label)
+from kvmpt.race.state import CHILD, KVM_SRCU, TRACK_SRCU
+from kvmpt.race.steps import (Choose, Goto, IfNot, Lock, Note, SrcuReadLock, SrcuReadUnlock,
                     SyncSrcuStart, SyncSrcuWait, Unlock)
 
 #: gtt.c as read for the reclaim path: torvalds/linux drivers/gpu/drm/i915/gvt/gtt.c at

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import textwrap
 
-from . import objects as O
-from . import state as S
-from .steps import AssertHeld, Lock, Note, SyncSrcuStart, SyncSrcuWait
+from kvmpt.race import objects as O
+from kvmpt.race import state as S
+from kvmpt.race.steps import AssertHeld, Lock, Note, SyncSrcuStart, SyncSrcuWait
 
 WIDTH = 72
 _MAX_DEPTH = 8
@@ -53,7 +53,7 @@ def email(result, width: int = WIDTH, sliced: bool = True) -> str:
             f"(slot hook {result.slot_hook}{'' if result.srcu else ', srcu=False'}"
             f"{'' if result.lockdep else ', lockdep off'})")
     out = textwrap.wrap(ascii(head), width)
-    from .scenarios import SCENARIOS
+    from kvmpt.race.scenarios import SCENARIOS
     finding = SCENARIOS[result.scenario].finding
     if finding and result.verdict != "safe":
         out += textwrap.wrap(ascii(f"Finding beyond the review thread: {finding}."), width)

@@ -52,15 +52,15 @@ and its files), ``runlog`` (the resumable run log and its fingerprint), ``execut
 """
 from __future__ import annotations
 
-from .bench import BENCH_PARAMS, BENCH_SEEDS, bench
-from .command import HELP, add_arguments, run
-from .driver import DEFAULT_SCENARIO, MAX_WORKERS, plan, sweep
-from .executors import WORKER_WAIT_S
-from .grid import Grid, RunSpec, run_key
-from .parse import (MAX_RUNS, SEED_MAX, GridError, grid_spec, parse_design, parse_designs,
+from kvmpt.sweep.bench import BENCH_PARAMS, BENCH_SEEDS, bench
+from kvmpt.sweep.command import HELP, add_arguments, run
+from kvmpt.sweep.driver import DEFAULT_SCENARIO, MAX_WORKERS, plan, sweep
+from kvmpt.sweep.executors import WORKER_WAIT_S
+from kvmpt.sweep.grid import Grid, RunSpec, run_key
+from kvmpt.sweep.parse import (MAX_RUNS, SEED_MAX, GridError, grid_spec, parse_design, parse_designs,
                     parse_param, parse_seeds, read_grid, read_grid_file)
-from .runlog import log_path_for, source_fingerprint
-from .table import DESIGN_COLUMNS, META_KEY, SWEEP_DIR, SweepTable, diff, load_table, row_matches
+from kvmpt.sweep.runlog import log_path_for, source_fingerprint
+from kvmpt.sweep.table import DESIGN_COLUMNS, META_KEY, SWEEP_DIR, SweepTable, diff, load_table, row_matches
 
 __all__ = [
     "Grid", "GridError", "RunSpec", "SweepTable", "sweep", "load_table", "diff", "parse_design",

@@ -9,10 +9,10 @@ import sys
 import time
 from typing import Any, Callable
 
-from .driver import sweep
-from .executors import worker_init
-from .grid import Grid
-from .table import diff
+from kvmpt.sweep.driver import sweep
+from kvmpt.sweep.executors import worker_init
+from kvmpt.sweep.grid import Grid
+from kvmpt.sweep.table import diff
 
 __all__ = ["bench", "BENCH_PARAMS", "BENCH_SEEDS"]
 

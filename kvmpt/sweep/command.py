@@ -16,12 +16,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .bench import bench
-from .driver import MAX_WORKERS, check_out, resolve_scenario, scenario_name, plan, sweep
-from .executors import WORKER_WAIT_S
-from .grid import Grid
-from .parse import parse_param, read_grid
-from .runlog import log_path_for
+from kvmpt.sweep.bench import bench
+from kvmpt.sweep.driver import MAX_WORKERS, check_out, resolve_scenario, scenario_name, plan, sweep
+from kvmpt.sweep.executors import WORKER_WAIT_S
+from kvmpt.sweep.grid import Grid
+from kvmpt.sweep.parse import parse_param, read_grid
+from kvmpt.sweep.runlog import log_path_for
 
 __all__ = ["HELP", "add_arguments", "run"]
 

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .executors import WORKER_WAIT_S, run_dask, run_local, run_serial
-from .grid import Grid, RunSpec
-from .parse import GridError
-from .runlog import RunLog, fingerprint, log_path_for, records_from_table
-from .table import DESIGN_COLUMNS, SweepTable, assemble
+from kvmpt.sweep.executors import WORKER_WAIT_S, run_dask, run_local, run_serial
+from kvmpt.sweep.grid import Grid, RunSpec
+from kvmpt.sweep.parse import GridError
+from kvmpt.sweep.runlog import RunLog, fingerprint, log_path_for, records_from_table
+from kvmpt.sweep.table import DESIGN_COLUMNS, SweepTable, assemble
 
 __all__ = ["sweep", "plan", "DEFAULT_SCENARIO", "MAX_WORKERS"]
 
@@ -32,19 +32,19 @@ MAX_WORKERS = 256
 
 
 def default_run_fn():
-    from ..scenario import run as scenario_run
+    from kvmpt.workload.scenario import run as scenario_run
     return scenario_run
 
 
 def resolve_scenario(scenario):
     if scenario is None or isinstance(scenario, (str, os.PathLike)):
-        from ..scenario import load_scenario
+        from kvmpt.workload.scenario import load_scenario
         if scenario is None:
-            from ..scenario import list_scenarios
+            from kvmpt.workload.scenario import list_scenarios
             names = list_scenarios()
             if not names:
                 raise ValueError("no scenarios available")
-            scenario = getattr(sys.modules["kvmpt.scenario"], "DEFAULT_SCENARIO",
+            scenario = getattr(sys.modules["kvmpt.workload.scenario"], "DEFAULT_SCENARIO",
                                DEFAULT_SCENARIO if DEFAULT_SCENARIO in names else names[0])
         return load_scenario(scenario)
     if not hasattr(scenario, "with_overrides"):
@@ -75,7 +75,7 @@ def scenario_description(sc) -> Any:
 
 
 def kvmpt_version() -> str:
-    from .. import __version__
+    from kvmpt import __version__
     return __version__
 
 
@@ -118,14 +118,14 @@ def sweep(grid: Grid | Mapping[str, Any], scenario: Any = None,
     """Run every point of ``grid`` on ``scenario`` and return the tidy :class:`SweepTable`.
 
     ``grid``: a :class:`Grid`, or a dict as :meth:`Grid.from_dict` takes.
-    ``scenario``: a scenario name or file (``kvmpt.scenario.load_scenario``), or a Scenario;
+    ``scenario``: a scenario name or file (``kvmpt.workload.scenario.load_scenario``), or a Scenario;
     each run is ``run_fn(scenario.with_overrides(**params), design, seed=seed)``.
     ``out``: save the table there (``.parquet`` or ``.csv``) and keep a run log beside it.
     ``scheduler``: a Dask scheduler address (``tcp://HOST:PORT``), or pass ``client``;
     otherwise a local process pool of ``workers`` processes (default: one per core;
     ``workers=0`` runs in this process, serially).
     ``progress``: a tqdm bar on stderr when it is a terminal.
-    ``run_fn``: defaults to ``kvmpt.scenario.run``; must be picklable (a module-level function)
+    ``run_fn``: defaults to ``kvmpt.workload.scenario.run``; must be picklable (a module-level function)
     for the process pool and Dask.
     ``resume``: skip the runs already in ``out``'s run log or in the table saved at ``out``
     (failed ones too, unless ``retry_failed``).  Without it an existing log is started over.

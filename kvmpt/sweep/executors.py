@@ -3,7 +3,7 @@
 Each executor takes the runs to do, ``payload(spec)`` (the run's scenario), the run function
 and ``on_done(spec, record)``; a record is what :func:`execute` returns for one run.  A run
 that raises is a record with ``status="error"``, never a crash of the sweep; a worker
-process that dies is one too.  Pool workers end with the sweep (:mod:`kvmpt.procs`).
+process that dies is one too.  Pool workers end with the sweep (:mod:`kvmpt.infra.procs`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..design import Design
+from kvmpt.kernel.design import Design
 
 __all__ = ["execute", "run_serial", "run_local", "run_dask", "worker_init", "WORKER_WAIT_S"]
 
@@ -66,7 +66,7 @@ def worker_init(sweep_pid: int | None = None) -> None:
     # One process per core already; keep each run's Numba kernels single-threaded.
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     if sweep_pid is not None:           # end with the sweep, even if it is SIGKILLed
-        from ..procs import exit_with
+        from kvmpt.infra.procs import exit_with
         exit_with(sweep_pid)
         # Ctrl-C reaches the whole process group: the sweep handles it and stops the pool,
         # a worker must not print a KeyboardInterrupt traceback of its own
@@ -82,7 +82,7 @@ def run_local(todo, payload, run_fn, workers, on_done):
     if ctx.get_start_method() == "forkserver":
         # the forkserver ends with this process too (kvmpt/_forkserver_guard.py); it only
         # takes effect if this call starts the forkserver, which the first sweep does
-        ctx.set_forkserver_preload(["__main__", "kvmpt._forkserver_guard"])
+        ctx.set_forkserver_preload(["__main__", "kvmpt.infra._forkserver_guard"])
     me = os.getpid()
 
     def new_pool(n):

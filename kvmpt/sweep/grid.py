@@ -16,9 +16,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from ..design import Design
-from .parse import MAX_RUNS, GridError, grid_spec, parse_designs, parse_seeds, read_grid
-from .table import RESERVED
+from kvmpt.kernel.design import Design
+from kvmpt.sweep.parse import MAX_RUNS, GridError, grid_spec, parse_designs, parse_seeds, read_grid
+from kvmpt.sweep.table import RESERVED
 
 __all__ = ["Grid", "RunSpec", "run_key", "KEY_HEX"]
 

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..design import Design, parse_design
-from ..tomlfile import InputError, TomlLocator, decode, located, read_bytes
+from kvmpt.kernel.design import Design, parse_design
+from kvmpt.infra.tomlfile import InputError, TomlLocator, decode, located, read_bytes
 
 __all__ = ["GridError", "MAX_RUNS", "SEED_MAX", "parse_design", "parse_designs", "parse_seeds",
            "parse_param", "grid_spec", "read_grid", "read_grid_file"]
@@ -212,7 +212,7 @@ def read_grid(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]:
         doc = _loads_json(text, p)
         loc = None
     else:
-        from ..tomlfile import loads_toml
+        from kvmpt.infra.tomlfile import loads_toml
         doc = loads_toml(text, p, GridError)
         loc = TomlLocator(text)
 

@@ -15,15 +15,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .grid import KEY_HEX
-from .table import load_table
+from kvmpt.sweep.grid import KEY_HEX
+from kvmpt.sweep.table import load_table
 
 __all__ = ["RunLog", "log_path_for", "source_fingerprint", "fingerprint", "records_from_table"]
 
 _LOG_FORMAT = 1
 #: what the fingerprint leaves out: the sweep machinery, the command line and the views
-_NOT_MODEL_DIRS = ("sweep", "figures")
-_NOT_MODEL_FILES = ("cli.py", "dashboard.py", "report.py", "textreport.py")
+_NOT_MODEL_DIRS = ("sweep", "review", "live", "notebooks")
+_NOT_MODEL_FILES = ("cli.py",)
 
 
 def source_fingerprint() -> str:

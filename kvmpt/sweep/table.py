@@ -18,11 +18,12 @@ import io
 import json
 import os
 from pathlib import Path
+from kvmpt.infra.paths import DATA_DIR
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 
-from ..design import KNOBS
+from kvmpt.kernel.design import KNOBS
 
 __all__ = ["SweepTable", "load_table", "row_matches", "assemble", "diff", "META_KEY", "SWEEP_DIR",
            "LEAD_COLUMNS", "DESIGN_COLUMNS", "STATUS_COLUMNS", "RESERVED"]
@@ -36,7 +37,7 @@ RESERVED = frozenset(LEAD_COLUMNS + DESIGN_COLUMNS + STATUS_COLUMNS + ("designs"
 #: metadata key in Parquet schema metadata and the CSV sidecar
 META_KEY = "kvmpt.sweep"
 #: where the committed sweeps live (data/sweeps/, shipped as package data)
-SWEEP_DIR = Path(__file__).resolve().parent.parent / "data" / "sweeps"
+SWEEP_DIR = DATA_DIR / "sweeps"
 
 #: a column's type name (the CSV sidecar's ``column_types``) <-> its Arrow type
 _ARROW_TYPES = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(), "str": pa.string()}

@@ -27,7 +27,7 @@ needs_chromium = pytest.mark.skipif(
 @pytest.fixture(scope="session")
 def report_dir(tmp_path_factory):
     """``kvmpt report`` (HTML + text) into a temporary directory, once per session."""
-    from kvmpt.report import build
+    from kvmpt.review.report import build
     out = tmp_path_factory.mktemp("report")
     build(out, ("html", "text"), log=lambda m: None)
     return out

@@ -59,7 +59,7 @@ def test_report_cli_text_only(tmp_path, capsys):
 @pytest.mark.browser
 @needs_chromium
 def test_html_renders_offline_and_buttons_toggle(report_dir, browser_context):
-    from kvmpt.report import find_notebooks
+    from kvmpt.review.report import find_notebooks
     expected = _figure_cells(next(p for p in find_notebooks() if p.stem == NB))
     page = browser_context.new_page()
     requests, errors = [], []

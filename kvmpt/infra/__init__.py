@@ -1,0 +1,1 @@
+"""Infrastructure: the one input reader, worker processes."""

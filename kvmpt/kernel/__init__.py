@@ -1,0 +1,1 @@
+"""The model: one module per kernel file it mirrors."""

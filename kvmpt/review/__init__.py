@@ -1,0 +1,1 @@
+"""The review's presentation: experiments, figures, dashboard, report, text."""

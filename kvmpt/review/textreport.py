@@ -1,0 +1,356 @@
+"""Plain-text reports for the mailing list.
+
+Everything here renders to fixed-width ASCII that stays under 80 columns, so a
+report can be pasted into a mail to kvm@vger.kernel.org without re-wrapping.
+Every report starts with a header naming the design(s), the scenario, the seed
+and the kvmpt version; every number carries its unit (``16 MiB``,
+``4,096 pages``, ``1.2 Mcycles``) or is a plain count whose row says what is
+counted.
+
+The pieces (:func:`header`, :func:`table`, the ``fmt_*`` helpers) are public so
+other subcommands (``kvmpt report``, ``kvmpt bench``) can print the same way;
+:func:`render_replay` is ``kvmpt replay``'s output.
+"""
+from __future__ import annotations
+
+import errno as errno_mod
+from typing import Any, Iterable, Sequence
+
+__all__ = [
+    "MAX_WIDTH", "header", "table", "section", "render_document", "render_replay",
+    "fmt_count", "fmt_bytes", "fmt_pages", "fmt_cycles", "fmt_hex", "fmt_errno",
+    "fmt_seconds",
+]
+
+MAX_WIDTH = 79          # columns; a mail line of 80 with the quote marker still fits 80
+
+
+def _version() -> str:
+    from kvmpt import __version__
+    return __version__
+
+
+# ---------------------------------------------------------------------------
+# Numbers with units
+
+def fmt_count(n: int | float | None, unit: str = "") -> str:
+    """``1,234`` or ``1,234 ops``; None is ``-``."""
+    if n is None:
+        return "-"
+    s = f"{n:,.0f}" if isinstance(n, float) and n.is_integer() or isinstance(n, int) \
+        else f"{n:,.2f}"
+    return f"{s} {unit}" if unit else s
+
+
+def fmt_bytes(n: int | None) -> str:
+    """Exact binary units: the largest unit that divides ``n`` (``640 KiB``, ``3 GiB``,
+    ``2,047 MiB``), so a slot 1 MiB short of 2 GiB never reads as ``2.00 GiB``."""
+    if n is None:
+        return "-"
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift:,} {unit}"
+    return f"{n:,} B"
+
+
+def fmt_pages(n: int | None) -> str:
+    return "-" if n is None else f"{n:,} pages" if n != 1 else "1 page"
+
+
+def fmt_cycles(c: float | None) -> str:
+    """``850 cycles``, ``12.3 kcycles``, ``4.56 Mcycles``, ``1.20 Gcycles``; None is ``n/a``."""
+    if c is None:
+        return "n/a"
+    for unit, scale in (("Gcycles", 1e9), ("Mcycles", 1e6), ("kcycles", 1e3)):
+        if abs(c) >= scale:
+            return f"{c / scale:.3g} {unit}"
+    return f"{c:.0f} cycles"
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if abs(s) >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def _where(r) -> str:
+    """A result's position: its trace line, or ``#index`` for generated ops."""
+    if r.op.lineno:
+        return str(r.op.lineno)
+    return "pro" if r.index < 0 else f"#{r.index}"
+
+
+def fmt_hex(n: int | None) -> str:
+    return "-" if n is None else f"0x{n:x}"
+
+
+def fmt_errno(e: int | None) -> str:
+    """``0`` / ``EINVAL`` / ``-`` for unknown."""
+    if e is None:
+        return "-"
+    if e == 0:
+        return "0"
+    return errno_mod.errorcode.get(e, str(e))
+
+
+# ---------------------------------------------------------------------------
+# Layout
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(1, width - 2)] + ".."
+
+
+def header(title: str, *, design: str, scenario: str, seed: int | None,
+           extra: Sequence[tuple[str, str]] = ()) -> str:
+    """The report header: title, kvmpt version, design(s), scenario, seed."""
+    ver = f"kvmpt {_version()}"
+    top = _clip(title, MAX_WIDTH - len(ver) - 2)
+    lines = [top + " " * (MAX_WIDTH - len(top) - len(ver)) + ver, "=" * MAX_WIDTH]
+    fields = [("design", design), ("scenario", scenario),
+              ("seed", "-" if seed is None else str(seed)), *extra]
+    for k, v in fields:
+        lines.append(_clip(f"{k + ':':10s}{v}", MAX_WIDTH))
+    return "\n".join(lines)
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]],
+          align: str | None = None, max_width: int = MAX_WIDTH) -> str:
+    """A fixed-width table: a header row, a rule, the rows.
+
+    ``align`` has one letter per column (``l`` or ``r``; default: first column
+    left, others right).  Cells are ``str()``-ed.  If the table would be wider
+    than ``max_width``, the widest left-aligned column is clipped with ``..``.
+    """
+    cols = [str(c) for c in columns]
+    body = [[("" if v is None else str(v)) for v in r] for r in rows]
+    for r in body:
+        if len(r) != len(cols):
+            raise ValueError(f"row has {len(r)} cells, table has {len(cols)} columns")
+    align = align or ("l" + "r" * (len(cols) - 1))
+    widths = [max([len(cols[i])] + [len(r[i]) for r in body]) for i in range(len(cols))]
+    sep = 2
+    total = sum(widths) + sep * (len(cols) - 1)
+    while total > max_width:
+        left = [i for i in range(len(cols)) if align[i] == "l" and widths[i] > 6]
+        cand = left or [i for i in range(len(cols)) if widths[i] > 6]
+        if not cand:
+            break
+        i = max(cand, key=lambda j: widths[j])
+        widths[i] -= total - max_width
+        widths[i] = max(widths[i], 6)
+        total = sum(widths) + sep * (len(cols) - 1)
+
+    def fmt(cells):
+        out = []
+        for i, c in enumerate(cells):
+            c = _clip(c, widths[i])
+            out.append(c.ljust(widths[i]) if align[i] == "l" else c.rjust(widths[i]))
+        return (" " * sep).join(out).rstrip()
+
+    lines = [fmt(cols), "-" * min(total, max_width)]
+    lines += [fmt(r) for r in body]
+    return "\n".join(lines)
+
+
+def section(title: str, body: str) -> str:
+    return f"{title}\n{body}" if body else title
+
+
+def render_document(head: str, sections: Sequence[tuple[str, str]]) -> str:
+    """Header, then each (title, body) separated by a blank line; checks the width."""
+    parts = [head] + [section(t, b) for t, b in sections]
+    text = "\n\n".join(parts) + "\n"
+    for n, line in enumerate(text.splitlines(), start=1):
+        if len(line) > MAX_WIDTH:
+            raise AssertionError(f"report line {n} is {len(line)} columns: {line!r}")
+    return text
+
+
+# ---------------------------------------------------------------------------
+# kvmpt replay
+
+_HOOK_ROWS = (
+    ("calls", "calls"),
+    ("gfn_probes", "gfns looked up"),
+    ("hits", "tracked gfns hit"),
+    ("empty_walks", "walks that hit nothing"),
+    ("chain_steps", "hash chain steps"),
+    ("hash_deletes", "hash deletes"),
+    ("counter_updates", "write-track count updates"),
+    ("lpage_updates", "lpage count updates"),
+    ("tlb_flushes", "remote TLB flushes"),
+    ("mmu_lock_acquisitions", "mmu_lock acquisitions"),
+    ("mmu_lock_held_steps", "steps under mmu_lock"),
+    ("wasted_calls", "wasted calls"),
+    ("wasted_updates", "wasted count updates"),
+    ("harmful_calls", "calls on a failed update"),
+)
+
+
+def _layout_rows(layout: dict[int, list[tuple[int, int, int, int, int]]]):
+    rows = []
+    for as_id in sorted(layout):
+        for sid, gpa, size, flags, _ua in sorted(layout[as_id], key=lambda t: t[1]):
+            what = [n for b, n in ((1, "LOG_DIRTY"), (2, "READONLY")) if flags & b]
+            rows.append((f"AS{as_id}", sid, fmt_hex(gpa), fmt_bytes(size), fmt_pages(size >> 12),
+                         "|".join(what) or "-"))
+    return rows
+
+
+def render_replay(results: Sequence[Any], *, scenario: str, seed: int | None,
+                  list_ops: bool = False, max_listed: int = 12) -> str:
+    """``kvmpt replay``'s text output for one :class:`~kvmpt.workload.replay.ReplayResult` per design."""
+    from kvmpt.workload.replay import KINDS
+
+    names = [r.design.name for r in results]
+    first = results[0]
+    extra = [("ops", f"{len(first.results):,} from the trace"
+                     + (f" + {len(first.prologue)} inferred" if first.prologue else ""))]
+    if first.tracked is not None:
+        extra.append(("tracked", f"{len(first.tracked.gfns):,} gfns in AS0 RAM, placed "
+                                 f"after op {first.tracked.placed_after}"))
+    elif first.kvmgt:
+        extra.append(("tracked", "KVMGT attached; replay placed no tracked set"))
+    costs = first.costs
+    if costs is None:
+        extra.append(("costs", "primitive-op counts only (no cost table)"))
+    else:
+        extra.append(("costs", f"data/costs.toml, {costs.estimate} estimate, {costs.ghz:g} GHz"))
+    head = header("Memslot trace replay", design=", ".join(names), scenario=scenario,
+                  seed=seed, extra=extra)
+    sections: list[tuple[str, str]] = []
+
+    # ops by kind
+    rows = []
+    for k in KINDS:
+        vals = [r.counts[k] for r in results]
+        if any(vals):
+            rows.append([k] + [f"{r.ok_counts[k]:,} ok / {r.counts[k]:,}" for r in results])
+    rows.append(["errno mismatches"] + [f"{len(r.mismatches):,}" for r in results])
+    rows.append(["DELETE gpa disagrees"] + [f"{len(r.notes):,}" for r in results])
+    sections.append(("Ops by kind (kernel change type; ok / attempted)",
+                     table(["kind"] + names, rows)))
+
+    # what the hooks did
+    if any(r.kvmgt for r in results):
+        hook_rows = []
+        tables = [r.hook_table() for r in results]
+        nodes = {h: row.get("node", "") for t in tables for h, row in t.items()}
+        # KVMGT's hooks first, then KVM's own (the zap), each alphabetically
+        hooks = sorted(nodes, key=lambda h: (nodes[h] != "kvmgt", h))
+        have_costs = any(r.costs is not None for r in results)
+        for h in hooks:
+            who = "KVMGT" if nodes[h] == "kvmgt" else "KVM" if nodes[h] else ""
+            hook_rows.append([f"{h} ({who})" if who else h] + ["" for _ in results])
+            for key, label in _HOOK_ROWS:
+                if key == "empty_walks" and nodes[h] != "kvmgt":
+                    continue
+                vals = [t.get(h, {}).get(key) for t in tables]
+                if not any(vals) and key not in ("calls",):
+                    continue
+                hook_rows.append(["  " + label] + [fmt_count(v) for v in vals])
+            if have_costs:
+                for key, label in (("cycles", "cycles"), ("wasted_cycles", "wasted cycles"),
+                                   ("mmu_lock_cycles", "cycles under mmu_lock"),
+                                   ("longest_hold_cycles", "longest mmu_lock hold")):
+                    vals = [t.get(h, {}).get(key) for t in tables]
+                    if key != "cycles" and not any(vals):
+                        continue
+                    hook_rows.append(["  " + label] + [fmt_cycles(v) if h in t else "-"
+                                                       for t, v in zip(tables, vals)])
+                    if key in ("cycles", "longest_hold_cycles"):
+                        hook_rows.append(["    as time"] + [fmt_seconds(_secs(r, v))
+                                                            for r, v in zip(results, vals)])
+        if not hooks:
+            hook_rows.append(["(no page-track hook ran)"] + ["" for _ in results])
+        hook_rows.append(["kernel WARNs"] + [fmt_count(len(r.warnings)) for r in results])
+        hook_rows.append(["stale gfns at the end"] + [fmt_count(len(r.stale_gfns))
+                                                      for r in results])
+        hook_rows.append(["ops that made gfns stale"] + [fmt_count(len(r.staling_ops))
+                                                         for r in results])
+        if any(r.unattributed_stale for r in results):
+            hook_rows.append(["stale, op not identified"] + [fmt_count(r.unattributed_stale)
+                                                             for r in results])
+        hook_rows.append(["invariant violations"] + [fmt_count(len(r.invariant_violations))
+                                                     for r in results])
+        sections.append(("Page-track hooks and KVMGT's tracked gfns",
+                         table(["hook / what"] + names, hook_rows)))
+
+        for r in results:
+            st = r.staling_ops
+            if not st:
+                continue
+            rows = [(_where(x), x.kind, f"AS{x.op.as_id}", x.op.slot,
+                     fmt_hex(x.op.gpa), fmt_bytes(x.op.size) if x.op.size else "0",
+                     fmt_count(x.newly_stale)) for x in st[:max_listed]]
+            more = f"\n... and {len(st) - max_listed} more" if len(st) > max_listed else ""
+            sections.append((f"{r.design.name}: ops that made tracked gfns stale",
+                             table(["where", "kind", "AS", "slot", "gpa", "size", "new stale"],
+                                   rows, align="llllrrr") + more))
+
+    # mismatches and notes
+    for r in results:
+        mm = r.mismatches
+        if mm:
+            rows = [(_where(x), x.kind, f"AS{x.op.as_id}", x.op.slot,
+                     fmt_hex(x.op.gpa), fmt_errno(x.errno), fmt_errno(x.expected))
+                    for x in mm[:max_listed]]
+            more = f"\n... and {len(mm) - max_listed} more" if len(mm) > max_listed else ""
+            sections.append((f"{r.design.name}: errno mismatches (model vs trace)",
+                             table(["where", "kind", "AS", "slot", "gpa", "model", "trace"],
+                                   rows, align="llllrrr") + more))
+    if first.notes:
+        body = "\n".join(_notes_lines(first.notes[:max_listed]))
+        sections.append(("Notes", body))
+    for title, items in (("Kernel WARNs", lambda r: [f"{_where(x)}: {w}" for x, w in r.warnings]),
+                         ("Invariant violations at the end",
+                          lambda r: list(r.invariant_violations))):
+        lines = []
+        for r in results:
+            got = items(r)
+            for v in got[:3]:
+                lines.append(_wrap(f"{r.design.name}: {v}"))
+            if len(got) > 3:
+                lines.append(f"{r.design.name}: ... and {len(got) - 3:,} more")
+        if lines:
+            sections.append((title + " (first 3 per design)", "\n".join(lines)))
+
+    # final layout
+    layouts = [r.final_layout for r in results]
+    if all(l == layouts[0] for l in layouts):
+        sections.append(("Final layout (all designs)",
+                         table(["AS", "slot", "gpa", "size", "pages", "flags"],
+                               _layout_rows(layouts[0]), align="lrrrrl")))
+    else:
+        for r in results:
+            sections.append((f"Final layout ({r.design.name})",
+                             table(["AS", "slot", "gpa", "size", "pages", "flags"],
+                                   _layout_rows(r.final_layout), align="lrrrrl")))
+
+    if list_ops:
+        for r in results:
+            rows = [(_where(x), x.kind, f"AS{x.op.as_id}", x.op.slot,
+                     fmt_hex(x.op.gpa), fmt_bytes(x.op.size) if x.op.size else "0",
+                     fmt_errno(x.errno), {True: "yes", False: "NO", None: "-"}[x.match])
+                    for x in r.prologue + r.results]
+            sections.append((f"{r.design.name}: every op (prologue first)",
+                             table(["where", "kind", "AS", "slot", "gpa", "size", "errno",
+                                    "match"], rows, align="llllrrrl")))
+    return render_document(head, sections)
+
+
+def _secs(result, cycles) -> float | None:
+    us = result.us(cycles)
+    return None if us is None else us * 1e-6
+
+
+def _wrap(line: str, width: int = MAX_WIDTH) -> str:
+    import textwrap
+    return "\n".join(textwrap.wrap(line, width, subsequent_indent="    ")) or line
+
+
+def _notes_lines(notes) -> list[str]:
+    return [_wrap(f"{'line ' if x.op.lineno else 'op '}{_where(x)}: {x.note}") for x in notes]

@@ -1,0 +1,1 @@
+"""What is replayed against the model: layouts, traces, costs, scenarios, replay."""
