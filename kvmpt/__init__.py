@@ -5,7 +5,7 @@ The public face (see contract.md): ``Design``, ``VM``, ``kvmpt.workload.trace.lo
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from kvmpt._version import __version__  # noqa: E402
 
 from kvmpt.kernel.design import Design  # noqa: E402
 

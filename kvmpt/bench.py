@@ -31,14 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from kvmpt.constants import GIB, MIB, PAGE_SIZE as PAGE, USERSPACE_ADDR as UA
 from kvmpt.infra.paths import CHECKOUT_DIR
 
 HELP = "run the kernel benchmarks and print their ratios"
 
-GIB = 1 << 30
-MIB = 1 << 20
-PAGE = 4096
-UA = 0x7F00_0000_0000
 
 GOALS = {
     "writes_per_s": 100e6,

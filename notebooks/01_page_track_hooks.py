@@ -46,7 +46,7 @@ from kvmpt import race
 
 from kvmpt.review import claims
 from kvmpt.review.figures import costs as cost_figs, memslot as memslot_figs, race as race_figs
-from kvmpt.review.textreport import table
+from kvmpt.infra.text import table
 
 REPORT = os.environ.get("KVMPT_REPORT") == "1"      # set by `kvmpt report`
 

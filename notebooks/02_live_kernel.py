@@ -41,7 +41,7 @@ from kvmpt.live.host import host_facts, host_profile
 from kvmpt.live.ioctl import Kvm
 from kvmpt.live.traces import replay_traces
 from kvmpt.kernel.memslot import V6_6
-from kvmpt.review.textreport import table
+from kvmpt.infra.text import table
 
 RULE_FIELDS = ("user_mem_slots", "mem_slots_num", "address_spaces", "valid_flags", "v1_flags",
                "max_nr_pages", "access_ok", "user_ptr_max", "user_memory2")

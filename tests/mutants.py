@@ -332,7 +332,7 @@ def _load_scenario(p):
 def _load_grid(p):
     """What ``kvmpt sweep --grid P --dry-run`` does before printing."""
     from kvmpt.sweep import plan
-    from kvmpt.sweep.command import _grid_from_args
+    from kvmpt.cli.sweep import _grid_from_args
     args = SimpleNamespace(grid=str(p), param=[], designs=None, seeds=None, scenario=None)
     grid, scenario = _grid_from_args(args)
     base, _, _ = plan(grid, scenario, expand=False)

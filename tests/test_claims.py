@@ -12,7 +12,7 @@ from kvmpt import Design
 
 from kvmpt.review import claims
 from kvmpt.workload.costs import default_costs
-from kvmpt.review.textreport import MAX_WIDTH, table
+from kvmpt.infra.text import MAX_WIDTH, table
 
 V65, V66 = Design.preset("v6.5"), Design.preset("v6.6")
 REMOVE_ALLOW = V65.replace(slot_hook="remove")

@@ -174,7 +174,7 @@ def test_out_file(capsys, tmp_path):
 # -- the text-report building blocks --------------------------------------------------------
 
 def test_units():
-    from kvmpt.review.textreport import fmt_bytes, fmt_count, fmt_cycles, fmt_errno, fmt_pages
+    from kvmpt.infra.text import fmt_bytes, fmt_count, fmt_cycles, fmt_errno, fmt_pages
     assert fmt_bytes(0x7ef00000) == "2,031 MiB" and fmt_bytes(0x940000000) == "37 GiB"
     assert fmt_bytes(0xa0000) == "640 KiB" and fmt_bytes(100) == "100 B"
     assert fmt_pages(786176) == "786,176 pages" and fmt_pages(1) == "1 page"
@@ -185,7 +185,7 @@ def test_units():
 
 
 def test_header_and_table_width():
-    from kvmpt.review.textreport import MAX_WIDTH, header, render_document, table
+    from kvmpt.infra.text import MAX_WIDTH, header, render_document, table
     h = header("A very long title " * 8, design="v6.6", scenario="s " * 60, seed=4)
     assert all(len(l) <= MAX_WIDTH for l in h.splitlines())
     assert "kvmpt " in h.splitlines()[0] and "seed:     4" in h

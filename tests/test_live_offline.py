@@ -16,7 +16,7 @@ from kvmpt import VM
 from kvmpt.live import agreement_rows, kvm_usable, measurement_files
 from kvmpt.live.calibrate import MMIO, OPS, Calibration, MeasurementError, Sample, read_toml, \
     write_toml
-from kvmpt.live.command import parse_size
+from kvmpt.cli.live import parse_size
 from kvmpt.live.compare import MODEL_CASES, model_costs, model_trapped_write_us
 from kvmpt.live.diff import DiffReport, Outcome, changed_rule
 from kvmpt.live.host import host_profile

@@ -655,7 +655,7 @@ _SLEEPY = textwrap.dedent(f"""
     import sys; sys.path.insert(0, {str(HERE)!r})
     from test_sweep import FAKE, fake_run
     from kvmpt.sweep import Grid, sweep
-    from kvmpt.sweep.command import _exit_on_second_interrupt
+    from kvmpt.cli.sweep import _exit_on_second_interrupt
     _exit_on_second_interrupt()
     try:
         sweep(Grid({{"churn": ["sleep"], "tracked_gfns": list(range(6))}}), FAKE,

@@ -32,11 +32,8 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-SLOT_HOOKS = ("flush", "remove")
-MOVE_POLICIES = ("allow", "reject")
-KVMGT_LOCKS = ("none", "mmu_lock", "gfn_lock", "vgpu_lock")
-#: the knobs in field order: the columns of a sweep, the controls of the dashboard
-KNOBS = ("slot_hook", "move", "kvmgt_lock", "drop_protection_on_remove")
+from kvmpt.constants import KNOBS, KVMGT_LOCKS, MOVE_POLICIES, SLOT_HOOKS  # noqa: F401
+
 #: short spellings accepted by :func:`parse_design`'s ``knob=value`` form
 KNOB_ALIASES = {"hook": "slot_hook", "lock": "kvmgt_lock", "drop": "drop_protection_on_remove"}
 _TRUE, _FALSE = ("1", "true", "yes", "drop"), ("0", "false", "no", "keep")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kvmpt.kernels.common import build_occ
-from kvmpt.kernel.memslot import KVM_MEM_READONLY
+from kvmpt.constants import KVM_MEM_READONLY
 
 
 @dataclass

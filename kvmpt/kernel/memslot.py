@@ -14,35 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PAGE_SHIFT = 12
-PAGE_SIZE = 1 << PAGE_SHIFT
-U64_MAX = (1 << 64) - 1
-U32_MAX = (1 << 32) - 1
-USHRT_MAX = 0xFFFF
-
-# include/uapi/linux/kvm.h
-KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
-KVM_MEM_READONLY = 1 << 1
-#: Linux 6.8+: the slot's memory is a guest_memfd file (KVM_SET_USER_MEMORY_REGION2 only)
-KVM_MEM_GUEST_MEMFD = 1 << 2
-#: flags check_memory_region_flags() accepts on x86 in v6.5/v6.6
-#: (virt/kvm/kvm_main.c; READONLY under __KVM_HAVE_READONLY_MEM, which x86 defines).
-KVM_VALID_FLAGS = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY
-
-# arch/x86/include/asm/kvm_host.h (CONFIG_KVM_SMM=y): address space 1 is SMM.
-KVM_ADDRESS_SPACE_NUM = 2
-# include/linux/kvm_host.h: KVM_MEM_SLOTS_NUM = SHRT_MAX since commit 4fc096a99e01;
-# x86 keeps KVM_INTERNAL_MEM_SLOTS = 3 (TSS, identity map, APIC access page).
-KVM_MEM_SLOTS_NUM = 32767
-KVM_INTERNAL_MEM_SLOTS = 3
-KVM_USER_MEM_SLOTS = KVM_MEM_SLOTS_NUM - KVM_INTERNAL_MEM_SLOTS   # 32764
-KVM_MEM_MAX_NR_PAGES = (1 << 31) - 1
-#: x86-64 4-level paging: TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE.  Not the access_ok()
-#: bound in v6.5/v6.6, which only checks the sign bit of ptr + size (see vm.py).
-TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE
-
-#: huge page levels that have lpage_info on x86: PG_LEVEL_2M = 2, PG_LEVEL_1G = 3
-HUGE_LEVELS = (2, 3)
+# re-exported: the model's names for the kernel's constants (one home: kvmpt.constants)
+from kvmpt.constants import (  # noqa: F401
+    HUGE_LEVELS, KVM_ADDRESS_SPACE_NUM, KVM_INTERNAL_MEM_SLOTS, KVM_MEM_GUEST_MEMFD,
+    KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_MAX_NR_PAGES, KVM_MEM_READONLY, KVM_MEM_SLOTS_NUM,
+    KVM_USER_MEM_SLOTS, KVM_VALID_FLAGS, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE_MAX, U32_MAX, U64_MAX,
+    USHRT_MAX,
+)
 
 
 def level_shift(level: int) -> int:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from kvmpt.constants import WRITE_OUTCOMES
 from kvmpt.kernel.kvm_main import _u
 from kvmpt.kernel.memslot import KVM_MEM_READONLY, PAGE_SIZE
 from kvmpt.kernel.page_track import gpa_to_gfn
 
 #: what a guest write does (the batch kernel's codes index this tuple)
-WRITE_OUTCOMES = ("direct", "ignored", "handled", "mmio")
 
 
 class GuestWrites:

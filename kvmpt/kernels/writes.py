@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvmpt.kernel.memslot import PAGE_SHIFT, PAGE_SIZE
+from kvmpt.constants import PAGE_SHIFT, PAGE_SIZE
 from kvmpt.kernels.common import (GOLDEN_RATIO_64, find_slot, hash_64, hlist_find, load_u16, prefetch,
                      set_contains)
 from kvmpt.kernels.policy import kernel

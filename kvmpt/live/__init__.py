@@ -8,13 +8,13 @@
 * :mod:`kvmpt.live.traces` — committed QEMU traces replayed on a live VM
 * :mod:`kvmpt.live.calibrate` — memslot ioctl and trapped-write timings, measurement files
 * :mod:`kvmpt.live.compare` — the model's own prices of the same operations
-* :mod:`kvmpt.live.command` — ``kvmpt live``
+* :mod:`kvmpt.cli.live` — ``kvmpt live``
 """
 from __future__ import annotations
 
 from pathlib import Path
-from kvmpt.infra.paths import DATA_DIR
 
+from kvmpt.infra.paths import DATA_DIR
 from kvmpt.live.ioctl import kvm_usable
 
 __all__ = ["kvm_usable", "HOST_DATA_DIR", "measurement_files", "agreement_rows"]

@@ -34,7 +34,7 @@ from kvmpt.live.requests import UA_BASE
 __all__ = ["OPS", "SIZES", "Sample", "Calibration", "calibrate", "mmio_round_trip",
            "write_toml", "read_toml", "peak_rss_bytes", "MeasurementError"]
 
-GiB, TiB = 1 << 30, 1 << 40
+from kvmpt.constants import GIB as GiB, TIB as TiB  # noqa: E402
 #: default slot sizes, 1 GiB ... 4 TiB
 SIZES = (GiB, 16 * GiB, 256 * GiB, TiB, 4 * TiB)
 #: the timed memslot operations, in the order one repetition runs them

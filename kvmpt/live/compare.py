@@ -96,7 +96,7 @@ def model_trapped_write_us(costs=None) -> dict[str, float]:
 def model_price_table(sizes, costs=None) -> str:
     """The model's prices of the calibrated operations as a fixed-width text table
     (one row per operation and size, one column per :data:`MODEL_CASES` case)."""
-    from kvmpt.review.textreport import fmt_bytes, fmt_seconds, table
+    from kvmpt.infra.text import fmt_bytes, fmt_seconds, table
     pts = {(p.case, p.op, p.size): p for p in model_costs(sizes, costs)}
     cols = ("op", "slot") + tuple(("KVM alone", "6.5+KVMGT", "6.6+KVMGT")[:len(MODEL_CASES)])
     rows = []

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from kvmpt.review.textreport import fmt_errno as errname
+from kvmpt.infra.text import fmt_errno as errname
 from kvmpt.live.ioctl import Kvm
 from kvmpt.live.model import ModelSide
 from kvmpt.live.requests import Request, sequences

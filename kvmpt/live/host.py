@@ -16,11 +16,11 @@ import platform
 from dataclasses import replace
 from pathlib import Path
 
+from kvmpt.constants import PAGE_SIZE as PAGE
 from kvmpt.live.ioctl import CAPS, Kvm
 
 __all__ = ["host_facts", "probe_limits", "host_profile", "cpu_model", "kvm_modules"]
 
-PAGE = 4096
 _UA = 0x1000_0000_0000
 
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
+from kvmpt.constants import PAGE_SIZE as PAGE
 from kvmpt.live.ioctl import KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
 
 __all__ = ["Request", "generate", "sequences", "UA_BASE"]
 
-PAGE = 4096
-MiB, GiB, TiB = 1 << 20, 1 << 30, 1 << 40
+from kvmpt.constants import GIB as GiB, MIB as MiB, TIB as TiB  # noqa: E402
 #: base of the (never mapped) user addresses handed to KVM
 UA_BASE = 0x1000_0000_0000
 #: x86-64 4-level paging: TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE

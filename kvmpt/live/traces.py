@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from kvmpt.infra.paths import DATA_DIR
 
+from kvmpt.infra.paths import DATA_DIR
 from kvmpt.workload.replay import infer_prologue
 from kvmpt.workload.trace import load_qemu_trace
-from kvmpt.review.textreport import fmt_errno as errname
+from kvmpt.infra.text import fmt_errno as errname
 from kvmpt.live.ioctl import Kvm
 from kvmpt.live.model import ModelSide
 

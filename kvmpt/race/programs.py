@@ -12,12 +12,12 @@ import dataclasses
 
 from kvmpt.kernel.lockdep import GFN_LOCK, MMU_LOCK, SLOTS_LOCK, VGPU_LOCK, LockClass
 from kvmpt.race.objects import FindLocked, HashAdd, HashDel, KFree, SlotLookup, WriteTrack
+from kvmpt.constants import KVMGT_LOCKS, SLOT_HOOKS  # noqa: F401
 from kvmpt.race.state import KVM_SRCU
 from kvmpt.race.steps import (AssertHeld, Choose, Goto, If, IfNot, Lock, SrcuReadLock, SrcuReadUnlock,
                     Step, Unlock)
 
-LOCKS = ("none", "mmu_lock", "gfn_lock", "vgpu_lock")
-SLOT_HOOKS = ("flush", "remove")
+LOCKS = KVMGT_LOCKS          # the design knob's values (kvmpt.constants)
 VERSION = {"none": "v6.5", "mmu_lock": "v6.5 + mmu_lock idea", "gfn_lock": "series v1",
            "vgpu_lock": "v6.6"}
 KERNEL = {"none": "v6.5", "mmu_lock": "v6.5", "gfn_lock": "v6.5", "vgpu_lock": "v6.6"}

@@ -25,11 +25,12 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, field
 from pathlib import Path
-from kvmpt.infra.paths import DATA_DIR
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from kvmpt.constants import GIB, PAGE_SHIFT, USERSPACE_ADDR as _UA
+from kvmpt.infra.paths import DATA_DIR
 from kvmpt.workload.costs import CostModel, default_costs
 from kvmpt.kernel.work import HookCall
 from kvmpt.kernel.design import Design
@@ -44,9 +45,6 @@ __all__ = [
     "EFFECTS", "EFFECT_NOTES", "fmt_us", "PROPOSAL", "SUMMARY_DESIGNS", "TRACE_DIR", "write_stream",
 ]
 
-GIB = 1 << 30
-PAGE_SHIFT = 12
-_UA = 0x7F00_0000_0000            # any page-aligned host address below TASK_SIZE_MAX
 TRACE_DIR = DATA_DIR / "traces"
 
 #: The three points section 2 toggles between: the slot hook alone, then the MOVE policy.
@@ -535,7 +533,7 @@ def summary_table(designs: dict[str, Design], failed: dict[str, FailedMove],
     ``census``: :func:`qemu_move_census` rows.
     The DELETE rows run :func:`cost_curve` for one slot of ``size_pages`` pages holding
     ``tracked`` shadowed pages.  ``numbers`` holds the unformatted values."""
-    from kvmpt.review.textreport import fmt_bytes
+    from kvmpt.infra.text import fmt_bytes
     size = fmt_bytes(size_pages << PAGE_SHIFT)
     costs = price_rows(cost_curve(designs, [size_pages], [tracked],
                                   exact_max_pages=exact_max_pages, seed=seed,

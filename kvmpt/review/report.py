@@ -170,7 +170,7 @@ def text_summary(executed: Sequence[Path]) -> str:
     """The checked summary tables of the executed notebooks, as one plain-text document."""
     import nbformat
 
-    from kvmpt.review.textreport import MAX_WIDTH, header, render_document
+    from kvmpt.infra.text import MAX_WIDTH, header, render_document
 
     sections, seeds, names = [], set(), []
     for path in executed:

@@ -46,14 +46,13 @@ Saved tables
 The package, one concern a module: ``parse`` (designs, seeds, values and grid files from
 text), ``grid`` (:class:`Grid`, :class:`RunSpec`), ``table`` (the result: a ``pyarrow.Table``
 and its files), ``runlog`` (the resumable run log and its fingerprint), ``executors``
-(serial, local pool, Dask), ``driver`` (:func:`sweep`, :func:`plan`), ``bench`` and
-``command`` (``kvmpt sweep``).  ``kvmpt.sweep`` is this package; the function is
+(serial, local pool, Dask), ``driver`` (:func:`sweep`, :func:`plan`) and ``bench``; the command ``kvmpt sweep``
+is :mod:`kvmpt.cli.sweep`.  ``kvmpt.sweep`` is this package; the function is
 ``kvmpt.sweep.sweep`` (``from kvmpt.sweep import sweep``).
 """
 from __future__ import annotations
 
 from kvmpt.sweep.bench import BENCH_PARAMS, BENCH_SEEDS, bench
-from kvmpt.sweep.command import HELP, add_arguments, run
 from kvmpt.sweep.driver import DEFAULT_SCENARIO, MAX_WORKERS, plan, sweep
 from kvmpt.sweep.executors import WORKER_WAIT_S
 from kvmpt.sweep.grid import Grid, RunSpec, run_key
@@ -67,6 +66,5 @@ __all__ = [
     "parse_designs", "MAX_RUNS", "SEED_MAX", "MAX_WORKERS", "WORKER_WAIT_S", "DEFAULT_SCENARIO",
     "DESIGN_COLUMNS", "META_KEY", "SWEEP_DIR", "BENCH_PARAMS", "BENCH_SEEDS",
     "parse_seeds", "parse_param", "grid_spec", "read_grid", "read_grid_file", "run_key",
-    "row_matches", "log_path_for", "source_fingerprint", "plan", "bench", "HELP",
-    "add_arguments", "run",
+    "row_matches", "log_path_for", "source_fingerprint", "plan", "bench",
 ]

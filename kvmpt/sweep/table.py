@@ -18,12 +18,12 @@ import io
 import json
 import os
 from pathlib import Path
-from kvmpt.infra.paths import DATA_DIR
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 
-from kvmpt.kernel.design import KNOBS
+from kvmpt.infra.paths import DATA_DIR
+from kvmpt.constants import KNOBS
 
 __all__ = ["SweepTable", "load_table", "row_matches", "assemble", "diff", "META_KEY", "SWEEP_DIR",
            "LEAD_COLUMNS", "DESIGN_COLUMNS", "STATUS_COLUMNS", "RESERVED"]

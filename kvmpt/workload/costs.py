@@ -35,9 +35,10 @@ import functools
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from kvmpt.infra.paths import DATA_DIR
 from typing import Mapping
 
+from kvmpt.constants import TAGS
+from kvmpt.infra.paths import DATA_DIR
 from kvmpt.infra.tomlfile import (Field, InputError, TomlLocator, check_table, located,  # noqa: F401
                        read_toml)
 from kvmpt.kernel.work import PRIMITIVES, HookCall, Work
@@ -49,7 +50,6 @@ __all__ = [
 ]
 
 COSTS_PATH = DATA_DIR / "costs.toml"
-TAGS = ("[S]", "[D]", "[G]", "[M]", "[R]")
 #: the Work counters a cost entry may price
 COUNTERS = PRIMITIVES + ("mmu_lock_acquisitions", "mmu_lock_read_acquisitions")
 #: the Work counters of a guest write that faulted to emulation (priced by

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from kvmpt.infra.paths import DATA_DIR
 
+from kvmpt.constants import RAM_ROLES, TAGS
+from kvmpt.infra.paths import DATA_DIR
 from kvmpt.kernel.memslot import (KVM_ADDRESS_SPACE_NUM, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_MAX_NR_PAGES,
                       KVM_MEM_READONLY, KVM_USER_MEM_SLOTS, PAGE_SIZE, U32_MAX, U64_MAX)
 from kvmpt.infra.tomlfile import Field, InputError, check_table, located, names, read_toml, resolve
@@ -32,7 +33,6 @@ __all__ = [
 ]
 
 LAYOUT_DIR = DATA_DIR / "layouts"
-TAGS = ("[S]", "[D]", "[G]", "[M]", "[R]")
 ROLES = {
     "ram-legacy": "RAM below 640 KiB",
     "pam": "0xc0000-0xfffff (PAM) segment",
@@ -45,7 +45,6 @@ ROLES = {
     "vgpu-aperture": "vGPU BAR2 aperture slice",
     "smram-high": "high SMRAM window (SMM address space)",
 }
-RAM_ROLES = ("ram-low", "ram-high")     # where KVMGT's tracked page-table pages live
 _AS_IDS = tuple(range(KVM_ADDRESS_SPACE_NUM))   # 0 normal, 1 SMM (x86 with SMM)
 #: the most DELETE/CREATE ops a layout's churn may generate (a machine bound, not a
 #: kernel one: the boot traces have ~100, the worst shipped churn a few hundred)

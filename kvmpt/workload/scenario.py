@@ -37,11 +37,12 @@ import errno as errno_mod
 import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from kvmpt.infra.paths import DATA_DIR
 from typing import Any, Mapping
 
 import numpy as np
 
+from kvmpt.constants import GIB, RAM_ROLES
+from kvmpt.infra.paths import DATA_DIR
 from kvmpt.workload.costs import COUNTERS, TAGS, CostModel, default_costs
 from kvmpt.kernel.design import Design
 from kvmpt.workload.layouts import Churn, Layout, build_ops, churn_ops, final_state, load_layout
@@ -60,8 +61,6 @@ __all__ = [
 DEFAULT_SCENARIO = "q35-desktop"
 SCENARIO_DIR = DATA_DIR / "scenarios"
 TRACE_DIR = DATA_DIR / "traces"
-RAM_ROLES = ("ram-low", "ram-high")
-GIB = 1 << 30
 IOCTL_SPACING_S = 57e-6     # median spacing of back-to-back memslot ioctls [D] workloads.md §1.5
 
 
@@ -720,8 +719,8 @@ _SUMMARY_ROWS = (
 
 
 def _table(results: list[RunResult]) -> str:
-    """The summaries side by side (``kvmpt.review.textreport.table``), under a title line."""
-    from kvmpt.review.textreport import table
+    """The summaries side by side (``kvmpt.infra.text.table``), under a title line."""
+    from kvmpt.infra.text import table
     r0 = results[0]
     title = (f"scenario {r0.scenario.name} (seed {r0.seed}), clock "
              f"{r0.costs.ghz:g} GHz, costs: {r0.costs.estimate}")

@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from kvmpt.kernel.vm import WRITE_OUTCOMES
+from kvmpt.constants import WRITE_OUTCOMES
 
 __all__ = ["STEP_LANES", "update_timeline", "update_timelines", "failed_move_figure",
            "move_policy_figure", "qemu_census_figure", "design_buttons", "scenario_timeline",
@@ -351,7 +351,7 @@ def vm_layout_figure(snap: Mapping[str, Any]) -> go.Figure:
     names = [f"AS{s['as_id']} slot {s['id']}: {s['role']}" for s in rows]
     gib = 1 << 18
     fig = go.Figure()
-    from kvmpt.review.textreport import fmt_bytes
+    from kvmpt.infra.text import fmt_bytes
     fig.add_trace(go.Bar(
         y=names, x=[max(s["npages"] / gib, 0.05) for s in rows],    # tiny slots stay visible
         base=[s["base_gfn"] / gib for s in rows], orientation="h",

@@ -181,7 +181,8 @@ def verdict_matrix(results) -> go.Figure:
 
     ``results``: ``{(lock, scenario): RaceResult}``, as returned by ``kvmpt.race.matrix``.
     Each cell says the verdict and how many of the distinct states fail."""
-    from kvmpt.race import LOCKS, VERDICTS   # the model, not plotly: fine to import here
+    from kvmpt.constants import KVMGT_LOCKS as LOCKS
+    from kvmpt.race.state import VERDICTS
     locks = [lk for lk in LOCKS if any(k[0] == lk for k in results)]
     scens = list(dict.fromkeys(k[1] for k in results))
     z, text = [], []

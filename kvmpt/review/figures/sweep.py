@@ -106,7 +106,7 @@ def _in_order(values: Iterable[Any]) -> list[Any]:
 
 
 def _filter(rows, where: Mapping[str, Any] | None):
-    from kvmpt.sweep import row_matches
+    from kvmpt.sweep.table import row_matches
     return [r for r in rows if row_matches(r, where)] if where else rows
 
 

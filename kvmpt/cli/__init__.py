@@ -25,15 +25,15 @@ __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 #: subcommand -> (module, one-line help shown by ``kvmpt --help`` without importing it)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "replay": ("kvmpt.workload.replay",
+    "replay": ("kvmpt.cli.replay",
                "replay a QEMU memslot trace (or a layout's boot churn) through each design"),
     "report": ("kvmpt.review.report", "execute the design notebooks and write the report "
                                "(--out DIR, --format html|text)"),
     "bench": ("kvmpt.bench", "run the benchmarks and print their ratios"),
-    "sweep": ("kvmpt.sweep", "sweep design knobs and workload parameters"),
-    "race": ("kvmpt.race.cli", "explore the lock interleavings of a design "
+    "sweep": ("kvmpt.cli.sweep", "sweep design knobs and workload parameters"),
+    "race": ("kvmpt.cli.race", "explore the lock interleavings of a design "
                                "(--email: a witness for a list reply)"),
-    "live": ("kvmpt.live.command", "check the model against /dev/kvm, calibrate costs"),
+    "live": ("kvmpt.cli.live", "check the model against /dev/kvm, calibrate costs"),
 }
 
 EXIT_USAGE = 2
@@ -128,6 +128,3 @@ def _one_line(exc: BaseException) -> str:
             msg = f"{exc.filename}: {msg}"
     return msg
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,7 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from kvmpt.review.textreport import MAX_WIDTH, fmt_bytes, fmt_count, fmt_seconds, header, render_document, \
+from kvmpt.infra.text import MAX_WIDTH, fmt_bytes, fmt_count, fmt_seconds, header, render_document, \
     table
 from kvmpt.live.calibrate import MMIO, OPS, SIZES, peak_rss_bytes
 
