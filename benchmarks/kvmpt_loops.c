@@ -2,7 +2,7 @@
  * Plain C loops doing the same work as kvmpt's Numba kernels, for `kvmpt bench`.
  *
  * The same data layout (struct of arrays, the ptable as an hlist in arrays with
- * an occupancy bitmap) and the same algorithm as kvmpt/_kernels/{writes,walk}.py,
+ * an occupancy bitmap) and the same algorithm as kvmpt/kernels/{writes,walk}.py,
  * so the benchmark compares code generation, not algorithms.  Compiled at bench
  * time with the system `cc -O2 -shared -fPIC` into a temporary directory and
  * called through ctypes on the very arrays the kernels see.

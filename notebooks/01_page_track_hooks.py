@@ -43,10 +43,9 @@ DASHBOARD = True                # section 7: build the live dashboard (needs a k
 import os
 
 from kvmpt import race
-
+from kvmpt.infra.text import table
 from kvmpt.review import claims
 from kvmpt.review.figures import costs as cost_figs, memslot as memslot_figs, race as race_figs
-from kvmpt.infra.text import table
 
 REPORT = os.environ.get("KVMPT_REPORT") == "1"      # set by `kvmpt report`
 

@@ -542,4 +542,4 @@ def test_cache_works_from_a_non_editable_install(tmp_path):
             for _ in range(2)]
     (hits1, misses1), (hits2, misses2) = ([int(x) for x in r] for r in runs)
     assert misses1 > 0 and hits2 > 0 and misses2 == 0
-    assert any((site / "kvmpt" / "_kernels" / "__pycache__").glob("*.nbi"))
+    assert any((site / "kvmpt" / "kernels" / "__pycache__").glob("*.nbi"))

@@ -1,6 +1,6 @@
 """KVM_SET_USER_MEMORY_REGION rules, checked against the kernel (spec/kernel-semantics.md §3, §6.1).
 
-Written from the spec, not from ``kvmpt/vm.py``: every test names the kernel function it comes from.
+Written from the spec, not from ``kvmpt/kernel/vm.py``: every test names the kernel function it comes from.
 
 Part 1: the validation checks of ``kvm_vm_ioctl_set_memory_region`` / ``check_memory_region_flags`` /
 ``__kvm_set_memory_region`` (v6.5/v6.6, virt/kvm/kvm_main.c; spec §3.1), each with its errno, and the

@@ -12,7 +12,7 @@ from kvmpt.race import (DEFAULT_SCENARIO, LOCKS, SCENARIOS, VERDICTS, Bug, Lock,
 from kvmpt.race.steps import Step
 
 # What the kernel code of each design does in each scenario (spec section 4.6; the SRCU
-# reasoning for detach and same-slot DELETE is in kvmpt/race.py's docstring).
+# reasoning for detach and same-slot DELETE is in kvmpt/race/'s docstring).
 EXPECTED = {
     "write_vs_unshadow": {"none": "use-after-free", "mmu_lock": "sleep-in-atomic",
                           "gfn_lock": "deadlock", "vgpu_lock": "safe"},

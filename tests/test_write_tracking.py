@@ -1,6 +1,6 @@
 """Write-tracking semantics and the KVMGT slot hooks, checked against the kernel.
 
-Written from spec/kernel-semantics.md (§1.1-§1.4, §2, §3.3-§3.4, §4, §6), not from ``kvmpt/vm.py``.
+Written from spec/kernel-semantics.md (§1.1-§1.4, §2, §3.3-§3.4, §4, §6), not from ``kvmpt/kernel/vm.py``.
 The story under review: in v6.5 KVMGT's ``track_flush_slot`` ran at S2c, before a MOVE could still
 fail at S3, and dropped its write protection; a failed MOVE then left GVT shadowing guest page-table
 pages whose writes no longer reach its handler (Yan Zhao, <20221108084416.11447-1-yan.y.zhao@intel.com>).

@@ -14,7 +14,7 @@
 
 Numba's cache keys a kernel on its own source file only: after editing this
 file, clear the cache directory (``NUMBA_CACHE_DIR`` or
-``kvmpt/_kernels/__pycache__``) so the kernels that inline these are rebuilt.
+``kvmpt/kernels/__pycache__``) so the kernels that inline these are rebuilt.
 """
 from __future__ import annotations
 

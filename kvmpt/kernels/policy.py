@@ -4,7 +4,7 @@ Every kernel module does ``from .policy import kernel`` and decorates with
 ``@kernel``; nothing else in kvmpt calls ``numba.njit``.  The policy:
 
 * ``cache=True``: compiled kernels are written next to the source
-  (``kvmpt/_kernels/__pycache__``), or to ``NUMBA_CACHE_DIR`` when set.  If
+  (``kvmpt/kernels/__pycache__``), or to ``NUMBA_CACHE_DIR`` when set.  If
   neither that directory nor numba's user-wide cache (``~/.cache/numba``) is
   writable, numba raises at import time ("no locator available"); this module
   then points ``NUMBA_CACHE_DIR`` at a per-user directory under the system
