@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import kvmpt.workload.replay as replay_mod
+import kvmpt.cli.replay as replay_mod
 from kvmpt import cli
 
 ROOT = Path(__file__).resolve().parents[1]
