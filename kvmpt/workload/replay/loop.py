@@ -185,5 +185,6 @@ def replay_designs(ops: Sequence[MemslotOp], designs: Sequence[Design | str] = (
     return out
 
 
-#: kept for callers of ``kvmpt.workload.replay.parse_design``: the one parser is kvmpt.kernel.design's
+#: kept for callers of ``kvmpt.workload.replay.parse_design``; the one parser is
+#: :func:`kvmpt.kernel.design.parse_design`
 parse_design = _parse_design

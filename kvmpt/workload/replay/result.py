@@ -54,7 +54,8 @@ class OpResult:
 
 @dataclass
 class ReplayResult:
-    """Everything :func:`replay` found; ``summary()`` for a dict, ``kvmpt.review.textreport`` to print."""
+    """Everything :func:`~kvmpt.workload.replay.replay` found; ``summary()`` for a dict,
+    :func:`kvmpt.review.textreport.render_replay` to print."""
 
     design: Design
     results: list[OpResult]

@@ -43,13 +43,14 @@ from kvmpt.workload.trace.csvfile import load_memslot_csv
 from kvmpt.workload.trace.op import (EVENT, FD_MAX, FD_MIN, MAX_ERRNO,  # noqa: F401
                                      MAX_TIMESTAMP_S, PID_MAX_LIMIT, STYLE_ADDRSPACE,
                                      STYLE_GUEST_MEMFD, STYLE_RESTRICTED, STYLE_SLOT, STYLES,
-                                     MemslotOp, TraceError, TraceOps, render_trace_line,
-                                     render_trace_lines)
+                                     GuestRange, MemslotOp, TraceError, TraceOps,
+                                     render_trace_line, render_trace_lines)
 from kvmpt.workload.trace.parse import load_qemu_trace, parse_trace_line
 
 __all__ = [
     "MemslotOp", "TraceOps", "TraceError", "load_qemu_trace", "parse_trace_line",
     "render_trace_line", "render_trace_lines", "load_memslot_csv", "load_ops", "EVENT",
+    "GuestRange",
 ]
 
 

@@ -8,6 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Iterable
 
+from kvmpt.constants import PAGE_SHIFT
 from kvmpt.infra.tomlfile import InputError
 
 EVENT = "kvm_set_user_memory"
@@ -45,8 +46,26 @@ class TraceOps(list):
         self.prose_lines = list(prose_lines)
 
 
+class GuestRange:
+    """A ``gpa``/``size`` pair in frames, as ``__kvm_set_memory_region()`` computes them
+    (virt/kvm/kvm_main.c, v6.6: ``base_gfn = mem->guest_phys_addr >> PAGE_SHIFT``,
+    ``npages = mem->memory_size >> PAGE_SHIFT``); shared by trace ops and layout slots."""
+
+    __slots__ = ()
+    gpa: int
+    size: int
+
+    @property
+    def base_gfn(self) -> int:
+        return self.gpa >> PAGE_SHIFT
+
+    @property
+    def npages(self) -> int:
+        return self.size >> PAGE_SHIFT
+
+
 @dataclass(frozen=True)
-class MemslotOp:
+class MemslotOp(GuestRange):
     """One ``KVM_SET_USER_MEMORY_REGION`` call as QEMU traced it.
 
     ``slot`` is the slot id within its address space (the low 16 bits of the
@@ -86,14 +105,6 @@ class MemslotOp:
     def is_delete(self) -> bool:
         """``memory_size == 0`` asks for a DELETE (``__kvm_set_memory_region``)."""
         return self.size == 0
-
-    @property
-    def base_gfn(self) -> int:
-        return self.gpa >> 12
-
-    @property
-    def npages(self) -> int:
-        return self.size >> 12
 
     @property
     def errno(self) -> int | None:
