@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from kvmpt.constants import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, PAGE_SHIFT
 from kvmpt.infra.text import (MAX_WIDTH, fmt_bytes, fmt_count, fmt_cycles, fmt_errno,  # noqa: F401
                               fmt_hex, fmt_pages, fmt_seconds, header, render_document, table)
 from kvmpt.infra.text import wrap as _wrap
@@ -68,9 +69,10 @@ def _layout_rows(layout: dict[int, list[tuple[int, int, int, int, int]]]):
     rows = []
     for as_id in sorted(layout):
         for sid, gpa, size, flags, _ua in sorted(layout[as_id], key=lambda t: t[1]):
-            what = [n for b, n in ((1, "LOG_DIRTY"), (2, "READONLY")) if flags & b]
-            rows.append((f"AS{as_id}", sid, fmt_hex(gpa), fmt_bytes(size), fmt_pages(size >> 12),
-                         "|".join(what) or "-"))
+            what = [n for b, n in ((KVM_MEM_LOG_DIRTY_PAGES, "LOG_DIRTY"),
+                                   (KVM_MEM_READONLY, "READONLY")) if flags & b]
+            rows.append((f"AS{as_id}", sid, fmt_hex(gpa), fmt_bytes(size),
+                         fmt_pages(size >> PAGE_SHIFT), "|".join(what) or "-"))
     return rows
 
 

@@ -7,6 +7,7 @@ import errno as errno_mod
 import sys
 from typing import Mapping, Sequence
 
+from kvmpt.constants import PAGE_SHIFT
 from kvmpt.kernel.design import Design
 from kvmpt.kernel.design import parse_design as _parse_design
 from kvmpt.kernel.memslot import DELETE
@@ -44,9 +45,9 @@ def _apply(vm, op: MemslotOp, index: int, gvt, stale_before: int | None) -> OpRe
     decision = vm.check_user_memory_region(op.ioctl_slot, op.flags, op.gpa, op.size, op.ua)
     kind, old = decision.change, decision.old
     note = ""
-    if kind == DELETE and (op.gpa >> 12) != old.base_gfn:
+    if kind == DELETE and op.base_gfn != old.base_gfn:
         note = (f"DELETE line says gpa 0x{op.gpa:x}, the slot is at "
-                f"0x{old.base_gfn << 12:x}")
+                f"0x{old.base_gfn << PAGE_SHIFT:x}")
     calls_before, warns_before, log_before = (len(vm.hook_calls), len(vm.warnings),
                                               len(vm.op_log))
     try:
@@ -145,7 +146,7 @@ def replay(vm, ops: Sequence[MemslotOp], *, kvmgt: bool = False, tracked: int = 
         raise ValueError(f"cannot place {tracked} tracked gfns: address space 0 never has "
                          "that much RAM in this trace (use a layout)")
 
-    final = {a: [(s.id, s.base_gfn << 12, s.npages << 12, s.flags, s.userspace_addr)
+    final = {a: [(s.id, s.base_gfn << PAGE_SHIFT, s.npages << PAGE_SHIFT, s.flags, s.userspace_addr)
                  for s in vm.memslots(a)] for a in address_spaces}
     final = {a: v for a, v in final.items() if v or a == 0}
     stale_gfns = tuple(sorted(gvt.stale_gfns())) if gvt is not None else ()

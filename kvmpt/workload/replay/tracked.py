@@ -8,10 +8,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from kvmpt.constants import RAM_ROLES
+from kvmpt.constants import GIB, PAGE_SHIFT, RAM_ROLES
 from kvmpt.workload.trace import MemslotOp
 
-BIG_SLOT_PAGES = 1 << 18          # 1 GiB: "big RAM slot" (workloads.md §1.5)
+BIG_SLOT_PAGES = GIB >> PAGE_SHIFT     # 1 GiB: "big RAM slot" (workloads.md §1.5)
 
 
 @dataclass(frozen=True)
