@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import kvmpt.workload.replay as replay_mod
+import kvmpt.cli.replay as replay_mod
 from kvmpt import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,6 +198,21 @@ def test_header_and_table_width():
     assert doc.endswith("\n") and "\n\nSection\n" in doc
     with pytest.raises(AssertionError, match="columns"):
         render_document(h, [("wide", "z" * 100)])
+    # a terminal listing (max_width=None) keeps every character, and aligns the same way
+    wide = table(["name", "value"], [("x" * 120, "1 MiB"), ("y", "2 MiB")], max_width=None)
+    lines = wide.splitlines()
+    assert lines[2] == "x" * 120 + "  1 MiB" and lines[3] == "y" + " " * 121 + "2 MiB"
+    assert lines[1] == "-" * len(lines[2])
+
+
+def test_list_layouts_is_a_table(capsys):
+    from kvmpt.workload.layouts import layout_names, load_layout
+    rc, out, _ = run(capsys, "replay", "--list-layouts")
+    lines = out.splitlines()
+    assert rc == 0 and lines[0].split() == ["layout", "description"]
+    assert set(lines[1]) == {"-"}
+    for name, line in zip(layout_names(), lines[2:]):
+        assert line.split()[0] == name and line.endswith(load_layout(name).description)
 
 
 def test_a_broken_subcommand_only_breaks_itself(capsys, monkeypatch, tmp_path):

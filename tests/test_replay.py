@@ -33,6 +33,16 @@ def op(as_id, slot, gpa, size, flags=0, ua=0x7f0000000000, ret=None):
 # ---------------------------------------------------------------------------
 # classify(): spec/kernel-semantics.md §3.1 #9-11
 
+def test_public_names_survive_the_split():
+    """kvmpt.workload.replay is a package; every name it exported is still there, and
+    kvmpt.VM is its VM (the model's VM plus vm.replay)."""
+    import kvmpt
+    import kvmpt.workload.replay as rp
+    for name in rp.__all__ + ["VM", "BIG_SLOT_PAGES", "parse_design"]:
+        assert hasattr(rp, name), name
+    assert kvmpt.VM is rp.VM and callable(rp.replay) and not isinstance(rp.replay, type(rp))
+
+
 def test_classify_follows_the_kernel_rules():
     vm = _VM()
     vm.set_user_memory_region(3, 0, 0x100000, 0x10000, 0x7f0000000000)

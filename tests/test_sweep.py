@@ -551,6 +551,8 @@ def test_heatmap_buttons_switch_designs_in_static_html(serial_table, tmp_path):
 def test_cli_lists_the_scenario_parameters(capsys):
     rc, out, _ = _cli(capsys, "sweep", "--scenario", "q35-desktop", "--list-params")
     assert rc == 0 and out.startswith("scenario q35-desktop")
+    lines = out.splitlines()        # kvmpt.infra.text.table: header row, rule, rows
+    assert lines[1].split() == ["parameter", "value", "range", "tag"] and set(lines[2]) == {"-"}
     for name in ("ram_gib", "tracked_gfns", "write_rate", "duration_s", "churn", "move_rate"):
         assert f"\n{name} " in out
 

@@ -274,6 +274,19 @@ def test_bom_crlf_and_prose_count(tmp_path):
     assert ops.prose_lines == [2] and ops.source == str(p)
 
 
+def test_public_names_survive_the_split():
+    """kvmpt.workload.trace is a package; its names, and the kvmpt.trace alias, stay."""
+    import kvmpt.trace
+    import kvmpt.workload.trace as trace
+    assert kvmpt.trace is trace
+    from kvmpt.trace import MemslotOp as M, TraceError as E, load_qemu_trace as L, \
+        parse_trace_line as P
+    assert (M, E, L, P) == (MemslotOp, TraceError, load_qemu_trace, parse_trace_line)
+    for name in trace.__all__ + ["STYLES", "STYLE_SLOT", "MAX_ERRNO", "KVM_MEM_READONLY"]:
+        assert hasattr(trace, name), name
+    assert MemslotOp(0, 1, 0, 0x100000, 0x200000, 0).npages == 0x200
+
+
 def test_misaligned_rejected_requests_are_trace_content():
     """The importer checks what a record can be, not what the kernel accepts."""
     op = parse_trace_line("kvm_set_user_memory AddrSpace#0 Slot#2 flags=0x4 gpa=0xfeda0800 "

@@ -15,8 +15,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from kvmpt.infra.text import MAX_WIDTH, fmt_bytes, fmt_count, fmt_seconds, header, render_document, \
-    table
+from kvmpt.infra.text import (MAX_WIDTH, fmt_bytes, fmt_count, fmt_seconds, header,
+                              render_document, table)
 from kvmpt.live.calibrate import MMIO, OPS, SIZES, peak_rss_bytes
 
 HELP = "check the model against /dev/kvm, calibrate costs"

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 
+from kvmpt.infra.text import table
 from kvmpt.kernel.design import parse_design
 from kvmpt.workload.costs import default_costs
 from kvmpt.workload.replay import replay_designs
@@ -70,8 +71,9 @@ def run(args) -> int:
     from kvmpt.review import textreport
 
     if args.list_layouts:
-        for n in layouts_mod.layout_names():
-            print(f"{n:20s} {layouts_mod.load_layout(n).description}")
+        print(table(("layout", "description"),
+                    [(n, layouts_mod.load_layout(n).description)
+                     for n in layouts_mod.layout_names()], align="ll", max_width=None))
         return 0
     if not args.trace:
         raise ValueError("replay needs a TRACE (a trace file, a .csv, or layout:NAME)")

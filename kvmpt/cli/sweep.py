@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from kvmpt.infra.text import table
 from kvmpt.sweep.bench import bench
 from kvmpt.sweep.driver import MAX_WORKERS, check_out, resolve_scenario, scenario_name, plan, sweep
 from kvmpt.sweep.executors import WORKER_WAIT_S
@@ -112,7 +113,7 @@ def _param_listing(sc) -> str:
     params = sc.parameters() if callable(getattr(sc, "parameters", None)) else (
         {f.name: getattr(sc, f.name) for f in dataclasses.fields(sc)}
         if dataclasses.is_dataclass(sc) else {})
-    rows = [("parameter", "value", "range", "tag")]
+    rows = []
     for k, v in params.items():
         if k in ("name", "seed"):
             continue
@@ -130,10 +131,9 @@ def _param_listing(sc) -> str:
             tag = (getattr(fig, "tag", "") or "") if rng else ""
         rows.append((k, "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v),
                      rng, tag))
-    w = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [f"scenario {scenario_name(sc)} (seeds: --seeds; designs: --designs)"]
-    lines += ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
-    return "\n".join(lines) + "\n"
+    return (f"scenario {scenario_name(sc)} (seeds: --seeds; designs: --designs)\n"
+            + table(("parameter", "value", "range", "tag"), rows, align="llll", max_width=None)
+            + "\n")
 
 
 def run(args) -> int:

@@ -110,12 +110,13 @@ def header(title: str, *, design: str, scenario: str, seed: int | None,
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]],
-          align: str | None = None, max_width: int = MAX_WIDTH) -> str:
+          align: str | None = None, max_width: int | None = MAX_WIDTH) -> str:
     """A fixed-width table: a header row, a rule, the rows.
 
     ``align`` has one letter per column (``l`` or ``r``; default: first column
     left, others right).  Cells are ``str()``-ed.  If the table would be wider
-    than ``max_width``, the widest left-aligned column is clipped with ``..``.
+    than ``max_width``, the widest left-aligned column is clipped with ``..``;
+    ``max_width=None`` never clips (a terminal listing, not a mail).
     """
     cols = [str(c) for c in columns]
     body = [[("" if v is None else str(v)) for v in r] for r in rows]
@@ -126,7 +127,7 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]],
     widths = [max([len(cols[i])] + [len(r[i]) for r in body]) for i in range(len(cols))]
     sep = 2
     total = sum(widths) + sep * (len(cols) - 1)
-    while total > max_width:
+    while max_width is not None and total > max_width:
         left = [i for i in range(len(cols)) if align[i] == "l" and widths[i] > 6]
         cand = left or [i for i in range(len(cols)) if widths[i] > 6]
         if not cand:
@@ -143,7 +144,7 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]],
             out.append(c.ljust(widths[i]) if align[i] == "l" else c.rjust(widths[i]))
         return (" " * sep).join(out).rstrip()
 
-    lines = [fmt(cols), "-" * min(total, max_width)]
+    lines = [fmt(cols), "-" * (total if max_width is None else min(total, max_width))]
     lines += [fmt(r) for r in body]
     return "\n".join(lines)
 

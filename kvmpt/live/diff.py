@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from kvmpt.infra.text import fmt_errno as errname
+from kvmpt.infra.text import fmt_errno as errname, table
 from kvmpt.live.ioctl import Kvm
 from kvmpt.live.model import ModelSide
 from kvmpt.live.requests import Request, sequences
@@ -113,16 +113,20 @@ class DiffReport:
                 self.changed[(changed_rule(o), errname(o.v66), errname(o.model))] += 1
 
     def summary_lines(self) -> list[str]:
-        lines = [
-            f"requests tried        {self.requests:,} in {self.sequences:,} fresh VMs "
-            f"(seed {self.seed}, {self.seconds:.1f} s)",
-            f"agreement, host rules {self.agree:,}/{self.requests:,} "
-            f"({100 * self.agreement:.2f} %)",
-            f"agreement, v6.5/v6.6  {self.unchanged_agree:,}/{self.unchanged:,} "
-            f"({100 * self.unchanged_agreement:.2f} %) of the requests whose rule did not change",
-            "host errnos           " + ", ".join(f"{k} {v:,}" for k, v in
-                                                 sorted(self.by_errno.items())),
+        """The report: a (check, result) table, then the requests whose rule changed after
+        v6.6 and any disagreement (shrunk to a minimal sequence), one per line."""
+        rows = [
+            ("requests tried", f"{self.requests:,} in {self.sequences:,} fresh VMs "
+                               f"(seed {self.seed}, {self.seconds:.1f} s)"),
+            ("agreement, host rules", f"{self.agree:,}/{self.requests:,} "
+                                      f"({100 * self.agreement:.2f} %)"),
+            ("agreement, v6.5/v6.6", f"{self.unchanged_agree:,}/{self.unchanged:,} "
+                                     f"({100 * self.unchanged_agreement:.2f} %), rule unchanged"),
         ]
+        rows += [(f"host errno {k}", f"{v:,}") for k, v in sorted(self.by_errno.items())]
+        rows.append(("disagreements", f"{len(self.disagreements):,} (below)"
+                     if self.disagreements else "none"))
+        lines = table(("check", "result"), rows, align="ll").splitlines()
         if self.changed:
             lines.append("requests whose rule changed after v6.6 (v6.6 errno -> host errno):")
             for (why, a, b), n in sorted(self.changed.items(), key=lambda kv: (kv[0][0], -kv[1])):
@@ -134,8 +138,6 @@ class DiffReport:
                 for r in reqs[:-1]:
                     lines.append(f"    {r}")
                 lines.append(f"    {out.describe()}")
-        else:
-            lines.append("disagreements         none")
         return lines
 
 

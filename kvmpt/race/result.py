@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from kvmpt.infra.text import table
+
 
 @dataclass(frozen=True)
 class WitnessStep:
@@ -77,19 +79,12 @@ class RaceResult:
             return (f"{self.scenario} / lock={self.lock}: safe — no failing interleaving "
                     f"among {self.states:,} states")
         names = list(self.threads)
-        widths = {n: max([len(n)] + [len(s.text) for s in self.witness_detail
-                                     if s.thread == n]) for n in names}
-        head = ["#".rjust(3)] + [n.ljust(widths[n]) for n in names]
-        if where:
-            head.append("mirrors")
-        lines = [" | ".join(head).rstrip(), "-+-".join("-" * len(h) for h in head)]
-        for i, s in enumerate(self.witness_detail, 1):
-            num = ("!" if s.failing else str(i)).rjust(3)
-            cells = [num] + [(s.text if n == s.thread else "").ljust(widths[n]) for n in names]
-            if where:
-                cells.append(s.where)
-            lines.append(" | ".join(cells).rstrip())
-        return "\n".join(lines)
+        rows = [[("!" if s.failing else str(i))]
+                + [s.text if n == s.thread else "" for n in names] + ([s.where] if where else [])
+                for i, s in enumerate(self.witness_detail, 1)]
+        cols = ["#"] + names + (["mirrors"] if where else [])
+        # a notebook/terminal view: no column is clipped (email() is the mail rendering)
+        return table(cols, rows, align="r" + "l" * (len(cols) - 1), max_width=None)
 
     def counts(self) -> str:
         """One line of the behaviour counts."""

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from kvmpt.infra.text import (MAX_WIDTH, fmt_bytes, fmt_count, fmt_cycles, fmt_errno, fmt_hex,  # noqa: F401
-                              fmt_pages, fmt_seconds, header, render_document, table, wrap as _wrap)
+from kvmpt.constants import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, PAGE_SHIFT
+from kvmpt.infra.text import (MAX_WIDTH, fmt_bytes, fmt_count, fmt_cycles, fmt_errno,  # noqa: F401
+                              fmt_hex, fmt_pages, fmt_seconds, header, render_document, table)
+from kvmpt.infra.text import wrap as _wrap
 
 __all__ = ["render_replay", "MAX_WIDTH"]
 
@@ -18,6 +20,30 @@ def _where(r) -> str:
     if r.op.lineno:
         return str(r.op.lineno)
     return "pro" if r.index < 0 else f"#{r.index}"
+
+
+#: the columns every per-op table starts with, and their alignment
+_OP_COLUMNS = ["where", "kind", "AS", "slot", "gpa"]
+_OP_ALIGN = "llllr"
+
+
+def _op_cells(x) -> list:
+    """The cells of ``_OP_COLUMNS`` for one :class:`~kvmpt.workload.replay.OpResult`."""
+    return [_where(x), x.kind, f"AS{x.op.as_id}", x.op.slot, fmt_hex(x.op.gpa)]
+
+
+def _size(x) -> str:
+    return fmt_bytes(x.op.size) if x.op.size else "0"
+
+
+def _op_table(items, columns, align, cells, max_listed: int | None = None) -> str:
+    """A per-op table (``_OP_COLUMNS`` + ``columns``), the first ``max_listed`` items and
+    a line saying how many more there are."""
+    shown = items if max_listed is None else items[:max_listed]
+    body = table(_OP_COLUMNS + columns, [_op_cells(x) + cells(x) for x in shown],
+                 align=_OP_ALIGN + align)
+    left = len(items) - len(shown)
+    return body + (f"\n... and {left:,} more" if left else "")
 
 
 
@@ -43,15 +69,18 @@ def _layout_rows(layout: dict[int, list[tuple[int, int, int, int, int]]]):
     rows = []
     for as_id in sorted(layout):
         for sid, gpa, size, flags, _ua in sorted(layout[as_id], key=lambda t: t[1]):
-            what = [n for b, n in ((1, "LOG_DIRTY"), (2, "READONLY")) if flags & b]
-            rows.append((f"AS{as_id}", sid, fmt_hex(gpa), fmt_bytes(size), fmt_pages(size >> 12),
-                         "|".join(what) or "-"))
+            what = [n for b, n in ((KVM_MEM_LOG_DIRTY_PAGES, "LOG_DIRTY"),
+                                   (KVM_MEM_READONLY, "READONLY")) if flags & b]
+            rows.append((f"AS{as_id}", sid, fmt_hex(gpa), fmt_bytes(size),
+                         fmt_pages(size >> PAGE_SHIFT), "|".join(what) or "-"))
     return rows
 
 
 def render_replay(results: Sequence[Any], *, scenario: str, seed: int | None,
                   list_ops: bool = False, max_listed: int = 12) -> str:
-    """``kvmpt replay``'s text output for one :class:`~kvmpt.workload.replay.ReplayResult` per design."""
+    """``kvmpt replay``'s text output for one :class:`~kvmpt.workload.replay.ReplayResult`
+    per design: header, ops by kind, hook work and stale gfns, mismatches, notes, WARNs,
+    invariant violations, the final layout (and, with ``list_ops``, every op)."""
     from kvmpt.workload.replay import KINDS
 
     names = [r.design.name for r in results]
@@ -132,25 +161,19 @@ def render_replay(results: Sequence[Any], *, scenario: str, seed: int | None,
             st = r.staling_ops
             if not st:
                 continue
-            rows = [(_where(x), x.kind, f"AS{x.op.as_id}", x.op.slot,
-                     fmt_hex(x.op.gpa), fmt_bytes(x.op.size) if x.op.size else "0",
-                     fmt_count(x.newly_stale)) for x in st[:max_listed]]
-            more = f"\n... and {len(st) - max_listed} more" if len(st) > max_listed else ""
             sections.append((f"{r.design.name}: ops that made tracked gfns stale",
-                             table(["where", "kind", "AS", "slot", "gpa", "size", "new stale"],
-                                   rows, align="llllrrr") + more))
+                             _op_table(st, ["size", "new stale"], "rr",
+                                       lambda x: [_size(x), fmt_count(x.newly_stale)],
+                                       max_listed)))
 
     # mismatches and notes
     for r in results:
         mm = r.mismatches
         if mm:
-            rows = [(_where(x), x.kind, f"AS{x.op.as_id}", x.op.slot,
-                     fmt_hex(x.op.gpa), fmt_errno(x.errno), fmt_errno(x.expected))
-                    for x in mm[:max_listed]]
-            more = f"\n... and {len(mm) - max_listed} more" if len(mm) > max_listed else ""
             sections.append((f"{r.design.name}: errno mismatches (model vs trace)",
-                             table(["where", "kind", "AS", "slot", "gpa", "model", "trace"],
-                                   rows, align="llllrrr") + more))
+                             _op_table(mm, ["model", "trace"], "rr",
+                                       lambda x: [fmt_errno(x.errno), fmt_errno(x.expected)],
+                                       max_listed)))
     if first.notes:
         body = "\n".join(_notes_lines(first.notes[:max_listed]))
         sections.append(("Notes", body))
@@ -169,25 +192,19 @@ def render_replay(results: Sequence[Any], *, scenario: str, seed: int | None,
 
     # final layout
     layouts = [r.final_layout for r in results]
-    if all(l == layouts[0] for l in layouts):
-        sections.append(("Final layout (all designs)",
+    same = all(lay == layouts[0] for lay in layouts)
+    for title, lay in ([("all designs", layouts[0])] if same else
+                       [(r.design.name, r.final_layout) for r in results]):
+        sections.append((f"Final layout ({title})",
                          table(["AS", "slot", "gpa", "size", "pages", "flags"],
-                               _layout_rows(layouts[0]), align="lrrrrl")))
-    else:
-        for r in results:
-            sections.append((f"Final layout ({r.design.name})",
-                             table(["AS", "slot", "gpa", "size", "pages", "flags"],
-                                   _layout_rows(r.final_layout), align="lrrrrl")))
+                               _layout_rows(lay), align="lrrrrl")))
 
     if list_ops:
         for r in results:
-            rows = [(_where(x), x.kind, f"AS{x.op.as_id}", x.op.slot,
-                     fmt_hex(x.op.gpa), fmt_bytes(x.op.size) if x.op.size else "0",
-                     fmt_errno(x.errno), {True: "yes", False: "NO", None: "-"}[x.match])
-                    for x in r.prologue + r.results]
             sections.append((f"{r.design.name}: every op (prologue first)",
-                             table(["where", "kind", "AS", "slot", "gpa", "size", "errno",
-                                    "match"], rows, align="llllrrrl")))
+                             _op_table(r.prologue + r.results, ["size", "errno", "match"], "rrl",
+                                       lambda x: [_size(x), fmt_errno(x.errno),
+                                                  {True: "yes", False: "NO", None: "-"}[x.match]])))
     return render_document(head, sections)
 
 

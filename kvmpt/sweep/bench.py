@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from kvmpt.infra.text import fmt_seconds, table
 from kvmpt.sweep.driver import sweep
 from kvmpt.sweep.executors import worker_init
 from kvmpt.sweep.grid import Grid
@@ -48,9 +49,8 @@ def bench(grid: Grid | None = None, scenario: Any = None, run_fn: Callable | Non
            "ratio": (n / t_dask) / (n / t_local)}
     print(f"sweep benchmark: {n} runs of scenario {local.meta['scenario']!r}, "
           f"{n_workers} workers", file=file)
-    print(f"  local process pool      {res['local_runs_per_s']:8.1f} runs/s  "
-          f"({t_local:.2f} s)", file=file)
-    print(f"  LocalCluster (dask)     {res['dask_runs_per_s']:8.1f} runs/s  "
-          f"({t_dask:.2f} s)", file=file)
-    print(f"  ratio dask/local        {res['ratio']:8.2f}", file=file)
+    print(table(("executor", "runs/s", "time"),
+                [("local process pool", f"{res['local_runs_per_s']:.1f}", fmt_seconds(t_local)),
+                 ("LocalCluster (dask)", f"{res['dask_runs_per_s']:.1f}", fmt_seconds(t_dask)),
+                 ("ratio dask/local", f"{res['ratio']:.2f}", "")]), file=file)
     return res

@@ -25,7 +25,7 @@ from kvmpt.infra.paths import DATA_DIR
 from kvmpt.kernel.memslot import (KVM_ADDRESS_SPACE_NUM, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_MAX_NR_PAGES,
                       KVM_MEM_READONLY, KVM_USER_MEM_SLOTS, PAGE_SIZE, U32_MAX, U64_MAX)
 from kvmpt.infra.tomlfile import Field, InputError, check_table, located, names, read_toml, resolve
-from kvmpt.workload.trace import MemslotOp
+from kvmpt.workload.trace import GuestRange, MemslotOp
 
 __all__ = [
     "LAYOUT_DIR", "TAGS", "ROLES", "RAM_ROLES", "Layout", "LayoutSlot", "Churn",
@@ -68,7 +68,7 @@ _LAYOUT_FIELDS = {
     "firmware": Field(str, required=False), "smm": Field(bool, required=False)}
 
 @dataclass(frozen=True)
-class LayoutSlot:
+class LayoutSlot(GuestRange):
     as_id: int
     slot: int
     role: str
@@ -79,14 +79,6 @@ class LayoutSlot:
     tag: str
     source: str
     note: str = ""
-
-    @property
-    def base_gfn(self) -> int:
-        return self.gpa >> 12
-
-    @property
-    def npages(self) -> int:
-        return self.size >> 12
 
 
 @dataclass(frozen=True)
