@@ -29,9 +29,9 @@ from kvmpt.bench.report import Report
 from kvmpt.bench.runner import run_bench
 from kvmpt.bench.writes import raw_write_kernel
 
-__all__ = ["DESCRIPTION", "GOALS", "QUICK", "BenchConfig", "Guest", "Report", "add_arguments", "build_guest",
-           "c_guest_writes", "c_walk", "end_to_end", "load_c", "make_writes", "ram_gfns",
-           "raw_write_kernel", "run_bench", "unload_c", "main"]
+__all__ = ["DESCRIPTION", "GOALS", "QUICK", "BenchConfig", "Guest", "Report", "add_arguments",
+           "build_guest", "c_guest_writes", "c_walk", "end_to_end", "load_c", "make_writes",
+           "ram_gfns", "raw_write_kernel", "run_bench", "unload_c", "main"]
 
 
 def main(argv=None) -> int:

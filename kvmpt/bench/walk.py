@@ -118,8 +118,9 @@ def bench_delete(cfg, rep) -> None:
         vm.set_user_memory_region(1, 0, gpa, 0, UA)
         t = time.perf_counter() - t0
         call = [c for c in vm.hook_calls if c.node == "kvmgt"][-1]
-        rep.line(f"  {design}: {call.hook:<20} {t * 1e3:8.1f} ms  {fmt_rate(rate(npages, t), 'gfns')}"
-                 f"  hits {call.hits:,}, chain steps {call.work.ops['chain_steps']:,}, "
+        rep.line(f"  {design}: {call.hook:<20} {t * 1e3:8.1f} ms  "
+                 f"{fmt_rate(rate(npages, t), 'gfns')}  hits {call.hits:,}, "
+                 f"chain steps {call.work.ops['chain_steps']:,}, "
                  f"counter updates {call.work.ops['counter_updates']:,}")
         del vm, gvt
     peak = rss_gib()
