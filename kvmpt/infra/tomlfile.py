@@ -244,7 +244,7 @@ class Field:
     items: type | None = None
 
     def __post_init__(self):
-        if self.kind not in _KIND_NAMES or (self.items is not None and self.items not in _KIND_NAMES):
+        if self.kind not in _KIND_NAMES or self.items not in (None, *_KIND_NAMES):
             raise TypeError(f"Field kind and items are among {', '.join(map(str, _KIND_NAMES))}")
         if self.choices is not None and (self.kind not in (int, str) or
                                          (self.lo, self.hi) != (None, None)):
