@@ -1,7 +1,7 @@
 """Run kvmpt's kernel benchmarks: ``python benchmarks/bench.py [options]`` (= ``kvmpt bench``)."""
 import sys
 
-from kvmpt.bench import main
+from kvmpt.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["bench", *sys.argv[1:]]))

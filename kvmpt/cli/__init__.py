@@ -29,7 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                "replay a QEMU memslot trace (or a layout's boot churn) through each design"),
     "report": ("kvmpt.review.report", "execute the design notebooks and write the report "
                                "(--out DIR, --format html|text)"),
-    "bench": ("kvmpt.bench", "run the benchmarks and print their ratios"),
+    "bench": ("kvmpt.cli.bench", "run the benchmarks and print their ratios"),
     "sweep": ("kvmpt.cli.sweep", "sweep design knobs and workload parameters"),
     "race": ("kvmpt.cli.race", "explore the lock interleavings of a design "
                                "(--email: a witness for a list reply)"),

@@ -13,19 +13,24 @@ CSV) reads its file through :func:`read_text`, so all of them
 
 :func:`check_table` validates one TOML table against a declared schema
 (:class:`Field`: type, range, finite numbers, allowed values, known keys) before
-anything is built from it; :func:`number_problem` is the one numeric check
-(integers are compared exactly, so ``2**80`` is "outside the range", not an
-``OverflowError``).
+anything is built from it, with msgspec (a Struct declared from the schema; what msgspec
+cannot hold is listed above :class:`_WideInt`); :func:`number_problem` is the numeric
+check of the line-oriented loaders and of integer bounds beyond int64 (integers are
+compared exactly, so ``2**80`` is "outside the range", not an ``OverflowError``).
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
+
+import msgspec
 
 #: the byte-order mark some editors put at the start of a UTF-8 file
 BOM = "\ufeff"
@@ -228,8 +233,8 @@ def _num(v) -> str:
 @dataclass(frozen=True)
 class Field:
     """One key of a TOML table: its kind (``int``, ``float`` = any finite number,
-    ``str``, ``bool``, ``list``, ``dict``), whether it is required, a range, allowed values,
-    and for lists the kind of their items."""
+    ``str``, ``bool``, ``list``, ``dict``), whether it is required, a range, allowed values
+    (``str`` or ``int`` fields, without a range), and for lists the kind of their items."""
 
     kind: type
     required: bool = True
@@ -238,53 +243,122 @@ class Field:
     choices: tuple | None = None
     items: type | None = None
 
+    def __post_init__(self):
+        if self.kind not in _KIND_NAMES or self.items not in (None, *_KIND_NAMES):
+            raise TypeError(f"Field kind and items are among {', '.join(map(str, _KIND_NAMES))}")
+        if self.choices is not None and (self.kind not in (int, str) or
+                                         (self.lo, self.hi) != (None, None)):
+            raise TypeError("Field choices are for str or int fields without a range")
 
-def _kind_name(kind: type) -> str:
-    return {int: "int", float: "a number", str: "str", bool: "bool", list: "a list",
-            dict: "a table"}.get(kind, kind.__name__)
+
+_KIND_NAMES = {int: "int", float: "a number", str: "str", bool: "bool", list: "a list",
+               dict: "a table"}
 
 
-def _kind_ok(v, kind: type) -> bool:
-    if kind is bool:
-        return isinstance(v, bool)
-    if isinstance(v, bool):
-        return False
-    if kind is float:
-        return isinstance(v, (int, float))
-    return isinstance(v, kind)
+# The checks are msgspec's (``msgspec.convert(..., strict=True)`` of the table into a
+# Struct declared from the spec): a table, known keys, required keys, each value's kind
+# (``bool`` is not a number; ``float`` takes ints), ranges as ``Meta(ge, le)``, finite
+# numbers as a float range of +-DBL_MAX (NaN and infinities fail it), list items,
+# choices as a ``Literal``.  Two things stay here because msgspec cannot hold them:
+# * integer bounds beyond int64 (``U64_MAX`` for addresses and sizes: msgspec 0.22's
+#   ``Meta`` takes only int64 bounds): such a field is :class:`_WideInt`, whose bounds
+#   :func:`number_problem` checks inside the same ``convert`` (its ``dec_hook``);
+# * positions: tomllib gives none, so :class:`TomlLocator` finds the line, and the
+#   message is today's wording of what msgspec rejected at which key (:func:`_explain`).
+_FLOAT_MAX = sys.float_info.max
+_INT64 = range(-(1 << 63), 1 << 63)
+
+
+class _WideInt(int):
+    """An int field whose bounds do not fit msgspec's int64 ``Meta``; ``field`` holds them."""
+
+    field: Field
+
+
+def _wide_int(tp, v):
+    """msgspec's ``dec_hook`` for :class:`_WideInt` fields: msgspec's own int check, then
+    the bounds by :func:`number_problem` (raised as msgspec reports its own)."""
+    try:
+        msgspec.convert(v, int, strict=True)
+    except msgspec.ValidationError as exc:     # re-raised so that msgspec adds the key
+        raise TypeError(str(exc)) from None
+    why = number_problem(v, integer=True, lo=tp.field.lo, hi=tp.field.hi)
+    if why:
+        raise ValueError(why)
+    return tp(v)
+
+
+def _value_type(f: Field):
+    """The msgspec type of one field's value."""
+    if f.choices is not None:
+        return Literal[f.choices]
+    if f.kind is int and any(b is not None and b not in _INT64 for b in (f.lo, f.hi)):
+        return type("_WideInt", (_WideInt,), {"field": f})
+    if f.kind in (int, float):
+        lo, hi = (f.lo, f.hi) if f.kind is int else (
+            -_FLOAT_MAX if f.lo is None else f.lo, _FLOAT_MAX if f.hi is None else f.hi)
+        return Annotated[f.kind, msgspec.Meta(ge=lo, le=hi)] if (lo, hi) != (None, None) \
+            else f.kind
+    if f.kind is list and f.items is not None:
+        return list[f.items]
+    return f.kind
+
+
+@functools.lru_cache(maxsize=None)
+def _structs(spec: tuple[tuple[str, Field], ...]):
+    """Two msgspec Structs for a spec: its shape (known and required keys, any values)
+    and its values (each field's type), keys renamed to the TOML keys."""
+    names = {f"f{i}": key for i, (key, _) in enumerate(spec)}
+
+    def struct(value_type):
+        return msgspec.defstruct(
+            "Table", [(n, value_type(f)) if f.required else (n, value_type(f), msgspec.UNSET)
+                      for n, (_, f) in zip(names, spec)],
+            kw_only=True, forbid_unknown_fields=True, rename=names)
+    return struct(lambda f: object), struct(_value_type)
+
+
+_AT = re.compile(r"^(?P<problem>.*?)(?: - at `\$\.(?P<key>[^`]*?)(?:\[(?P<item>\d+)\])?`)?$",
+                 re.DOTALL)
+
+
+def _explain(exc: msgspec.ValidationError, entry, spec: Mapping[str, Field]):
+    """(key or None, problem) in kvmpt's words for what msgspec rejected."""
+    m = _AT.match(str(exc))
+    problem, key, item = m["problem"], m["key"], m["item"]
+    if key is None:
+        for start, say in (("Object contains unknown field `", None),
+                           ("Object missing required field `", "missing field '{}'")):
+            if problem.startswith(start):
+                name = problem[len(start):-1]
+                return (name, f"unknown field (known: {', '.join(spec)})") if say is None \
+                    else (None, say.format(name))
+        return None, "must be a table"
+    f, v = spec[key], entry[key]
+    if item is not None:
+        v = v[int(item)]
+        return key, f"items must be {_KIND_NAMES[f.items]}, got {type(v).__name__} {v!r}"
+    if problem.startswith("Expected `") and "`, got `" in problem:
+        return key, f"must be {_KIND_NAMES[f.kind]}, got {type(v).__name__} {v!r}"
+    if problem.startswith("Invalid enum value"):
+        return key, f"{v!r} is not one of {' '.join(map(str, f.choices))}"
+    if f.kind in (int, float):       # a range, NaN or infinity; an int past float's range
+        return key, (number_problem(v, integer=f.kind is int, lo=f.lo, hi=f.hi)
+                     or f"must be a finite number, got {_num(v)}")
+    return key, problem
 
 
 def check_table(error, path, loc: "TomlLocator", table: tuple, entry,
                 spec: Mapping[str, Field]) -> None:
     """Check ``entry`` (the TOML table at ``table``) against ``spec``: a table, known
     keys only, every required key, each value of its kind, finite, in range and among
-    the choices.  The first problem raises ``error(located(...))``."""
-    if not isinstance(entry, dict):
-        raise error(located(path, loc, table, None, "must be a table"))
-    for key in entry:
-        if key not in spec:
-            raise error(located(path, loc, table, key,
-                                f"unknown field (known: {', '.join(spec)})"))
-    for key, f in spec.items():
-        if f.required and key not in entry:
-            raise error(located(path, loc, table, None, f"missing field '{key}'"))
-    for key, f in spec.items():
-        if key not in entry:
-            continue
-        v = entry[key]
-        if not _kind_ok(v, f.kind):
-            raise error(located(path, loc, table, key, f"must be {_kind_name(f.kind)}, got "
-                                                      f"{type(v).__name__} {v!r}"))
-        if f.kind in (int, float):
-            why = number_problem(v, integer=f.kind is int, lo=f.lo, hi=f.hi)
-            if why:
-                raise error(located(path, loc, table, key, why))
-        if f.items is not None:
-            for item in v:
-                if not _kind_ok(item, f.items):
-                    raise error(located(path, loc, table, key,
-                                        f"items must be {_kind_name(f.items)}, got "
-                                        f"{type(item).__name__} {item!r}"))
-        if f.choices is not None and v not in f.choices:
-            raise error(located(path, loc, table, key,
-                                f"{v!r} is not one of {' '.join(map(str, f.choices))}"))
+    the choices.  msgspec checks the shape first (unknown keys in the file's order, then
+    missing ones in the spec's), then the values in the spec's order; the first problem
+    raises ``error(located(...))``."""
+    shape, values = _structs(tuple(spec.items()))
+    try:
+        msgspec.convert(entry, shape, strict=True)
+        msgspec.convert({k: entry[k] for k in spec if k in entry}, values, strict=True,
+                        dec_hook=_wide_int)
+    except msgspec.ValidationError as exc:
+        raise error(located(path, loc, table, *_explain(exc, entry, spec))) from None
