@@ -32,8 +32,9 @@ from __future__ import annotations
 from kvmpt.constants import GIB
 from kvmpt.review.claims.common import (TRACE_DIR, Snapshot, page_table_writes, pick_pages,
                                         slot_ua, snapshot, write_stream)
-from kvmpt.review.claims.costs import (PROPOSAL, SECTION3_DESIGNS, HookCost, cost_curve,
-                                       hook_cost, price_rows, ptable_walk_cost, slot_hook_cost)
+from kvmpt.review.claims.costs import (DELETE_BASE_GFN, PROPOSAL, SECTION3_DESIGNS, HookCost,
+                                       cost_curve, hook_cost, price_rows, ptable_walk_cost,
+                                       slot_hook_cost)
 from kvmpt.review.claims.explore import design_of, evaluate, static_variants
 from kvmpt.review.claims.failedmove import CAUSES, SECTION2_DESIGNS, FailedMove, failed_move
 from kvmpt.review.claims.flow import memslot_flow, vm_snapshot
@@ -50,5 +51,5 @@ __all__ = [
     "EFFECTS", "EFFECT_NOTES", "fmt_us", "PROPOSAL", "SUMMARY_DESIGNS", "TRACE_DIR", "write_stream",
     # added with the split: the notebook's building blocks and the dashboard's experiment
     "PROPOSAL_SHORT", "CAUSES", "snapshot", "pick_pages", "page_table_writes", "slot_ua",
-    "hook_cost", "lock_verdict", "design_of", "evaluate", "static_variants",
+    "hook_cost", "DELETE_BASE_GFN", "lock_verdict", "design_of", "evaluate", "static_variants",
 ]
