@@ -86,3 +86,19 @@ def test_dashboard_figures_are_pure():
     assert [tr.visible for tr in t.data] == [True, False]
     with pytest.raises(ValueError, match="no variant"):
         F.variant_tables({})
+
+
+def test_first_click_redraws_from_the_warmed_cache():
+    from kvmpt.review import dashboard as D
+    values = {"scenario": "q35-desktop", "tracked": 16, "write_rate": 500, "seed": 5}
+    db = D.Dashboard(values, warm=True)
+    db.close()                                   # the background warmer stops and joins
+    assert not db.warm_thread.is_alive()
+    opts = db._options()
+    assert opts["seed"] == tuple(range(10)) and opts["move"] == ("allow", "reject")
+    db.warm()                                    # what the warmer does, here and now
+    calls, first = E.scenario_run.calls, dict(db.values)
+    for name, value in (("slot_hook", "remove"), ("write_rate", 2_000), ("seed", 6)):
+        db.controls[name].value = value          # each one click away from the first setting
+        db.controls[name].value = first[name]    # and back
+    assert E.scenario_run.calls == calls         # no scenario ran on a click

@@ -123,11 +123,19 @@ class Dashboard:
         res = evaluate(self.values)
         self.timeline = go.FigureWidget(scenario_timeline({res["design"].name: res["run"]}))
         self.cost = go.FigureWidget(hook_cost_curve(res))
-        self._warming = warm
-        self._stop = threading.Event()
-        self.warm_thread: threading.Thread | None = None
-        self._start_warm()
         self.last_seconds = time.perf_counter() - t0
+        self._warm_lock = threading.Lock()
+        self._wake = threading.Event()        # a new setting to warm around
+        self._idle = threading.Event()        # no redraw running: warming may proceed
+        self._idle.set()
+        self._closed = False
+        self._generation = 0
+        self.warm_thread: threading.Thread | None = None
+        if warm:
+            self.warm_thread = threading.Thread(target=self._warm_loop, daemon=True,
+                                                name="kvmpt-dashboard-warm")
+            self.warm_thread.start()
+            self._wake.set()
         self.status = W.HTML(self._status())
         for w in self.controls.values():
             w.observe(self._changed, names="value")
@@ -136,30 +144,42 @@ class Dashboard:
         right = W.VBox([self.controls[n] for n in names[5:]])
         self.widget = W.VBox([W.HBox([left, right]), self.status, self.timeline, self.cost])
 
+    def _options(self) -> dict[str, tuple]:
+        return {p.name: tuple(v for _, v in p.options) if p.options
+                else tuple(range(p.lo, p.hi + 1)) for p in PARAMETERS}
+
     def warm(self) -> int:
-        """Evaluate, in the background, every setting one click away from the one shown
-        (``claims.explore.warm``): the first click then redraws from cached results.
-        Results are the same as computed on demand (each key is computed once)."""
-        options = {p.name: tuple(v for _, v in p.options) if p.options
-                   else tuple(range(p.lo, p.hi + 1)) for p in PARAMETERS}
-        return _explore.warm({**DEFAULTS, **self.values}, options, self._stop)
+        """Evaluate, here and now, every setting one click away from the one shown
+        (``claims.explore.warm``); returns how many."""
+        return _explore.warm({**DEFAULTS, **self.values}, self._options())
+
+    def _warm_loop(self) -> None:
+        """The background warmer: one thread for the dashboard's life.  After each redraw
+        it evaluates the settings one click away from the new one, design knobs first,
+        one at a time, pausing while a redraw runs and starting over when the setting
+        changes; ``claims.explore`` computes each key once, so a click on a setting being
+        warmed waits for that computation instead of repeating it."""
+        while True:
+            self._wake.wait()
+            with self._warm_lock:
+                self._wake.clear()
+                if self._closed:
+                    return
+                values, generation = {**DEFAULTS, **self.values}, self._generation
+            for v in _explore.neighbours_in_order(values, self._options()):
+                self._idle.wait()
+                if self._closed or self._generation != generation:
+                    break
+                _explore.evaluate(v)
 
     def close(self) -> None:
-        """Stop warming (the current setting finishes) and wait for the thread."""
-        self._stop.set()
+        """Stop the warmer (the setting it is on finishes) and wait for it."""
+        with self._warm_lock:
+            self._closed = True
+        self._wake.set()
+        self._idle.set()
         if self.warm_thread is not None:
             self.warm_thread.join()
-
-    def _start_warm(self) -> None:
-        """(Re)start warming around the current setting: the old thread stops after the
-        setting it is on; nothing is computed twice (``claims.explore`` caches per key)."""
-        if not self._warming:
-            return
-        self.close()
-        self._stop = threading.Event()
-        self.warm_thread = threading.Thread(target=self.warm, daemon=True,
-                                            name="kvmpt-dashboard-warm")
-        self.warm_thread.start()
 
     def _status(self) -> str:
         return (f"<small>last update: {self.last_seconds * 1000:,.0f} ms (kvmpt.run through "
@@ -173,21 +193,29 @@ class Dashboard:
 
     def redraw(self) -> float:
         """Re-run :func:`evaluate` and update both figures in place; returns seconds."""
-        from kvmpt.review.figures.dashboard import hook_cost_curve
-        from kvmpt.review.figures.memslot import scenario_title, scenario_traces
         t0 = time.perf_counter()
-        res = evaluate(self.values)
+        self._idle.clear()
+        try:
+            res = evaluate(self.values)
+            self._update(res)
+        finally:
+            with self._warm_lock:
+                self._generation += 1
+            self._wake.set()
+            self._idle.set()
+        self.last_seconds = time.perf_counter() - t0
+        self.status.value = self._status()
+        return self.last_seconds
+
+    def _update(self, res) -> None:
+        from kvmpt.review.figures.dashboard import hook_cost_series, hook_cost_title
+        from kvmpt.review.figures.memslot import scenario_title, scenario_traces
         fresh = scenario_traces(res["run"])
         with self.timeline.batch_update():
             for old, new in zip(self.timeline.data, fresh):
                 old.x, old.y = new.x, new.y
             self.timeline.layout.title.text = scenario_title(res["design"].name, res["run"])
-        new = hook_cost_curve(res)
         with self.cost.batch_update():
-            for old, tr in zip(self.cost.data, new.data):
-                old.x, old.y, old.name = tr.x, tr.y, tr.name
-            self.cost.layout.title.text = new.layout.title.text
-        self.last_seconds = time.perf_counter() - t0
-        self.status.value = self._status()
-        self._start_warm()
-        return self.last_seconds
+            for old, new in zip(self.cost.data, hook_cost_series(res)):
+                old.x, old.y, old.name = new["x"], new["y"], new["name"]
+            self.cost.layout.title.text = hook_cost_title(res)

@@ -22,7 +22,7 @@ from kvmpt.review.claims.costs import PROPOSAL, cost_curve, price_rows
 from kvmpt.review.claims.locks import lock_verdict
 
 __all__ = ["CURVE_GIB", "EXACT_MAX_PAGES", "design_of", "evaluate", "scenario_run",
-           "static_variants", "neighbours", "warm"]
+           "static_variants", "neighbours", "neighbours_in_order", "warm"]
 
 #: slot sizes the dashboard's cost curve is drawn at (GiB)
 CURVE_GIB = (1, 4, 16, 64, 256, 1024)
@@ -128,15 +128,19 @@ def neighbours(values: Mapping[str, Any], options: Mapping[str, tuple]) -> list[
     return out
 
 
+def neighbours_in_order(values: Mapping[str, Any], options: Mapping[str, tuple]) -> list[dict]:
+    """:func:`neighbours`, the design-knob changes first (the likeliest first click)."""
+    return sorted(neighbours(values, options),
+                  key=lambda v: not any(v[k] != values[k] for k in KNOBS))
+
+
 def warm(values: Mapping[str, Any], options: Mapping[str, tuple],
          stop: threading.Event | None = None) -> int:
     """:func:`evaluate` every setting one control change away from ``values``, design knobs
     first (the likeliest first click), so the next redraw finds its results cached.  Stops
     early when ``stop`` is set; returns the number of settings evaluated."""
-    order = sorted(neighbours(values, options), key=lambda v: not any(
-        v[k] != values[k] for k in KNOBS))
     done = 0
-    for v in order:
+    for v in neighbours_in_order(values, options):
         if stop is not None and stop.is_set():
             break
         evaluate(v)

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 
 from kvmpt.constants import GIB, PAGE_SHIFT
 
-__all__ = ["hook_cost_curve", "hook_cost_title", "variant_tables"]
+__all__ = ["hook_cost_curve", "hook_cost_series", "hook_cost_title", "variant_tables"]
 
 _GIB_PAGES = GIB >> PAGE_SHIFT
 
@@ -29,28 +29,40 @@ def hook_cost_title(res: Mapping[str, Any]) -> str:
             f"({bad:,} of {total:,} states fail)")
 
 
+def hook_cost_series(res: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The data of :func:`hook_cost_curve`'s traces, in their order, as ``{x, y, name}``:
+    what a redraw copies into the FigureWidget (building a Figure costs more than the
+    experiment it shows once the experiment is cached)."""
+    name = res["design"].name
+    curve = res["curve"]
+    mine = [r for r in curve if r["design"] == name]
+    prop = [r for r in curve if r["design"] == res["proposal"]]
+    h = res["here"]
+    return [
+        {"x": [r["npages"] / _GIB_PAGES for r in mine], "y": [r["us"] for r in mine],
+         "name": "this design: slot hook time"},
+        {"x": [r["npages"] / _GIB_PAGES for r in prop], "y": [r["us"] for r in prop],
+         "name": "proposal (no kernel): walk ptable"},
+        {"x": [r["npages"] / _GIB_PAGES for r in mine],
+         "y": [max(r["hold_us"], 1e-3) for r in mine],
+         "name": "longest mmu_lock hold (0 drawn at 1 ns)"},
+        {"x": [h["npages"] / _GIB_PAGES], "y": [h["us"]], "name": "chosen slot size"},
+    ]
+
+
+_STYLES = (dict(mode="lines+markers", line=dict(color="#E45756")),
+           dict(mode="lines+markers", line=dict(color="#54A24B", dash="dot")),
+           dict(mode="lines+markers", line=dict(color="#4C78A8")),
+           dict(mode="markers", marker=dict(size=16, symbol="x", color="#333")))
+
+
 def hook_cost_curve(res: Mapping[str, Any]) -> go.Figure:
     """One ``evaluate`` result: the slot hook's time and its longest ``mmu_lock`` hold over
     the deleted slot's size, the ptable-walk proposal (dotted), the chosen size marked.
-    The traces keep one order whatever the design, so a FigureWidget updates in place."""
-    fig = go.Figure()
-    name = res["design"].name
-    for who, colour, dash in ((name, "#E45756", "solid"), (res["proposal"], "#54A24B", "dot")):
-        rows = [r for r in res["curve"] if r["design"] == who]
-        fig.add_trace(go.Scatter(
-            x=[r["npages"] / _GIB_PAGES for r in rows], y=[r["us"] for r in rows],
-            mode="lines+markers", line=dict(color=colour, dash=dash),
-            name="this design: slot hook time" if who == name
-            else "proposal (no kernel): walk ptable"))
-    rows = [r for r in res["curve"] if r["design"] == name]
-    fig.add_trace(go.Scatter(
-        x=[r["npages"] / _GIB_PAGES for r in rows],
-        y=[max(r["hold_us"], 1e-3) for r in rows], mode="lines+markers",
-        line=dict(color="#4C78A8"), name="longest mmu_lock hold (0 drawn at 1 ns)"))
-    h = res["here"]
-    fig.add_trace(go.Scatter(x=[h["npages"] / _GIB_PAGES], y=[h["us"]], mode="markers",
-                             marker=dict(size=16, symbol="x", color="#333"),
-                             name="chosen slot size"))
+    The traces keep one order whatever the design (:func:`hook_cost_series`), so a
+    FigureWidget updates in place."""
+    fig = go.Figure([go.Scatter(**series, **style)
+                     for series, style in zip(hook_cost_series(res), _STYLES)])
     fig.update_layout(
         title=dict(text=hook_cost_title(res), font=dict(size=12)),
         xaxis=dict(title="deleted slot (GiB, log)", type="log"),
