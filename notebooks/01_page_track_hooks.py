@@ -125,7 +125,6 @@ memslot_figs.update_timelines(flows).show()
 # is MOVEd, the MOVE fails, the old slot comes back (S4), and the guest then writes its page
 # tables `WRITES` times.
 #
-#
 # The experiment, for one design and one cause (`claims.snapshot` records what GVT, KVMGT's
 # `ptable` and KVM's counts each believe; `claims.pick_pages` / `claims.page_table_writes` draw
 # the shadowed pages and the writes from the seed):
@@ -148,7 +147,6 @@ def failed_move(design, cause):
         target = 6 * GIB
     else:                                             # "max_gfn": ends past kvm_mmu_max_gfn()
         target = ((vm.max_gfn + 2) << PAGE_SHIFT) - GIB
-    n0, c0 = len(vm.events), len(vm.hook_calls)
     try:
         vm.set_user_memory_region(1, 0, target, GIB, SLOT1_UA)     # MOVE slot 1: fails at S3
         err = 0
@@ -157,9 +155,7 @@ def failed_move(design, cause):
     after = claims.snapshot(vm, gvt)
     gpas = claims.page_table_writes(rng, pages, WRITES)   # WRITES stores to those page tables
     writes = {k: int(n) for k, n in vm.guest_write_batch(gpas).items()}
-    return claims.FailedMove(design.name, cause, err, before, after, writes,
-                             [(s, d.get("S", ""), d) for s, d in vm.events[n0:]],
-                             [(c.hook, c.node, c.hits, c.harmful) for c in vm.hook_calls[c0:]])
+    return claims.FailedMove(design.name, cause, err, before, after, writes)
 
 
 failed = {cause: {label: failed_move(d, cause) for label, d in claims.SECTION2_DESIGNS.items()}
@@ -171,9 +167,10 @@ print(table(["design", "cause", "errno", "ptable", "KVM", "stale", "missed"],
             [(label.split(":")[0], cause, r.errno, f"{r.before.ptable}->{r.after.ptable}",
               f"{r.before.kvm_tracked}->{r.after.kvm_tracked}", r.after.stale, r.missed)
              for cause, rs in failed.items() for label, r in rs.items()]))
-same = all(r == claims.failed_move(d, cause, tracked=TRACKED, writes=WRITES, seed=SEED)
+same = all((r.errno, r.before, r.after, r.writes) == (p.errno, p.before, p.after, p.writes)
            for cause, rs in failed.items()
-           for (label, r), d in zip(rs.items(), claims.SECTION2_DESIGNS.values()))
+           for r, d in zip(rs.values(), claims.SECTION2_DESIGNS.values())
+           for p in [claims.failed_move(d, cause, tracked=TRACKED, writes=WRITES, seed=SEED)])
 print(f"the package's claims.failed_move gives the same results: {same}")
 
 # %% tags=["nbval-ignore-output"]
@@ -201,7 +198,6 @@ memslot_figs.failed_move_figure(failed["enomem"]).show()
 # every gfn (under `vgpu_lock`) but only deletes hash entries. The dotted line is a **proposal
 # that is in no kernel**: `remove_region` iterates `ptable` itself (its 2^18 bucket heads and
 # its entries) and deletes the entries inside the range, so its cost does not grow with the slot.
-#
 #
 # The experiment: one DELETE, and what KVMGT's slot hook did (`vm.hook_calls`: the hook, its
 # primitive counts and its lock holds; `claims.hook_cost` sums them):
@@ -408,7 +404,6 @@ memslot_figs.qemu_census_figure(census).show()
 # re-enters `intel_gvt_page_track_add()` ([\<Y6vOEjHZhOWulyo1@yzhao56-desk.sh.intel.com\>](https://lore.kernel.org/r/Y6vOEjHZhOWulyo1@yzhao56-desk.sh.intel.com)); Sean
 # agreed: "Or even more simply, kvmgt_page_track_write() -> intel_vgpu_page_track_handler() ->
 # intel_gvt_page_track_remove()" ([\<Y7STZZkd3EaRXLTC@google.com\>](https://lore.kernel.org/r/Y7STZZkd3EaRXLTC@google.com)).
-#
 #
 # The experiment: two threads, a vCPU whose write to a shadowed page table traps into
 # `kvmgt_page_track_write()` and GVT unshadowing that page; the explorer runs every
@@ -658,7 +653,9 @@ dashboard_figs.variant_tables(variant_tables).show()
 # page-table pages, the guest writing at the chosen rate, and the scenario's memslot churn —
 # QEMU-like, reboots, or an adversarial VMM that MOVEs RAM slots, some of them failing in
 # prepare: the rates are printed below), then price one DELETE of the chosen slot size, and redraw both figures in place.
-# Without a kernel (the HTML report) the widgets are dead; the static figure after them holds
+# The whole experiment is one call, `claims.evaluate(values)`; while you look at a figure a
+# background thread runs it for every setting one click away (design knobs first), so a click
+# usually redraws from results already computed. Without a kernel (the HTML report) the widgets are dead; the static figure after them holds
 # the adversarial scenario precomputed for every combination of the design knobs.
 
 # %% tags=["nbval-ignore-output"]
@@ -670,11 +667,10 @@ else:
     print("Dashboard not built here (static export); the figure below toggles the designs.")
 
 # %%
-from kvmpt.review.dashboard import static_variants
 from kvmpt.workload.scenario import load_scenario
 
 adversarial = load_scenario("q35-adversarial")
-variants = static_variants("q35-adversarial", seed=SEED)
+variants = claims.static_variants("q35-adversarial", seed=SEED)   # 8 designs x kvmpt.run
 
 # %%
 # NBVAL_CHECK_OUTPUT
