@@ -133,7 +133,7 @@ memslot_figs.update_timelines(flows).show()
 RAM_UA, SLOT1_UA = USERSPACE_ADDR, USERSPACE_ADDR + (1 << 40)   # QEMU's host mappings
 
 
-def failed_move(design, cause):
+def shadowed_slot(design):
     vm = VM(design=design)
     vm.set_user_memory_region(0, 0, 0, 3 * GIB, RAM_UA)             # slot 0: low RAM
     vm.set_user_memory_region(1, 0, 4 * GIB, GIB, SLOT1_UA)         # slot 1: 1 GiB at 4 GiB
@@ -141,6 +141,11 @@ def failed_move(design, cause):
     rng = np.random.default_rng(SEED)
     pages = claims.pick_pages(rng, 4 * GIB >> PAGE_SHIFT, GIB >> PAGE_SHIFT, TRACKED)
     gvt.shadow_many(pages)                            # GVT shadows TRACKED guest page tables
+    return vm, gvt, rng, pages
+
+
+def failed_move(design, cause):
+    vm, gvt, rng, pages = shadowed_slot(design)
     before = claims.snapshot(vm, gvt)
     if cause == "enomem":
         vm.fail_next_prepare(errno.ENOMEM)            # kvm_alloc_memslot_metadata() fails
@@ -320,13 +325,7 @@ sweep_figs.heatmap(sweep_table, "mmu_lock_max_hold_us", x="ram_gib", y="tracked_
 
 # %%
 def move_with_kvmgt(design):
-    vm = VM(design=design)
-    vm.set_user_memory_region(0, 0, 0, 3 * GIB, RAM_UA)             # slot 0: low RAM
-    vm.set_user_memory_region(1, 0, 4 * GIB, GIB, SLOT1_UA)         # slot 1: 1 GiB at 4 GiB
-    gvt = vm.attach_kvmgt()
-    rng = np.random.default_rng(SEED)
-    pages = claims.pick_pages(rng, 4 * GIB >> PAGE_SHIFT, GIB >> PAGE_SHIFT, TRACKED)
-    gvt.shadow_many(pages)                            # GVT shadows TRACKED guest page tables
+    vm, gvt, rng, pages = shadowed_slot(design)                     # as in section 2
     before = claims.snapshot(vm, gvt)
     try:
         vm.set_user_memory_region(1, 0, 8 * GIB, GIB, SLOT1_UA)    # MOVE slot 1 to 8 GiB

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from kvmpt.constants import GIB
 from kvmpt.review.claims.common import (TRACE_DIR, Snapshot, page_table_writes, pick_pages,
-                                        slot_ua, snapshot, write_stream)
+                                        shadowed_slot, slot_ua, snapshot, write_stream)
 from kvmpt.review.claims.costs import (DELETE_BASE_GFN, PROPOSAL, SECTION3_DESIGNS, HookCost,
                                        cost_curve, hook_cost, price_rows, ptable_walk_cost,
                                        slot_hook_cost)
@@ -51,5 +51,6 @@ __all__ = [
     "EFFECTS", "EFFECT_NOTES", "fmt_us", "PROPOSAL", "SUMMARY_DESIGNS", "TRACE_DIR", "write_stream",
     # added with the split: the notebook's building blocks and the dashboard's experiment
     "PROPOSAL_SHORT", "CAUSES", "snapshot", "pick_pages", "page_table_writes", "slot_ua",
+    "shadowed_slot",
     "hook_cost", "DELETE_BASE_GFN", "lock_verdict", "design_of", "evaluate", "static_variants",
 ]

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvmpt.constants import PAGE_SHIFT, USERSPACE_ADDR, WRITE_OUTCOMES
+from kvmpt.constants import GIB, PAGE_SHIFT, USERSPACE_ADDR, WRITE_OUTCOMES
 from kvmpt.infra.paths import DATA_DIR
 
 __all__ = ["TRACE_DIR", "Snapshot", "snapshot", "write_stream", "pick_pages",
-           "page_table_writes", "slot_ua", "set_region"]
+           "page_table_writes", "slot_ua", "set_region", "shadowed_slot"]
 
 TRACE_DIR = DATA_DIR / "traces"
 
@@ -60,6 +60,20 @@ def page_table_writes(rng: np.random.Generator, gfns: np.ndarray, writes: int, *
     offs = rng.integers(0, 512, size=writes) * 8 if offsets else 0
     gpas = (gfns[rng.integers(0, len(gfns), size=writes)] << PAGE_SHIFT) + offs
     return np.asarray(gpas).astype(np.uint64)
+
+
+def shadowed_slot(design, *, slot_gib: int = 1, tracked: int = 64, seed: int = 0):
+    """The setup of sections 2 and 4: slot 0 (3 GiB of low RAM) and slot 1 (``slot_gib`` GiB
+    at 4 GiB), KVMGT attached, GVT shadowing ``tracked`` pages of slot 1 (:func:`pick_pages`
+    from ``seed``).  Returns ``(vm, gvt, rng, gfns)``; ``rng`` then draws the writes."""
+    vm = new_vm(design)
+    vm.set_user_memory_region(0, 0, 0, 3 * GIB, slot_ua(0))
+    vm.set_user_memory_region(1, 0, 4 * GIB, slot_gib * GIB, slot_ua(1))
+    gvt = vm.attach_kvmgt()
+    rng = np.random.default_rng(seed)
+    gfns = pick_pages(rng, 4 * GIB >> PAGE_SHIFT, slot_gib * GIB >> PAGE_SHIFT, tracked)
+    gvt.shadow_many(gfns)
+    return vm, gvt, rng, gfns
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,10 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from kvmpt.constants import GIB, PAGE_SHIFT
 from kvmpt.kernel.design import Design
-from kvmpt.review.claims.common import (Snapshot, new_vm, page_table_writes, pick_pages,
-                                        set_region, slot_ua, snapshot, write_stream)
+from kvmpt.review.claims.common import (Snapshot, page_table_writes, set_region, shadowed_slot,
+                                        snapshot, write_stream)
 
 __all__ = ["SECTION2_DESIGNS", "FailedMove", "failed_move", "CAUSES"]
 
@@ -58,14 +56,8 @@ def failed_move(design: Design | str, cause: str = "enomem", *, slot_gib: int = 
     if cause not in CAUSES:
         raise ValueError(f"cause must be 'max_gfn' or 'enomem', got {cause!r}")
     d = Design.coerce(design)
-    vm = new_vm(d)
-    vm.set_user_memory_region(0, 0, 0, 3 * GIB, slot_ua(0))
+    vm, gvt, rng, gfns = shadowed_slot(d, slot_gib=slot_gib, tracked=tracked, seed=seed)
     base, size = 4 * GIB, slot_gib * GIB
-    vm.set_user_memory_region(1, 0, base, size, slot_ua(1))
-    gvt = vm.attach_kvmgt()
-    rng = np.random.default_rng(seed)
-    gfns = pick_pages(rng, base >> PAGE_SHIFT, size >> PAGE_SHIFT, tracked)
-    gvt.shadow_many(gfns)
     before = snapshot(vm, gvt)
     if cause == "max_gfn":
         target = ((vm.max_gfn + 2) << PAGE_SHIFT) - size   # last page one past max gfn

@@ -6,12 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import numpy as np
-
 from kvmpt.constants import GIB, PAGE_SHIFT
 from kvmpt.kernel.design import Design
-from kvmpt.review.claims.common import (TRACE_DIR, new_vm, page_table_writes, pick_pages,
-                                        set_region, slot_ua, snapshot, write_stream)
+from kvmpt.review.claims.common import (TRACE_DIR, page_table_writes, set_region, shadowed_slot,
+                                        snapshot, write_stream)
 
 __all__ = ["move_with_kvmgt", "qemu_move_census"]
 
@@ -26,14 +24,8 @@ def move_with_kvmgt(design: Design | str, *, tracked: int = 64, writes: int = 20
     reach GVT's handler is missed (``writes["missed"]``).  The notebook's section 4 writes
     this experiment out in the public API."""
     d = Design.coerce(design)
-    vm = new_vm(d)
-    vm.set_user_memory_region(0, 0, 0, 3 * GIB, slot_ua(0))
+    vm, gvt, rng, gfns = shadowed_slot(d, tracked=tracked, seed=seed)
     old_gpa, new_gpa = 4 * GIB, 8 * GIB
-    vm.set_user_memory_region(1, 0, old_gpa, GIB, slot_ua(1))
-    gvt = vm.attach_kvmgt()
-    rng = np.random.default_rng(seed)
-    gfns = pick_pages(rng, old_gpa >> PAGE_SHIFT, GIB >> PAGE_SHIFT, tracked)
-    gvt.shadow_many(gfns)
     before = snapshot(vm, gvt)
     err = set_region(vm, 1, new_gpa, GIB)                       # MOVE
     after = snapshot(vm, gvt)
