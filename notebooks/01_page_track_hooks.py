@@ -53,11 +53,10 @@ import numpy as np
 
 from kvmpt import VM, Design, race
 from kvmpt.constants import GIB, PAGE_SHIFT, USERSPACE_ADDR
-
+from kvmpt.infra.text import table
 from kvmpt.review import claims
 from kvmpt.review.figures import (costs as cost_figs, dashboard as dashboard_figs,
                                   memslot as memslot_figs, race as race_figs)
-from kvmpt.infra.text import table
 
 REPORT = os.environ.get("KVMPT_REPORT") == "1"      # set by `kvmpt report`
 
