@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 __all__ = [
     "MAX_WIDTH", "header", "table", "section", "render_document", "wrap",
     "fmt_count", "fmt_bytes", "fmt_pages", "fmt_cycles", "fmt_hex", "fmt_errno",
-    "fmt_seconds",
+    "fmt_seconds", "fmt_us", "fmt_count_m",
 ]
 
 MAX_WIDTH = 79          # columns; a mail line of 80 with the quote marker still fits 80
@@ -74,6 +74,20 @@ def fmt_seconds(s: float | None) -> str:
         if abs(s) >= scale:
             return f"{s / scale:.3g} {unit}"
     return f"{s / 1e-9:.3g} ns"
+
+
+def fmt_us(us: float | None) -> str:
+    """Microseconds, one decimal: ``125.1 us``, ``121.7 ms`` from 1,000 us; None is ``-``."""
+    if us is None:
+        return "-"
+    return f"{us / 1000:,.1f} ms" if us >= 1000 else f"{us:,.1f} us"
+
+
+def fmt_count_m(n: int | None) -> str:
+    """A count for a narrow column: ``1,234``, ``268 M`` from ten million; None is ``-``."""
+    if n is None:
+        return "-"
+    return f"{n / 1e6:,.0f} M" if n >= 10_000_000 else f"{n:,}"
 
 
 def fmt_hex(n: int | None) -> str:

@@ -11,13 +11,14 @@ the notebook follows the dashboard with precomputed plotly figures whose buttons
 """
 from __future__ import annotations
 
-import functools
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from kvmpt.review.claims import GIB, PROPOSAL, cost_curve, price_rows
-from kvmpt.kernel.design import KNOBS, KVMGT_LOCKS, Design, parse_design
+from kvmpt.constants import KNOBS, KVMGT_LOCKS
+from kvmpt.review.claims import design_of, static_variants
+from kvmpt.review.claims import explore as _explore
 
 __all__ = ["Param", "PARAMETERS", "controls", "evaluate", "Dashboard", "DEFAULTS"]
 
@@ -66,63 +67,14 @@ DEFAULTS = {p.name: p.default for p in PARAMETERS}
 DESIGN_KNOBS = KNOBS
 __all__ += ["static_variants", "design_of"]
 
-#: slot sizes the cost curve is drawn at (GiB)
-CURVE_GIB = (1, 4, 16, 64, 256, 1024)
-EXACT_MAX_PAGES = 1 << 18        # the dashboard runs the walk gfn by gfn up to 1 GiB
-
-
-def design_of(values: Mapping[str, Any]) -> Design:
-    """The design the controls show (``kvmpt.kernel.design.parse_design`` of their knob values)."""
-    return parse_design({k: values[k] for k in DESIGN_KNOBS})
-
-
-# ------------------------------------------------------------------ the scenario
-@functools.lru_cache(maxsize=128)
-def _run(scenario: str, design: Design, tracked: int, write_rate: int, seed: int):
-    import dataclasses
-
-    from kvmpt.workload.scenario import load_scenario, run
-    sc = dataclasses.replace(load_scenario(scenario), tracked_gfns=tracked,
-                             write_rate=write_rate)
-    return run(sc, design, seed=seed, check="end")
-
-
-@functools.lru_cache(maxsize=4)
-def _verdict(lock: str):
-    from kvmpt.race import explore
-    r = explore(lock)
-    return r.verdict, r.failing_states, r.states
-
-
-@functools.lru_cache(maxsize=256)
-def _curve(design: Design, tracked: int, seed: int) -> list[dict]:
-    """``claims.cost_curve`` of one design (and the ptable-walk proposal) over
-    :data:`CURVE_GIB`, priced (``claims.price_rows``)."""
-    return price_rows(cost_curve({design.name: design}, [g * (GIB >> 12) for g in CURVE_GIB],
-                                 [tracked], exact_max_pages=EXACT_MAX_PAGES, seed=seed))
+CURVE_GIB = _explore.CURVE_GIB
+EXACT_MAX_PAGES = _explore.EXACT_MAX_PAGES
 
 
 def evaluate(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the dashboard's scenario for one setting of :data:`PARAMETERS`:
-
-    * ``kvmpt.run(scenario, design, seed)`` with the chosen tracked set and write rate
-      (the model with its Numba kernels: guest write batches, slot walks), for the
-      missed-write and stale-page time series;
-    * one DELETE of a ``slot_gib`` slot holding ``tracked`` shadowed pages: the slot
-      hook's time and longest ``mmu_lock`` hold (``kvmpt.workload.costs``), against the
-      ptable-walk proposal;
-    * the lock design's verdict from the race explorer.
-
-    Every piece is cached per setting, so going back to a setting is instant.
-    """
-    v = {**DEFAULTS, **values}
-    d = design_of(v)
-    run = _run(v["scenario"], d, int(v["tracked"]), int(v["write_rate"]), int(v["seed"]))
-    curve = _curve(d, int(v["tracked"]), int(v["seed"]))
-    n = int(v["slot_gib"]) * (GIB >> 12)
-    here = next(r for r in curve if r["npages"] == n and r["design"] == d.name)
-    return {"design": d, "run": run, "curve": curve, "here": here,
-            "verdict": _verdict(d.kvmgt_lock), "values": v}
+    """``kvmpt.review.claims.evaluate`` of ``values`` over :data:`DEFAULTS`: the one
+    experiment call behind every redraw."""
+    return _explore.evaluate({**DEFAULTS, **values})
 
 
 # ------------------------------------------------------------------ the widgets
@@ -150,34 +102,40 @@ def controls(params: Sequence[Param] = PARAMETERS, values: Mapping[str, Any] | N
     return out
 
 
-def _cost_title(res) -> str:
-    h = res["here"]
-    v, bad, total = res["verdict"]
-    size = res["values"]["slot_gib"]
-    return (f"DELETE of a {size:,} GiB slot: slot hook {h['us']:,.0f} µs, longest mmu_lock "
-            f"hold {h['hold_us']:,.0f} µs; "
-            f"ptable lock <b>{res['design'].kvmgt_lock}: {v}</b> "
-            f"({bad:,} of {total:,} states fail)")
-
-
 class Dashboard:
     """Controls + two FigureWidgets, redrawn in place on every change.
 
     ``Dashboard().widget`` is the ipywidgets box to display; ``last_seconds`` is how long
-    the last update took (scenario + redraw), shown under the controls."""
+    the last update took (scenario + redraw), shown under the controls.  With ``warm``
+    (the default) a background thread evaluates every setting one click away from the one
+    shown, design knobs first, so a click usually redraws from cached results; ``close()``
+    stops it."""
 
-    def __init__(self, values: Mapping[str, Any] | None = None):
+    def __init__(self, values: Mapping[str, Any] | None = None, warm: bool = True):
         import ipywidgets as W
         import plotly.graph_objects as go
 
+        from kvmpt.review.figures.dashboard import hook_cost_curve
         from kvmpt.review.figures.memslot import scenario_timeline
         self.controls = controls(values=values)
         self.values = {k: w.value for k, w in self.controls.items()}
         t0 = time.perf_counter()
         res = evaluate(self.values)
         self.timeline = go.FigureWidget(scenario_timeline({res["design"].name: res["run"]}))
-        self.cost = go.FigureWidget(self._cost_figure(res))
+        self.cost = go.FigureWidget(hook_cost_curve(res))
         self.last_seconds = time.perf_counter() - t0
+        self._warm_lock = threading.Lock()
+        self._wake = threading.Event()        # a new setting to warm around
+        self._idle = threading.Event()        # no redraw running: warming may proceed
+        self._idle.set()
+        self._closed = False
+        self._generation = 0
+        self.warm_thread: threading.Thread | None = None
+        if warm:
+            self.warm_thread = threading.Thread(target=self._warm_loop, daemon=True,
+                                                name="kvmpt-dashboard-warm")
+            self.warm_thread.start()
+            self._wake.set()
         self.status = W.HTML(self._status())
         for w in self.controls.values():
             w.observe(self._changed, names="value")
@@ -186,38 +144,47 @@ class Dashboard:
         right = W.VBox([self.controls[n] for n in names[5:]])
         self.widget = W.VBox([W.HBox([left, right]), self.status, self.timeline, self.cost])
 
+    def _options(self) -> dict[str, tuple]:
+        return {p.name: tuple(v for _, v in p.options) if p.options
+                else tuple(range(p.lo, p.hi + 1)) for p in PARAMETERS}
+
+    def warm(self) -> int:
+        """Evaluate, here and now, every setting one click away from the one shown
+        (``claims.explore.warm``); returns how many."""
+        return _explore.warm({**DEFAULTS, **self.values}, self._options())
+
+    def _warm_loop(self) -> None:
+        """The background warmer: one thread for the dashboard's life.  After each redraw
+        it evaluates the settings one click away from the new one, design knobs first,
+        one at a time, pausing while a redraw runs and starting over when the setting
+        changes; ``claims.explore`` computes each key once, so a click on a setting being
+        warmed waits for that computation instead of repeating it."""
+        while True:
+            self._wake.wait()
+            with self._warm_lock:
+                self._wake.clear()
+                if self._closed:
+                    return
+                values, generation = {**DEFAULTS, **self.values}, self._generation
+            for v in _explore.neighbours_in_order(values, self._options()):
+                self._idle.wait()
+                if self._closed or self._generation != generation:
+                    break
+                _explore.evaluate(v)
+
+    def close(self) -> None:
+        """Stop the warmer (the setting it is on finishes) and wait for it."""
+        with self._warm_lock:
+            self._closed = True
+        self._wake.set()
+        self._idle.set()
+        if self.warm_thread is not None:
+            self.warm_thread.join()
+
     def _status(self) -> str:
         return (f"<small>last update: {self.last_seconds * 1000:,.0f} ms (kvmpt.run through "
-                "the Numba kernels + redraw; settings seen before are cached)</small>")
-
-    @staticmethod
-    def _cost_figure(res):
-        import plotly.graph_objects as go
-        fig = go.Figure()
-        for name, colour, dash in ((res["design"].name, "#E45756", "solid"),
-                                   (PROPOSAL, "#54A24B", "dot")):
-            rows = [r for r in res["curve"] if r["design"] == name]
-            fig.add_trace(go.Scatter(
-                x=[r["npages"] / (GIB >> 12) for r in rows], y=[r["us"] for r in rows],
-                mode="lines+markers", line=dict(color=colour, dash=dash),
-                name="this design: slot hook time" if name != PROPOSAL
-                else "proposal (no kernel): walk ptable"))
-        rows = [r for r in res["curve"] if r["design"] == res["design"].name]
-        fig.add_trace(go.Scatter(
-            x=[r["npages"] / (GIB >> 12) for r in rows],
-            y=[max(r["hold_us"], 1e-3) for r in rows], mode="lines+markers",
-            line=dict(color="#4C78A8"), name="longest mmu_lock hold (0 drawn at 1 ns)"))
-        h = res["here"]
-        fig.add_trace(go.Scatter(x=[h["npages"] / (GIB >> 12)], y=[h["us"]], mode="markers",
-                                 marker=dict(size=16, symbol="x", color="#333"),
-                                 name="chosen slot size"))
-        fig.update_layout(
-            title=dict(text=_cost_title(res), font=dict(size=12)),
-            xaxis=dict(title="deleted slot (GiB, log)", type="log"),
-            yaxis=dict(title="µs (kvmpt.workload.costs, 3 GHz)", type="log"),
-            template="plotly_white", height=380, width=1050,
-            margin=dict(l=70, r=20, t=60, b=50))
-        return fig
+                "the Numba kernels + redraw; settings seen before, and those one click away, are "
+                "computed ahead)</small>")
 
     def _changed(self, change) -> None:
         for name, w in self.controls.items():
@@ -226,40 +193,29 @@ class Dashboard:
 
     def redraw(self) -> float:
         """Re-run :func:`evaluate` and update both figures in place; returns seconds."""
-        from kvmpt.review.figures.memslot import scenario_title, scenario_traces
         t0 = time.perf_counter()
-        res = evaluate(self.values)
+        self._idle.clear()
+        try:
+            res = evaluate(self.values)
+            self._update(res)
+        finally:
+            with self._warm_lock:
+                self._generation += 1
+            self._wake.set()
+            self._idle.set()
+        self.last_seconds = time.perf_counter() - t0
+        self.status.value = self._status()
+        return self.last_seconds
+
+    def _update(self, res) -> None:
+        from kvmpt.review.figures.dashboard import hook_cost_series, hook_cost_title
+        from kvmpt.review.figures.memslot import scenario_title, scenario_traces
         fresh = scenario_traces(res["run"])
         with self.timeline.batch_update():
             for old, new in zip(self.timeline.data, fresh):
                 old.x, old.y = new.x, new.y
             self.timeline.layout.title.text = scenario_title(res["design"].name, res["run"])
-        new = self._cost_figure(res)
         with self.cost.batch_update():
-            for old, tr in zip(self.cost.data, new.data):
-                old.x, old.y, old.name = tr.x, tr.y, tr.name
-            self.cost.layout.title.text = new.layout.title.text
-        self.last_seconds = time.perf_counter() - t0
-        self.status.value = self._status()
-        return self.last_seconds
-
-
-def static_variants(scenario: str = "q35-adversarial", tracked: int | None = None,
-                    write_rate: int | None = None, seed: int | None = None) -> dict[str, Any]:
-    """The kernel-free companion of the dashboard: ``kvmpt.run`` of ``scenario`` for every
-    combination of slot hook x MOVE policy x protection drop (the lock of the kernel the
-    hook comes from), precomputed for a figure with a drop-down of designs."""
-    import dataclasses
-
-    from kvmpt.workload.scenario import load_scenario, run
-    sc = load_scenario(scenario)
-    changes = {k: v for k, v in (("tracked_gfns", tracked), ("write_rate", write_rate))
-               if v is not None}
-    sc = dataclasses.replace(sc, **changes)
-    out = {}
-    for hook in ("flush", "remove"):
-        for move in ("allow", "reject"):
-            for drop in (True, False):
-                d = Design(hook, move, "none" if hook == "flush" else "vgpu_lock", drop)
-                out[d.name] = run(sc, d, seed=seed, check="end")
-    return out
+            for old, new in zip(self.cost.data, hook_cost_series(res)):
+                old.x, old.y, old.name = new["x"], new["y"], new["name"]
+            self.cost.layout.title.text = hook_cost_title(res)
