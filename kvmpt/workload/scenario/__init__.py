@@ -49,6 +49,6 @@ from kvmpt.workload.scenario.metrics import SUMMARY_METRICS
 from kvmpt.workload.scenario.result import RunResult
 
 __all__ = [
-    "DEFAULT_SCENARIO", "SCENARIO_DIR", "TRACE_DIR", "PROFILES", "Figure", "Scenario", "ScenarioError",
-    "RunResult", "load_scenario", "list_scenarios", "run", "SUMMARY_METRICS",
+    "DEFAULT_SCENARIO", "SCENARIO_DIR", "TRACE_DIR", "PROFILES", "Figure", "Scenario",
+    "ScenarioError", "RunResult", "load_scenario", "list_scenarios", "run", "SUMMARY_METRICS",
 ]

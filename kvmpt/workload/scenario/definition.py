@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from kvmpt.constants import GIB
+from kvmpt.constants import GIB, MIB
 from kvmpt.infra.paths import DATA_DIR
 from kvmpt.infra.tomlfile import InputError, number_problem
 from kvmpt.workload.layouts import Layout, load_layout
@@ -263,8 +263,8 @@ def _resize_ram(lay: Layout, ram_gib: float) -> Layout:
     """
     below = sum(s.size for s in lay.slots
                 if s.as_id == 0 and s.role in ("ram-legacy", "pam", "ram-low"))
-    below = -(-below // (256 << 20)) * (256 << 20)
-    high = (int(ram_gib * GIB) - below) // (2 << 20) * (2 << 20)
+    below = -(-below // (256 * MIB)) * (256 * MIB)
+    high = (int(ram_gib * GIB) - below) // (2 * MIB) * (2 * MIB)
     highs = lay.with_role("ram-high")
     if not highs:
         raise ValueError(f"layout {lay.name} has no ram-high slot to resize")

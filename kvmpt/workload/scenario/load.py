@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from kvmpt.constants import TAGS
-from kvmpt.infra.tomlfile import located, names, number_problem, read_toml, resolve
+from kvmpt.infra.tomlfile import (Field, check_table, located, names, number_problem,
+                                  read_toml, resolve)
 from kvmpt.workload.layouts import load_layout
 from kvmpt.workload.scenario.definition import (_BOUNDS, CHURN_RATES, PROFILES, REBOOT_ORDERS,
                                                 SCENARIO_DIR, TRACE_DIR, TRACK_AT, Figure,
@@ -20,22 +21,23 @@ from kvmpt.workload.scenario.definition import (_BOUNDS, CHURN_RATES, PROFILES, 
 
 __all__ = ["load_scenario", "list_scenarios"]
 
-#: file layout: table -> {field: kind}.  "figure" = inline table {value, low, high, tag, source}
-_SCHEMA: dict[str, dict[str, str]] = {
-    "scenario": {"name": "str", "description": "str", "seed": "int"},
-    "vm": {"layout": "str", "boot": "str", "ram_gib": "figure"},
-    "tracking": {"tracked_gfns": "figure", "track_at": "str"},
-    "writes": {"write_rate": "figure", "pt_fraction": "figure", "hot_fraction": "figure",
-               "hot_share": "figure", "duration_s": "figure"},
-    "churn": {"profile": "str", "vars_pairs": "figure", "reboot_order": "str",
-              **{k: "figure" for k in CHURN_RATES}},
-}
-_REQUIRED = {
-    "scenario": ("name", "description", "seed"),
-    "vm": ("layout",),
-    "tracking": ("tracked_gfns",),
-    "writes": ("write_rate", "duration_s"),
-    "churn": ("profile",),
+#: a figure: an inline table {value, low, high, tag, source}, checked by :func:`_figure`
+_FIG = Field(dict, required=False)
+_FIG_REQUIRED = Field(dict)
+_SEED_LO, _SEED_HI, _ = _BOUNDS["seed"]
+
+#: file layout: table -> {field: Field} (``kvmpt.infra.tomlfile.check_table``)
+_SCHEMA: dict[str, dict[str, Field]] = {
+    "scenario": {"name": Field(str), "description": Field(str),
+                 "seed": Field(int, lo=_SEED_LO, hi=_SEED_HI)},
+    "vm": {"layout": Field(str), "boot": Field(str, required=False), "ram_gib": _FIG},
+    "tracking": {"tracked_gfns": _FIG_REQUIRED,
+                 "track_at": Field(str, required=False, choices=TRACK_AT)},
+    "writes": {"write_rate": _FIG_REQUIRED, "pt_fraction": _FIG, "hot_fraction": _FIG,
+               "hot_share": _FIG, "duration_s": _FIG_REQUIRED},
+    "churn": {"profile": Field(str, choices=tuple(PROFILES)), "vars_pairs": _FIG,
+              "reboot_order": Field(str, required=False, choices=REBOOT_ORDERS),
+              **{k: _FIG for k in CHURN_RATES}},
 }
 
 
@@ -103,43 +105,22 @@ def load_scenario(name_or_path) -> Scenario:
         entries = doc[table]
         if not isinstance(entries, dict):
             raise ScenarioError(located(path, loc, (), table, "must be a table"))
-        for key in entries:
-            if key not in spec:
-                raise ScenarioError(located(path, loc, (table,), key,
-                                            f"unknown field (known: {', '.join(spec)})"))
-        for key in _REQUIRED[table]:
-            if key not in entries:
-                raise ScenarioError(located(path, loc, (table,), None,
-                                            f"missing field '{key}'"))
-        for key, kind in spec.items():
+        for key, raw in entries.items():      # a plain number where a figure belongs: say why
+            if key in spec and spec[key].kind is dict and not isinstance(raw, dict):
+                _figure(path, loc, table, key, raw)
+        check_table(ScenarioError, path, loc, (table,), entries, spec)
+        for key, f in spec.items():
             if key not in entries:
                 continue
-            raw = entries[key]
-            if kind == "figure":
-                fig = _figure(path, loc, table, key, raw)
-                figs[key] = fig
-                kw[key] = fig.value
-            elif kind == "int":
-                if isinstance(raw, bool) or not isinstance(raw, int):
-                    raise ScenarioError(located(path, loc, (table,), key,
-                                                f"must be an integer, got {raw!r}"))
-                kw[key] = raw
+            if f.kind is dict:
+                figs[key] = _figure(path, loc, table, key, entries[key])
+                kw[key] = figs[key].value
             else:
-                if not isinstance(raw, str):
-                    raise ScenarioError(located(path, loc, (table,), key,
-                                                f"must be a string, got {raw!r}"))
-                kw[key] = raw
-    # references and enumerations, reported at their line
+                kw[key] = entries[key]
+    # references, reported at their line
     if kw["name"] != path.stem:
         raise ScenarioError(located(path, loc, ("scenario",), "name",
                                     f"{kw['name']!r} differs from the file name {path.stem!r}"))
-    checks = (("churn", "profile", kw["profile"], tuple(PROFILES)),
-              ("tracking", "track_at", kw.get("track_at", "after-boot"), TRACK_AT),
-              ("churn", "reboot_order", kw.get("reboot_order", "relayout-first"), REBOOT_ORDERS))
-    for table, key, val, allowed in checks:
-        if val not in allowed:
-            raise ScenarioError(located(path, loc, (table,), key,
-                                        f"{val!r} is not one of {', '.join(allowed)}"))
     try:
         lay = load_layout(kw["layout"])
     except ValueError as exc:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from kvmpt.constants import GIB, RAM_ROLES
+from kvmpt.constants import GIB, PAGE_SHIFT, RAM_ROLES
 from kvmpt.kernel.design import Design
 from kvmpt.kernel.vm import VM
 from kvmpt.kernel.work import HookCall
@@ -90,7 +90,7 @@ class _Touch:
             ranges.append((op.base_gfn, op.npages, op.ua))
         for base, n, ua in ranges:
             if self._any_in(self.gfns, base, base + n) or \
-                    self._any_in(self.hvas, ua, ua + (n << 12)):
+                    self._any_in(self.hvas, ua, ua + (n << PAGE_SHIFT)):
                 return True
         return False
 
@@ -195,10 +195,11 @@ class _Run:
         cur = {s.id: s for s in self.vm.memslots(as_id)}.get(sid)
         if cur is None:
             return                              # deleted right now: nothing to move
-        gpa = self.homes[sid] if cur.base_gfn << 12 != self.homes[sid] else self.parks[sid]
+        home = self.homes[sid]
+        gpa = home if cur.base_gfn << PAGE_SHIFT != home else self.parks[sid]
         if ev.fail:
             self.vm.fail_next_prepare(errno_mod.ENOMEM)
-        self.memslot_op(ev, MemslotOp(as_id, sid, cur.flags, gpa, cur.npages << 12,
+        self.memslot_op(ev, MemslotOp(as_id, sid, cur.flags, gpa, cur.npages << PAGE_SHIFT,
                                       cur.userspace_addr))
 
     def op(self, ev: Event) -> None:

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from kvmpt.constants import RAM_ROLES
+from kvmpt.constants import PAGE_SHIFT, RAM_ROLES
 from kvmpt.workload.layouts import Layout
 from kvmpt.workload.scenario.definition import Scenario
 
@@ -65,4 +65,4 @@ class _Writes:
             parts.append(self.ram_base[which] + (rng.random(m) * self.ram_np[which]).astype(np.int64))
         gfns = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         offs = rng.integers(0, 512, gfns.size, dtype=np.int64) << 3     # 8-byte PTE stores
-        return ((gfns << 12) | offs).astype(np.uint64)
+        return ((gfns << PAGE_SHIFT) | offs).astype(np.uint64)
