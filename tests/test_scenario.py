@@ -111,6 +111,13 @@ def _line(path: Path, needle: str) -> int:
      "must be int, got str 'x'"),
     ('layout = "q35-ovmf-smm"', "layout = 35", "layout = 35", "[vm] field 'layout'",
      "must be str, got int 35"),
+    ("pt_fraction = { value = 0.95, low = 0.5, high = 1.0",
+     "pt_fraction = { value = 1.5, low = 0.5, high = 2.0", "value = 1.5",
+     "[writes] field 'pt_fraction'", "1.5 is outside 0..1"),
+    ("tracked_gfns = { value = 4000,", "tracked_gfns = { value = 4000.5,", "4000.5",
+     "[tracking] field 'tracked_gfns'", "must be an integer, got 4000.5"),
+    ("seed = 20221111", "seed = 9223372036854775808", "seed = 9223",
+     "[scenario] field 'seed'", "9223372036854775808 is outside 0..9223372036854775807"),
     ('track_at = "after-boot"', 'track_at = "never"', "never", "[tracking] field 'track_at'",
      "is not one of"),
 ])
