@@ -42,10 +42,10 @@ def _park_gpa(layout: Layout) -> dict[int, int]:
     top = max(s.gpa + s.size for s in layout.slots)
     base = (-(-top // GIB) + 1) * GIB
     out = {}
-    for s in sorted((s for s in layout.slots if s.as_id == 0 and s.role in RAM_ROLES),
-                    key=lambda s: s.gpa):
-        out[s.slot] = base
-        base += (-(-s.size // GIB) + 1) * GIB
+    for s in layout.slots_in(0):                  # by gpa
+        if s.role in RAM_ROLES:
+            out[s.slot] = base
+            base += (-(-s.size // GIB) + 1) * GIB
     return out
 
 

@@ -87,7 +87,7 @@ def _boot_events(sc: Scenario, layout: Layout, t0: float, phase: str, cause: str
             t += IOCTL_SPACING_S
         if attach_at >= len(ops):
             ev.append(Event(t, "attach", phase, "vfio realize"))
-        live = {(o.as_id, o.slot) for o in _final(ops)}
+        live = set(final_state(ops))         # (as_id, slot) of the slots the trace leaves
         for s in sorted(layout.slots, key=lambda s: (s.as_id, s.gpa)):
             if (s.as_id, s.slot) not in live:
                 ev.append(Event(t, "op", phase, "layout slot absent from the trace",
@@ -105,10 +105,6 @@ def _boot_events(sc: Scenario, layout: Layout, t0: float, phase: str, cause: str
     if ev:
         t = max(t, ev[-1].t) + IOCTL_SPACING_S
     return ev, t
-
-
-def _final(ops):
-    return final_state(ops).values()
 
 
 def build_schedule(sc: Scenario, layout: Layout, rng: np.random.Generator) -> tuple[list[Event], float, float]:
@@ -145,8 +141,7 @@ def build_schedule(sc: Scenario, layout: Layout, rng: np.random.Generator) -> tu
     arrivals.sort()
     fails = rng.random(len(arrivals)) < sc.rate("prepare_fail_rate")
     picks = rng.integers(0, 1 << 30, len(arrivals))
-    ram_slots = sorted((s for s in layout.slots if s.as_id == 0 and s.role in RAM_ROLES),
-                       key=lambda s: s.gpa)
+    ram_slots = [s for s in layout.slots_in(0) if s.role in RAM_ROLES]     # by gpa
     free = t_run
     for (x, kind, _), fail, pick in zip(arrivals, fails, picks):
         start = max(x, free)

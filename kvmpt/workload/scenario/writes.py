@@ -28,7 +28,7 @@ class _Writes:
         n = int(round(sc.write_rate * sc.duration_s))
         self.times = np.sort(rng.uniform(t_run, t_end, n)) if n else np.zeros(0)
         self.pos = 0
-        ram = [s for s in layout.slots if s.as_id == 0 and s.role in RAM_ROLES]
+        ram = [s for s in layout.with_role(*RAM_ROLES) if s.as_id == 0]     # layout order
         self.ram_base = np.array([s.base_gfn for s in ram], dtype=np.int64)
         self.ram_np = np.array([s.npages for s in ram], dtype=np.int64)
         self.pt = np.zeros(0, dtype=np.int64)
