@@ -27,7 +27,7 @@ from kvmpt.workload.costs import COUNTERS, CostModel, default_costs
 from kvmpt.workload.layouts import Layout
 from kvmpt.workload.scenario.definition import Scenario
 from kvmpt.workload.scenario.load import load_scenario
-from kvmpt.workload.scenario.metrics import SUMMARY_METRICS
+from kvmpt.workload.scenario.metrics import SUMMARY_METRICS, lock_holds
 from kvmpt.workload.scenario.result import RunResult, _hook_table, _op_row, _OP_COLUMNS
 from kvmpt.workload.scenario.schedule import Event, build_schedule
 from kvmpt.workload.scenario.writes import _Writes
@@ -267,8 +267,8 @@ class _Run:
     def write_holds(self) -> list[tuple[float, float]]:
         """(held, longest) cycles of every ``write_lock(mmu_lock)`` account: each hook
         call, and ``vm.work`` (GVT shadowing, notifier changes)."""
-        hold = self.costs.mmu_lock_hold
-        return [hold(c.work) for c in self.vm.hook_calls] + [hold(self.vm.work)]
+        costs, vm = self.costs, self.vm
+        return lock_holds(costs, vm.hook_calls) + [costs.mmu_lock_hold(vm.work)]
 
 
 #: what caused a piece of ``vm.work`` (the slot hooks keep their own Work)

@@ -32,12 +32,34 @@ def _per(total: float, n: int) -> float:
     return total / n if n else 0.0
 
 
+# Prices of a list of slot-hook calls (``vm.hook_calls``, or one op's ``rec.hook_calls``):
+# the run's totals here, one op's row in ``result._op_row``.
+
+def kvmgt_cycles(costs, calls) -> float:
+    """Cycles of KVMGT's slot-hook calls (``track_flush_slot`` / ``track_remove_region``)."""
+    return sum(costs.hook_cycles(c) for c in calls if c.node == "kvmgt")
+
+
+def zap_cycles(costs, calls) -> float:
+    """Cycles of KVM's own slot hook (``kvm_mmu_zap_all_fast``)."""
+    return sum(costs.hook_cycles(c) for c in calls if c.node != "kvmgt")
+
+
+def wasted_cycles(costs, calls) -> float:
+    return sum(costs.wasted_cycles(c) for c in calls)
+
+
+def lock_holds(costs, calls) -> list[tuple[float, float]]:
+    """(held, longest) ``mmu_lock`` write-hold cycles of each call."""
+    return [costs.mmu_lock_hold(c.work) for c in calls]
+
+
 def _hook_cycles(r) -> float:
-    return sum(r.costs.hook_cycles(c) for c in r.kvmgt_calls())
+    return kvmgt_cycles(r.costs, r.vm.hook_calls)
 
 
 def _zap_cycles(r) -> float:
-    return sum(r.costs.hook_cycles(c) for c in r.vm.hook_calls if c.node != "kvmgt")
+    return zap_cycles(r.costs, r.vm.hook_calls)
 
 
 def _memslot_cycles(r) -> float:
@@ -46,16 +68,15 @@ def _memslot_cycles(r) -> float:
 
 def _delete_hook_cycles(r) -> float:
     dels = r.deletes_with_kvmgt()
-    return _per(sum(r.costs.hook_cycles(c) for d in dels for c in d.hook_calls
-                    if c.node == "kvmgt"), len(dels))
+    return _per(kvmgt_cycles(r.costs, [c for d in dels for c in d.hook_calls]), len(dels))
 
 
 def _wasted(r) -> float:
-    return sum(r.costs.wasted_cycles(c) for c in r.vm.hook_calls)
+    return wasted_cycles(r.costs, r.vm.hook_calls)
 
 
 def _memslot_holds(r) -> list[tuple[float, float]]:
-    return [r.costs.mmu_lock_hold(c.work) for c in r.vm.hook_calls]
+    return lock_holds(r.costs, r.vm.hook_calls)
 
 
 #: summary key -> how it is computed from the run (Mesa's ``model_reporters``).  Counts
@@ -94,7 +115,7 @@ SUMMARY_METRICS: dict[str, Any] = {
     "mmu_lock_memslot_hold_us_total": lambda r: r.costs.cycles_to_us(
         sum(h[0] for h in _memslot_holds(r))),
     "mmu_lock_hold_us_per_hook_call": lambda r: r.costs.cycles_to_us(_per(
-        sum(r.costs.mmu_lock_hold(c.work)[0] for c in r.kvmgt_calls()), len(r.kvmgt_calls()))),
+        sum(h[0] for h in lock_holds(r.costs, r.kvmgt_calls())), len(r.kvmgt_calls()))),
     "mmu_lock_read_max_hold_us": lambda r: r.costs.cycles_to_us(
         r.costs.mmu_lock_hold(r.vm.work, "read")[1]),
     "mmu_lock_read_hold_us_total": lambda r: r.costs.cycles_to_us(

@@ -20,6 +20,7 @@ from kvmpt.kernel.memslot import REJECTED
 from kvmpt.kernel.work import Work
 from kvmpt.workload.costs import CostModel
 from kvmpt.workload.scenario.definition import Scenario
+from kvmpt.workload.scenario.metrics import kvmgt_cycles, lock_holds, wasted_cycles, zap_cycles
 from kvmpt.workload.scenario.schedule import Event
 from kvmpt.workload.trace import MemslotOp
 
@@ -124,15 +125,14 @@ def _op_row(r, ev: Event, op: MemslotOp, rec, err: int, ioctl_work: dict[str, in
     for c in calls:
         for k, v in costs.price(c.work).items():
             by_cat[k] += v
-    holds = [costs.mmu_lock_hold(c.work) for c in calls]
+    holds = lock_holds(costs, calls)
     row = dict(
         op=len(r.rows), t_s=ev.t, phase=ev.phase, cause=ev.cause,
         kind=rec.change if rec is not None else REJECTED, as_id=op.as_id, slot=op.slot,
         npages=op.npages, errno=err, hits=hits,
-        hook_cycles=sum(costs.hook_cycles(c) for c in calls if c.node == "kvmgt"),
-        zap_cycles=sum(costs.hook_cycles(c) for c in calls if c.node != "kvmgt"),
+        hook_cycles=kvmgt_cycles(costs, calls), zap_cycles=zap_cycles(costs, calls),
         ioctl_cycles=costs.total(ioctl_work),
-        wasted_cycles=sum(costs.wasted_cycles(c) for c in calls),
+        wasted_cycles=wasted_cycles(costs, calls),
         mmu_lock_hold_us=costs.cycles_to_us(max((h[1] for h in holds), default=0.0)),
         mmu_lock_held_us=costs.cycles_to_us(sum(h[0] for h in holds)),
         writes=r.writes_since_op, trapped_write_cycles=costs.trapped_write_cycles(r.since_op),
