@@ -55,6 +55,14 @@ def _burst(layout: Layout, roles, pairs: int, gap_us: float, period_us: float, t
     return ops, end
 
 
+#: runtime burst kind -> (the slot role it toggles, the cause the time series names)
+_RUNTIME_BURSTS = {"vars": ("flash-vars", "OVMF variable write"),
+                   "bar": ("vgpu-aperture", "vGPU BAR toggle")}
+#: a burst's (pairs, gap_us, period_us, tag) when the layout has no churn entry for its role
+#: (a VARS burst's pairs are always the scenario's ``vars_pairs``)
+_BURST_DEFAULTS = {"flash-vars": (None, 50, 200, "[G]"), "vgpu-aperture": (7, 1000, 1900, "[D]")}
+
+
 def _churn_entry(layout: Layout, role: str):
     for c in layout.churn:
         if role in c.roles:
@@ -145,24 +153,17 @@ def build_schedule(sc: Scenario, layout: Layout, rng: np.random.Generator) -> tu
     free = t_run
     for (x, kind, _), fail, pick in zip(arrivals, fails, picks):
         start = max(x, free)
-        if kind == "vars":
-            c = _churn_entry(layout, "flash-vars")
-            if not layout.with_role("flash-vars"):
-                continue            # SeaBIOS: no pflash VARS slot
-            ops, free = _burst(layout, ["flash-vars"], int(sc.vars_pairs),
-                               c.gap_us if c else 50, c.period_us if c else 200, start,
-                               c.tag if c else "[G]")
-            events += [Event(o.timestamp, "op", "runtime", "OVMF variable write", op=o)
-                       for o in ops]
-        elif kind == "bar":
-            if not layout.with_role("vgpu-aperture"):
-                continue
-            c = _churn_entry(layout, "vgpu-aperture")
-            ops, free = _burst(layout, ["vgpu-aperture"], c.pairs if c else 7,
-                               c.gap_us if c else 1000, c.period_us if c else 1900, start,
-                               c.tag if c else "[D]")
-            events += [Event(o.timestamp, "op", "runtime", "vGPU BAR toggle", op=o)
-                       for o in ops]
+        if kind in ("vars", "bar"):
+            role, cause = _RUNTIME_BURSTS[kind]
+            if not layout.with_role(role):
+                continue            # no such slot (SeaBIOS: no pflash VARS; no vGPU)
+            c = _churn_entry(layout, role)
+            pairs, gap, period, tag = ((c.pairs, c.gap_us, c.period_us, c.tag) if c
+                                       else _BURST_DEFAULTS[role])
+            if kind == "vars":
+                pairs = int(sc.vars_pairs)      # the scenario's, not the boot churn's
+            ops, free = _burst(layout, [role], pairs, gap, period, start, tag)
+            events += [Event(o.timestamp, "op", "runtime", cause, op=o) for o in ops]
         elif kind == "move":
             if not ram_slots:
                 continue
