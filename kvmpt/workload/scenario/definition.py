@@ -274,4 +274,3 @@ def _resize_ram(lay: Layout, ram_gib: float) -> Layout:
     slots = tuple(replace(s, size=high, note=f"resized to ram_gib={ram_gib}")
                   if s.role == "ram-high" else s for s in lay.slots)
     return replace(lay, slots=slots)
-

@@ -26,6 +26,7 @@ from kvmpt.workload.trace import MemslotOp
 
 __all__ = ["RunResult"]
 
+
 @dataclass
 class RunResult:
     """What :func:`run` measured.
@@ -106,8 +107,10 @@ def _table(results: list[RunResult]) -> str:
     return title + "\n" + table(["", *[r.design.name for r in results]], rows)
 
 
+# ---------------------------------------------------------------------------
+# The columns: one row per memslot op, one row per slot-hook call
 
-
+#: the time series' columns (then one ``cyc_<category>`` per cost category)
 _OP_COLUMNS = (
     "op", "t_s", "phase", "cause", "kind", "as_id", "slot", "npages", "errno", "hits",
     "hook_cycles", "zap_cycles", "ioctl_cycles", "wasted_cycles", "mmu_lock_hold_us",

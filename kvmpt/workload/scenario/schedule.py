@@ -204,4 +204,3 @@ def _reboot(sc: Scenario, layout: Layout, t: float, events: list[Event]) -> floa
     events += ev
     events.append(Event(t, "track", "reboot", "guest i915 loads again"))
     return t + IOCTL_SPACING_S
-
