@@ -6,6 +6,10 @@ end of the run from the VM's own state (``vm.work``, ``vm.hook_calls``,
 deltas and its per-op rows.  Counts are the model's; every cycle and microsecond
 figure is ``kvmpt.workload.costs.CostModel``'s price of a ``Work``.  The ``r``
 each metric takes is the run's state (``kvmpt.workload.scenario.loop._Run``).
+
+The prices of a list of slot-hook calls (:func:`kvmgt_cycles`, :func:`zap_cycles`,
+:func:`wasted_cycles`, :func:`lock_holds`) serve the run's totals here and each
+op's row of the time series (``result._op_row``) alike.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import numpy as np
 from kvmpt.constants import WRITE_OUTCOMES
 from kvmpt.kernel.memslot import CHANGES
 
-__all__ = ["SUMMARY_METRICS"]
+__all__ = ["SUMMARY_METRICS", "kvmgt_cycles", "zap_cycles", "wasted_cycles", "lock_holds"]
 
 
 def _kinds(r) -> np.ndarray:
