@@ -281,7 +281,7 @@ def _costs_check(cm, path) -> str | None:
 
 
 def _scenario_check(sc, path) -> str | None:
-    from kvmpt.workload.scenario import _validate
+    from kvmpt.workload.scenario.definition import _validate
     _validate(sc)                 # raises if the loaded scenario is not valid
     for name, fig in sc.figures.items():
         if not _finite(fig.value) or any(v is not None and not _finite(v)

@@ -43,6 +43,14 @@ def test_load_by_path_and_scenario_passthrough():
         load_scenario("nope")
 
 
+def test_package_keeps_every_public_name():
+    """The package re-exports what the single module exported; ``kvmpt.run`` is its run."""
+    import kvmpt.workload.scenario as pkg
+    from kvmpt.workload.scenario import loop
+    assert all(getattr(pkg, name) is not None for name in pkg.__all__)
+    assert kvmpt.run is pkg.run is loop.run and pkg.DEFAULT_SCENARIO in list_scenarios()
+
+
 def test_with_overrides():
     sc = load_scenario("q35-desktop")
     o = sc.with_overrides(seed=7, tracked_gfns=10, write_rate=5.0, duration_s=0.1,
@@ -100,7 +108,16 @@ def _line(path: Path, needle: str) -> int:
     ('boot = "layout"', 'boot = "trace:i440fx_seabios_40g_smm_on"\nram_gib = { value = 16, '
      'tag = "[G]", source = "x" }', "ram_gib", "[vm] field 'ram_gib'", "traced boot"),
     ("seed = 20221111", 'seed = "x"', 'seed = "x"', "[scenario] field 'seed'",
-     "must be an integer"),
+     "must be int, got str 'x'"),
+    ('layout = "q35-ovmf-smm"', "layout = 35", "layout = 35", "[vm] field 'layout'",
+     "must be str, got int 35"),
+    ("pt_fraction = { value = 0.95, low = 0.5, high = 1.0",
+     "pt_fraction = { value = 1.5, low = 0.5, high = 2.0", "value = 1.5",
+     "[writes] field 'pt_fraction'", "1.5 is outside 0..1"),
+    ("tracked_gfns = { value = 4000,", "tracked_gfns = { value = 4000.5,", "4000.5",
+     "[tracking] field 'tracked_gfns'", "must be an integer, got 4000.5"),
+    ("seed = 20221111", "seed = 9223372036854775808", "seed = 9223",
+     "[scenario] field 'seed'", "9223372036854775808 is outside 0..9223372036854775807"),
     ('track_at = "after-boot"', 'track_at = "never"', "never", "[tracking] field 'track_at'",
      "is not one of"),
 ])
