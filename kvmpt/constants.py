@@ -62,3 +62,7 @@ KNOBS = ("slot_hook", "move", "kvmgt_lock", "drop_protection_on_remove")
 #: what a guest write comes to (kvmpt.kernel.mmu): not trapped; trapped, no tracker took it;
 #: trapped and KVMGT's handler ran; no slot or a read-only slot (an exit to the VMM)
 WRITE_OUTCOMES = ("direct", "ignored", "handled", "mmio")
+
+#: the largest seed a run takes (scenario overrides, sweep grids): numpy's SeedSequence entropy
+#: as a signed 64-bit integer
+SEED_MAX = 2**63 - 1

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+#: the scenario a sweep runs when none is named (spec/workloads.md §5's default VM and workload)
+from kvmpt.workload.scenario.definition import DEFAULT_SCENARIO
 from kvmpt.sweep.executors import WORKER_WAIT_S, run_dask, run_local, run_serial
 from kvmpt.sweep.grid import Grid, RunSpec
 from kvmpt.sweep.parse import GridError
@@ -25,8 +27,6 @@ from kvmpt.sweep.table import DESIGN_COLUMNS, SweepTable, assemble
 
 __all__ = ["sweep", "plan", "DEFAULT_SCENARIO", "MAX_WORKERS"]
 
-#: the scenario a sweep runs when none is named (spec/workloads.md §5's default VM and workload)
-DEFAULT_SCENARIO = "q35-desktop"
 #: the most local worker processes ``workers=`` may ask for
 MAX_WORKERS = 256
 
@@ -39,14 +39,7 @@ def default_run_fn():
 def resolve_scenario(scenario):
     if scenario is None or isinstance(scenario, (str, os.PathLike)):
         from kvmpt.workload.scenario import load_scenario
-        if scenario is None:
-            from kvmpt.workload.scenario import list_scenarios
-            names = list_scenarios()
-            if not names:
-                raise ValueError("no scenarios available")
-            scenario = getattr(sys.modules["kvmpt.workload.scenario"], "DEFAULT_SCENARIO",
-                               DEFAULT_SCENARIO if DEFAULT_SCENARIO in names else names[0])
-        return load_scenario(scenario)
+        return load_scenario(DEFAULT_SCENARIO if scenario is None else scenario)
     if not hasattr(scenario, "with_overrides"):
         raise GridError(f"scenario: must be a name, a path, or a Scenario (with "
                         f".with_overrides), got {type(scenario).__name__}", key="scenario")

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from kvmpt.constants import SEED_MAX
 from kvmpt.kernel.design import Design, parse_design
 from kvmpt.infra.tomlfile import InputError, TomlLocator, decode, located, read_bytes
 
@@ -22,8 +23,6 @@ __all__ = ["GridError", "MAX_RUNS", "SEED_MAX", "parse_design", "parse_designs",
 #: the most runs one sweep may plan: a bound of the machine, not of the model (each run is a
 #: RunSpec and a log record in memory; a million of them is about 1 GB)
 MAX_RUNS = 1_000_000
-#: the seeds a scenario takes (``scenario._BOUNDS["seed"]``: numpy's SeedSequence, int64)
-SEED_MAX = 2**63 - 1
 
 
 class GridError(InputError):

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from kvmpt.constants import GIB, MIB
+from kvmpt.constants import GIB, MIB, SEED_MAX
 from kvmpt.infra.paths import DATA_DIR
 from kvmpt.infra.tomlfile import InputError, number_problem
 from kvmpt.workload.layouts import Layout, load_layout
@@ -123,7 +123,7 @@ TRACK_AT = ("after-boot", "after-ram-layout")
 REBOOT_ORDERS = ("relayout-first", "vgpu-first")
 #: bounds checked on every figure (and on overrides): name -> (min, max, integer?)
 _BOUNDS = {
-    "seed": (0, 2**63 - 1, True), "ram_gib": (0.001, 8192, False),
+    "seed": (0, SEED_MAX, True), "ram_gib": (0.001, 8192, False),
     "tracked_gfns": (0, 10**6, True), "write_rate": (0, 1e7, False),
     "pt_fraction": (0, 1, False), "hot_fraction": (0, 1, False), "hot_share": (0, 1, False),
     "duration_s": (0, 3600, False), "vars_pairs": (1, 100, True),
