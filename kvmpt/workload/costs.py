@@ -194,13 +194,14 @@ class CostModel:
         return float(cycles) / (self.ghz * 1e3)
 
     def table(self) -> str:
-        """The cost table as text: name, cycles, range, tag."""
-        rows = [f"{'primitive':18s} {'cycles':>10s} {'low':>9s} {'high':>9s} tag"]
-        for c in self.costs.values():
-            rows.append(f"{c.name:18s} {c.cycles:10.2f} {c.low:9.2f} {c.high:9.2f} {c.tag}")
-        rows.append(f"{'clock (GHz)':18s} {self.ghz:10.2f} {self.clock.low:9.2f} "
-                    f"{self.clock.high:9.2f} {self.clock.tag}")
-        return "\n".join(rows)
+        """The cost table as text: name, cycles, range, tag (``kvmpt.infra.text.table``)."""
+        from kvmpt.infra.text import table
+        rows = [(c.name, f"{c.cycles:.2f}", f"{c.low:.2f}", f"{c.high:.2f}", c.tag)
+                for c in self.costs.values()]
+        rows.append(("clock (GHz)", f"{self.ghz:.2f}", f"{self.clock.low:.2f}",
+                     f"{self.clock.high:.2f}", self.clock.tag))
+        return table(("primitive", "cycles", "low", "high", "tag"), rows, align="lrrrl",
+                     max_width=None)
 
 
 # ---------------------------------------------------------------------------
