@@ -4,9 +4,10 @@ For each rendered plotly figure (``.js-plotly-plot``) on a Playwright page:
 
 * a PNG of the figure is saved (``<dir>/<prefix>-fig<NN>.png``), for a reviewer to look at;
 * every drawn text of the figure — title, legend entries, axis titles and tick labels,
-  annotations, updatemenu buttons, table cells — is measured with
+  annotations, updatemenu buttons, data labels — is measured with
   ``getBoundingClientRect()`` and must lie inside the figure's own rectangle (within
-  :data:`TOL` px): plotly clips nothing, so a label outside it is cut by the cell or the page;
+  :data:`TOL` px), where the cell or the page would cut it, and a data label inside the
+  plot area's clip rectangle, which plotly cuts it to (``cliponaxis``);
 * the figure itself must fit the page's width and the notebook output area it sits in
   (a fixed ``width`` wider than the cell is cut at the cell's right edge).
 
@@ -56,6 +57,19 @@ _MEASURE = r"""
     if (b.bottom > r.bottom + tol) over.push(`bottom by ${Math.round(b.bottom - r.bottom)} px`);
     if (over.length)
       out.push(`${kind(t)} "${t.textContent.trim().slice(0, 60)}" overflows ${over.join(', ')}`);
+    // text in a clipped layer (a plot area clips its data labels): cut where the clip ends
+    const m = clip && /#([^"')]+)["']?\)/.exec(clip.getAttribute('clip-path'));
+    const shape = m && document.getElementById(m[1]);
+    const cr = shape && shape.firstElementChild;      // in the clipped group's user space
+    let c = null;
+    if (cr && cr.getBBox) {
+      const bb = cr.getBBox(), k = clip.getScreenCTM();
+      c = {left: k.e + bb.x * k.a, top: k.f + bb.y * k.d, width: bb.width * k.a,
+           right: k.e + (bb.x + bb.width) * k.a, bottom: k.f + (bb.y + bb.height) * k.d};
+    }
+    if (c && c.width > 0 && (b.left < c.left - tol || b.right > c.right + tol ||
+                             b.top < c.top - tol || b.bottom > c.bottom + tol))
+      out.push(`${kind(t)} "${t.textContent.trim().slice(0, 60)}" is cut by its plot area`);
   }
   return {title: (el.querySelector('.gtitle') || {}).textContent || '',
           width: Math.round(r.width), problems: out};
