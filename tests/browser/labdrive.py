@@ -52,6 +52,11 @@ def lab_server(tmp: Path, notebook: str = NB):
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # every cell stays in the page (Lab 4 otherwise detaches the cells scrolled out of
+    # view), so every figure can be measured
+    nb_settings = tmp / "settings" / "@jupyterlab" / "notebook-extension"
+    nb_settings.mkdir(parents=True)
+    (nb_settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ)
     for k in ("KVMPT_REPORT", "PLOTLY_RENDERER"):
@@ -120,7 +125,7 @@ def run_all(page, base: str, token: str, notebook: str = NB) -> None:
         .wait_for(timeout=180_000)
     page.wait_for_function(
         "(sel) => Array.from(document.querySelectorAll(sel))"
-        ".some(e => e.textContent.includes('design v6.5:'))", arg=DASH_TITLES, timeout=60_000)
+        ".some(e => e.textContent.includes('design v6.5:'))", arg=DASH_TITLES, timeout=180_000)
     page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for(timeout=180_000)
 
 
