@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from kvmpt.constants import WRITE_OUTCOMES
-from kvmpt.review.figures.layout import fit
+from kvmpt.review.figures.layout import fit, wrap
 
 __all__ = ["STEP_LANES", "update_timeline", "update_timelines", "failed_move_figure",
            "move_policy_figure", "qemu_census_figure", "design_buttons", "scenario_timeline",
@@ -300,11 +300,14 @@ def scenario_traces(result) -> list[go.Scatter]:
 
 
 def scenario_title(label: str, result) -> str:
+    """The title of :func:`scenario_timeline` for one design, wrapped to fit the cell (a
+    dashboard writes it into a FigureWidget as is)."""
     s = result.summary
-    return (f"{s['scenario']}, design <b>{label}</b>: {s['ops_MOVE']} MOVEs "
-            f"({s['moves_rejected']} rejected, {s['prepare_failures']} failed in prepare) → "
-            f"<b>{s['missed_writes']:,} of {s['writes_total']:,}</b> guest writes missed, "
-            f"{s['stale_gfns_end']:,} of {s['tracked_gfns']:,} shadowed pages stale at the end")
+    return wrap(f"{s['scenario']}, design <b>{label}</b>: {s['ops_MOVE']} MOVEs "
+                f"({s['moves_rejected']} rejected, {s['prepare_failures']} failed in prepare) "
+                f"→ <b>{s['missed_writes']:,} of {s['writes_total']:,}</b> guest writes "
+                f"missed, {s['stale_gfns_end']:,} of {s['tracked_gfns']:,} shadowed pages "
+                "stale at the end")
 
 
 def scenario_timeline(results: Mapping[str, Any]) -> go.Figure:
