@@ -112,11 +112,13 @@ def browser(width: int = 1300, height: int = 1000):
             shutil.rmtree(profile, ignore_errors=True)
 
 
-def run_all(page, base: str, token: str, notebook: str = NB) -> None:
-    """Open the notebook, Run All Cells, wait for the dashboard to show design v6.5 and
-    the kernel to go idle."""
+def run_all(page, base: str, token: str, notebook: str = NB, before=None) -> None:
+    """Open the notebook, (call ``before(page)``,) Run All Cells, wait for the dashboard to
+    show design v6.5 and the kernel to go idle."""
     page.goto(f"{base}/lab/tree/{notebook}?token={token}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    if before is not None:
+        before(page)
     page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for(timeout=90_000)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()

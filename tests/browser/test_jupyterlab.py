@@ -1,6 +1,6 @@
 """JupyterLab end to end: open the design notebook, run all cells, check every figure fits
-its cell at 1600 px (file browser open) and 1000 px (file browser closed: with it open the
-cell is only ~570 px, narrower than the figures are made for), click a design toggle of the dashboard and see it redraw.
+its cell at 1000 px (file browser closed: with it open the cell is only ~570 px, narrower
+than the figures are made for) and then 1600 px, click a design toggle of the dashboard and see it redraw.
 
 Starts ``jupyter lab`` over a temporary copy of the notebook and drives it with headless
 Debian chromium (:mod:`tests.browser.labdrive`).  Every figure is saved as a PNG
@@ -46,12 +46,11 @@ def _collapse_left_sidebar(page) -> None:
 
 def _fit(page, width: int) -> tuple[int, int, list[str]]:
     page.set_viewport_size({"width": width, "height": 1000})
-    if width < 1200:
-        _collapse_left_sidebar(page)
     page.wait_for_timeout(1500)                      # Lab relayouts, plotly resizes
     _render_all(page)
     out = screenshot_dir(f"lab-{width}")
-    n, problems = check_figures(page, out, "nb-", ".jp-Notebook .js-plotly-plot")
+    n, problems = check_figures(page, out, "nb-",
+                                ".jp-Notebook .js-plotly-plot:not(.widget-vbox .js-plotly-plot)")
     nd, dash = check_figures(page, out, "dashboard-", labdrive.DASH_FIGS)
     return n, nd, problems + dash
 
@@ -59,8 +58,10 @@ def _fit(page, width: int) -> tuple[int, int, list[str]]:
 def test_run_all_then_toggle_redraws(lab, browser_context):
     base, token = lab
     page = browser_context.new_page()
-    page.set_viewport_size({"width": 1600, "height": 1000})
-    labdrive.run_all(page, base, token)
+    # 1000 px first: the dashboard's FigureWidgets take their width when first drawn and do
+    # not follow a later window resize (plotly's anywidget FigureWidget)
+    page.set_viewport_size({"width": 1000, "height": 1000})
+    labdrive.run_all(page, base, token, before=_collapse_left_sidebar)
     errors = page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
     assert errors.count() == 0, errors.first.text_content()[:2000]
     assert page.locator(".js-plotly-plot .main-svg").count() >= 9
@@ -78,9 +79,9 @@ def test_run_all_then_toggle_redraws(lab, browser_context):
           f"warm {warm:.3f} s / {warm2:.3f} s")
 
     problems = []
-    for width in (1600, 1000):
+    for width in (1000, 1600):
         n, nd, found = _fit(page, width)
-        assert n >= 11 and nd == 2, (width, n, nd)        # the notebook's + the dashboard's
+        assert n >= 9 and nd == 2, (width, n, nd)          # the notebook's, the dashboard's
         problems += [f"{width} px: {p}" for p in found]
     # The dashboard's cost figure is still drawn by kvmpt/review/dashboard.py itself (a fixed
     # width of 1050 px, an unwrapped title), not by kvmpt.review.figures; its overflow at
