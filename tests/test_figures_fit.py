@@ -21,6 +21,8 @@ def test_wrap_breaks_between_words_and_keeps_tags():
     assert max(map(len, _visible_lines(w))) <= 50
     assert w.replace("<br>", " ").split() == t.split()
     assert "<b>v6.5</b>" in w
+    bold = wrap("x " * 45 + "lock <b>none: use-after-free</b> (4 states)", 100)
+    assert "<b>none: use-after-free</b>" in bold         # a bold span is never split
     assert wrap("a<br>b") == "a<br>b" and wrap(w, 50) == w          # idempotent
     assert title_lines(w) == w.count("<br>") + 1
 

@@ -31,13 +31,25 @@ def _visible(s: str) -> int:
     return len(_TAG.sub("", s))
 
 
+def _words(part: str) -> list[str]:
+    """The words of ``part``; a bold span (``<b>...</b>``) is one word, never split."""
+    words: list[str] = []
+    for w in part.split(" "):
+        if words and words[-1].count("<b>") > words[-1].count("</b>"):
+            words[-1] += " " + w
+        else:
+            words.append(w)
+    return words
+
+
 def wrap(text: str, chars: int = TITLE_CHARS) -> str:
     """``text`` (plotly's HTML subset) with ``<br>`` between words so that no line shows
-    more than ``chars`` characters; existing ``<br>`` are kept, tags are not counted."""
+    more than ``chars`` characters (a longer bold span stays on one line); existing
+    ``<br>`` are kept, tags are not counted."""
     out = []
     for part in re.split(r"<br\s*/?>", text):
         line = ""
-        for word in part.split(" "):
+        for word in _words(part):
             cand = f"{line} {word}" if line else word
             if line and _visible(cand) > chars:
                 out.append(line)
