@@ -759,3 +759,7 @@ sweep_figs.heatmap(sweep_table, "missed_writes", x="churn", y="tracked_gfns").sh
 #   (`track_remove_region`), b9ae8a09f357 and 1265fb534fa1 (flush hook gone).
 # * "KVM: x86/mmu: Fix inverted check when detecting external page tracker(s)",
 #   [\<ZPIwtfkVAyFWy41I@google.com\>](https://lore.kernel.org/r/ZPIwtfkVAyFWy41I@google.com), 2023-09-01.
+
+# %%
+from kvmpt.review import results   # what `kvmpt report` reads besides the checked tables
+results.save(seed=SEED, notes=claims.EFFECT_NOTES)

@@ -219,3 +219,7 @@ print(f"- trapped write round trip: {cal.get('MMIO_ROUND_TRIP').median * 1e6:.1f
 # * Sean Christopherson, "KVM: x86: add a new page track hook track_remove_slot" review,
 #   [\<Y26SI3uh8JV0vvO6@google.com\>](https://lore.kernel.org/r/Y26SI3uh8JV0vvO6@google.com),
 #   2022-11-11 (the slot walk whose cost section 4 puts beside a real DELETE).
+
+# %%
+from kvmpt.review import results   # what `kvmpt report` reads besides the checked tables
+results.save(seed=SEED)

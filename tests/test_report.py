@@ -6,15 +6,26 @@ import re
 import nbformat
 import pytest
 
-from kvmpt.review import report
+from kvmpt.review import report, results
 
 
-def _executed(tmp_path, *cells, seed="0"):
+def _saved(**record):
+    """The last cell of a design notebook, as executed: ``results.save(...)``'s output."""
+    c = nbformat.v4.new_code_cell("from kvmpt.review import results\nresults.save(seed=SEED)")
+    c.outputs = [nbformat.v4.new_output("display_data",
+                                        data={results.MIME: results.record(**record),
+                                              "text/plain": "kvmpt results"})]
+    return c
+
+
+def _executed(tmp_path, *cells, seed=0, notes=(), name="01_demo", end=True):
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell(f"SEED = {seed}  # the seed")
+    params = nbformat.v4.new_code_cell("SEED = 99  # the source is not what the report reads")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# Title"), params, *cells]
-    path = tmp_path / "01_demo.ipynb"
+    if end:
+        nb.cells.append(_saved(seed=seed, notes=notes))
+    path = tmp_path / f"{name}.ipynb"
     nbformat.write(nb, str(path))
     return path
 
@@ -39,14 +50,51 @@ def test_text_summary_takes_checked_tables_under_their_headings(tmp_path):
     unchecked = nbformat.v4.new_code_cell("print(1)")
     unchecked.outputs = [nbformat.v4.new_output("stream", name="stdout", text="noise\n")]
     path = _executed(tmp_path, md, _checked("a  b\n-----\n1  2\n"), unchecked,
-                     _checked("more\n"), summary)
+                     _checked("more\n"), summary, notes=["a note on the rows"])
     text = report.text_summary([path])
-    assert "Findings (01_demo)\n* First finding, code continued.\n* Second." in text
     assert '2. "The flush hook is flawed"\na  b\n-----\n1  2' in text
     assert '2. "The flush hook is flawed" (cont.)\nmore' in text
     assert "noise" not in text
-    assert "seed:     0" in text
+    assert "First finding" not in text, "the report read the notebook's prose"
+    assert "Notes on the summary rows\n* a note on the rows" in text
+    assert "seed:     0" in text                   # from the record, not the parameters cell
     assert max(map(len, text.splitlines())) < 80
+
+
+def test_text_summary_seed_and_notes_across_notebooks(tmp_path):
+    a = _executed(tmp_path, _checked("x\n"), seed=3, notes=["n1", "n2"], name="01_a")
+    b = _executed(tmp_path, _checked("y\n"), seed=3, notes=["n2", "n3"], name="02_b")
+    text = report.text_summary([a, b])
+    assert "seed:     3" in text and "scenario: 01_a, 02_b" in text
+    assert "* n1\n* n2\n* n3\n" in text          # once each, in order
+    c = _executed(tmp_path, _checked("z\n"), seed=4, name="03_c")
+    assert "seed:     -" in report.text_summary([a, c])
+
+
+def test_text_summary_needs_the_results_record(tmp_path):
+    path = _executed(tmp_path, _checked("x\n"), end=False)
+    with pytest.raises(ValueError, match="01_demo.ipynb: no results record"):
+        report.text_summary([path])
+
+
+def test_results_record_checks_its_values():
+    with pytest.raises(TypeError, match="seed"):
+        results.record(seed="0")
+    with pytest.raises(TypeError, match="notes"):
+        results.record(seed=0, notes="one string, not a list")
+    assert results.record(seed=None)["seed"] is None
+
+
+def test_results_save_displays_the_record(capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    seen = []
+    shell.display_pub.publish = lambda data, **kw: seen.append(data)
+    try:
+        rec = results.save(seed=5, notes=["x"])
+    finally:
+        InteractiveShell.clear_instance()
+    assert seen and seen[0][results.MIME] == rec == results.record(seed=5, notes=["x"])
 
 
 def test_text_summary_refuses_wide_tables(tmp_path):

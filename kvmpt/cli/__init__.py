@@ -27,7 +27,7 @@ __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("kvmpt.cli.replay",
                "replay a QEMU memslot trace (or a layout's boot churn) through each design"),
-    "report": ("kvmpt.review.report", "execute the design notebooks and write the report "
+    "report": ("kvmpt.cli.report", "execute the design notebooks and write the report "
                                "(--out DIR, --format html|text)"),
     "bench": ("kvmpt.cli.bench", "run the benchmarks and print their ratios"),
     "sweep": ("kvmpt.cli.sweep", "sweep design knobs and workload parameters"),

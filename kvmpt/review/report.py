@@ -9,12 +9,14 @@ widget state; the static figures with design buttons follow every dashboard anyw
 Outputs in ``--out DIR``:
 
 ``NN_name.html``   the executed notebook, standalone (``--format html``)
-``summary.txt``    the notebooks' checked summary tables (the cells marked
-                   ``# NBVAL_CHECK_OUTPUT``), fixed width under 80 columns, ready to paste
-                   into a mailing-list reply (``--format text``)
+``summary.txt``    what the notebooks executed (:mod:`kvmpt.review.results`): the tables of
+                   their checked cells (``# NBVAL_CHECK_OUTPUT``) under their section
+                   headings, and the notes of the results record each notebook's last cell
+                   saves; fixed width under 80 columns, ready to paste into a
+                   mailing-list reply (``--format text``)
 
-The text is taken from the executed notebook itself, so it always shows the numbers the
-HTML shows.
+The text is taken from the executed notebook's outputs, never from its prose, so it
+always shows the numbers the HTML shows.  The command line is :mod:`kvmpt.cli.report`.
 """
 from __future__ import annotations
 
@@ -28,13 +30,12 @@ from pathlib import Path
 from typing import Sequence
 
 from kvmpt.infra.paths import NOTEBOOK_DIR
+from kvmpt.review import results
 
-__all__ = ["HELP", "add_arguments", "run", "find_notebooks", "execute_notebook",
-           "to_html", "text_summary", "build", "update_notebooks"]
+__all__ = ["find_notebooks", "execute_notebook", "to_html", "text_summary", "build",
+           "update_notebooks"]
 
-HELP = "execute the design notebooks and write the report (--out DIR, --format html|text)"
 _NUMBERED = re.compile(r"^\d\d_.*\.ipynb$")
-CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
 
 
 def find_notebooks(directory: Path | str = NOTEBOOK_DIR) -> list[Path]:
@@ -152,86 +153,34 @@ def stable_ids(html: str) -> str:
     return pattern.sub(lambda m: names[m.group(0)], html)
 
 
-def _stdout(cell) -> str:
-    return "".join(o.get("text", "") for o in cell.get("outputs", [])
-                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
-
-
-def _read_param(nb, name: str):
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
-            m = re.search(rf"^{name}\s*=\s*(.+?)\s*(#.*)?$", cell.source, re.M)
-            if m:
-                return m.group(1)
-    return None
-
-
 def text_summary(executed: Sequence[Path]) -> str:
-    """The checked summary tables of the executed notebooks, as one plain-text document."""
-    import nbformat
-
+    """The executed notebooks' results (:func:`kvmpt.review.results.load`: their checked
+    tables and the record their last cell saved) as one plain-text document."""
     from kvmpt.infra.text import MAX_WIDTH, header, render_document
 
-    sections, seeds, names = [], set(), []
+    sections, names, seeds, notes = [], [], set(), []
     for path in executed:
-        nb = nbformat.read(str(path), as_version=4)
-        names.append(path.stem)
-        seeds.add(_read_param(nb, "SEED") or "-")
-        findings = _findings(nb)
-        if findings:
-            sections.append((_clip(f"Findings ({path.stem})", MAX_WIDTH), findings))
-        heading, part = path.stem, 0
-        for cell in nb.cells:
-            if cell.cell_type == "markdown":
-                m = re.search(r"^###?\s+(.+)$", cell.source, re.M)   # sections, 5b-style parts
-                if m:
-                    heading, part = _plain(m.group(1)), 0
-            elif cell.cell_type == "code" and CHECK_MARK in cell.source:
-                text = _stdout(cell).rstrip()
-                if not text:
-                    continue
-                part += 1
-                lines = [ln.rstrip() for ln in text.splitlines()]
-                too_wide = [ln for ln in lines if len(ln) > MAX_WIDTH]
-                if too_wide:
-                    raise ValueError(f"{path.name}: a checked table is wider than "
-                                     f"{MAX_WIDTH} columns: {too_wide[0]!r}")
-                title = heading if part == 1 else f"{heading} (cont.)"
-                sections.append((_clip(title, MAX_WIDTH), "\n".join(lines)))
-    from kvmpt.review.claims import EFFECT_NOTES
-    notes = "\n".join(_wrap("* " + n) for n in EFFECT_NOTES)
-    sections.append(("Notes on the summary rows", notes))
+        res = results.load(path)
+        names.append(res.notebook)
+        seeds.add(res.seed)
+        notes += [n for n in res.notes if n not in notes]
+        if res.findings:
+            sections.append((_clip(f"Findings ({res.notebook})", MAX_WIDTH),
+                             "\n".join(_wrap("* " + f) for f in res.findings)))
+        for title, text in res.tables:
+            too_wide = [ln for ln in text.splitlines() if len(ln) > MAX_WIDTH]
+            if too_wide:
+                raise ValueError(f"{Path(path).name}: a checked table is wider than "
+                                 f"{MAX_WIDTH} columns: {too_wide[0]!r}")
+            sections.append((_clip(title, MAX_WIDTH), text))
+    if notes:
+        sections.append(("Notes on the summary rows", "\n".join(_wrap("* " + n) for n in notes)))
+    seed = next(iter(seeds)) if len(seeds) == 1 else None
     head = header("kvmpt design review: page-track hooks and KVMGT",
                   design="v6.5, v6.6 and the variants between them",
-                  scenario=", ".join(names), seed=int(next(iter(seeds))) if len(seeds) == 1
-                  and next(iter(seeds)).isdigit() else None,
+                  scenario=", ".join(names), seed=seed,
                   extra=[("html", "the .html files beside this one (plotly, offline)")])
     return render_document(head, sections)
-
-
-def _findings(nb) -> str:
-    """The bullets of the notebook's ``## Summary`` section, as wrapped plain text."""
-    for cell in nb.cells:
-        if cell.cell_type != "markdown":
-            continue
-        m = re.search(r"^##\s+Summary\s*$(.*?)(?=^##\s|\Z)", cell.source, re.M | re.S)
-        if not m:
-            continue
-        items, cur = [], None
-        for line in m.group(1).splitlines():
-            if line.startswith("* "):
-                cur = [line[2:].strip()]
-                items.append(cur)
-            elif cur is not None and line.startswith("  ") and line.strip():
-                cur.append(line.strip())
-            else:
-                cur = None
-        return "\n".join(_wrap("* " + _plain(" ".join(i))) for i in items)
-    return ""
-
-
-def _plain(md: str) -> str:
-    return re.sub(r"[`*]", "", md).replace("\u2019", "'").strip()
 
 
 def _clip(s: str, n: int) -> str:
@@ -272,41 +221,3 @@ def build(out: Path | str, formats: Sequence[str] = ("html", "text"),
     if text_path:
         log(f"kvmpt report: wrote {text_path}")
     return {"html": html, "text": text_path, "seconds": time.perf_counter() - t0}
-
-
-def add_arguments(p) -> None:
-    p.description = (
-        "Execute the numbered design notebooks (notebooks/NN_*.ipynb) and write, into --out, "
-        "one standalone HTML page per notebook (plotly.js embedded once, readable offline; "
-        "design toggles are plotly buttons) and summary.txt, the notebooks' checked summary "
-        "tables as fixed-width text under 80 columns for a mailing-list reply.")
-    p.add_argument("--out", default="build/report", metavar="DIR",
-                   help="output directory (default: build/report)")
-    p.add_argument("--format", action="append", choices=("html", "text"), dest="formats",
-                   help="what to write; repeat for both (default: html and text)")
-    p.add_argument("--notebook", action="append", metavar="PATH", dest="notebooks",
-                   help="a notebook to run instead of all numbered ones (repeatable)")
-    p.add_argument("--timeout", type=int, default=600, metavar="S",
-                   help="per-cell timeout in seconds (default: 600)")
-    p.add_argument("--update-notebooks", action="store_true",
-                   help="instead: sync each notebook with its py:percent twin and re-execute "
-                        "it in place (small outputs, no dashboard), ready to commit")
-
-
-def run(args) -> int:
-    formats = tuple(args.formats or ("html", "text"))
-    notebooks = None
-    if args.notebooks:
-        notebooks = [Path(n) for n in args.notebooks]
-        for n in notebooks:
-            if not n.is_file():
-                raise FileNotFoundError(2, "No such notebook", str(n))
-    if args.update_notebooks:
-        update_notebooks(notebooks, args.timeout, log=lambda m: print(m, file=sys.stderr))
-        return 0
-    res = build(args.out, formats, notebooks, args.timeout,
-                log=lambda m: print(m, file=sys.stderr))
-    if res["text"] is not None and formats == ("text",):
-        sys.stdout.write(Path(res["text"]).read_text(encoding="utf-8"))
-    print(f"kvmpt report: done in {res['seconds']:.1f} s", file=sys.stderr)
-    return 0

@@ -12,11 +12,7 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = os.environ.get("KVMPT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage"]
-ROOT = Path(__file__).resolve().parents[2]
+from .labdrive import CHROMIUM, CHROMIUM_ARGS, ROOT
 
 needs_chromium = pytest.mark.skipif(
     not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)),

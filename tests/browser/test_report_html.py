@@ -107,3 +107,25 @@ def test_html_renders_offline_and_buttons_toggle(report_dir, browser_context):
                            timeout=10_000)
     y1 = page.evaluate("(el) => JSON.stringify(el.data.map(t => Array.from(t.y)))", ch)
     assert y0 != y1
+
+
+@pytest.mark.browser
+@needs_chromium
+@pytest.mark.parametrize("width", [1280])
+def test_html_figures_fit_the_page(report_dir, browser_context, width):
+    """Every figure of every report page at a 1280 px window: a PNG of each (build/screenshots/
+    html-1280/), and no title, legend, tick, annotation or button text outside its figure."""
+    from .figcheck import check_figures, screenshot_dir
+    out = screenshot_dir(f"html-{width}")
+    page = browser_context.new_page()
+    page.set_viewport_size({"width": width, "height": 1000})
+    problems, seen = [], 0
+    for html in sorted(report_dir.glob("*.html")):
+        page.goto(html.as_uri())
+        page.wait_for_selector(".plotly-graph-div .main-svg", timeout=60_000)
+        page.wait_for_timeout(500)                  # responsive figures settle to the page
+        n, found = check_figures(page, out, f"{html.stem}-")
+        seen += n
+        problems += found
+    assert seen >= 10 and len(list(out.glob("*.png"))) == seen
+    assert not problems, "\n".join(problems)

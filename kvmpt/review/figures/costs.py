@@ -9,6 +9,8 @@ from typing import Any, Mapping, Sequence
 
 import plotly.graph_objects as go
 
+from kvmpt.review.figures.layout import fit
+
 __all__ = ["METRICS", "hook_cost_figure", "summary_table_figure"]
 
 #: metric key -> (button label, y-axis title, log axis?)
@@ -96,13 +98,11 @@ def hook_cost_figure(rows: Sequence[Mapping[str, Any]], metric: str | None = Non
                         "(dotted: a proposal, not in any kernel)", font=dict(size=13),
                    y=0.98, yanchor="top"),
         xaxis=xaxis, yaxis=dict(title=ytitle, type="log" if log else "linear"),
-        template="plotly_white", height=560, width=1050,
-        legend=dict(orientation="v", x=1.02, y=1, font=dict(size=10)),
-        margin=dict(l=70, r=20, t=120, b=60),
-        updatemenus=[dict(type="buttons", direction="right", x=0, xanchor="left", y=1.14,
-                          yanchor="top", buttons=buttons, showactive=True,
+        template="plotly_white",
+        updatemenus=[dict(type="buttons", direction="right", x=0, xanchor="left",
+                          buttons=buttons, showactive=True, font=dict(size=10),
                           active=keys.index(metric) if metric in keys else 0)])
-    return fig
+    return fit(fig, height=640, left=70, bottom=150)
 
 
 def _size(npages: int) -> str:
@@ -123,7 +123,6 @@ def summary_table_figure(columns: Sequence[str], rows: Sequence[Sequence[Any]],
                     align="left", font=dict(size=12)),
         cells=dict(values=[[("" if v is None else v) for v in c] for c in cols],
                    align="left", font=dict(size=12), height=26)))
-    fig.update_layout(title=dict(text=title, font=dict(size=13)), template="plotly_white",
-                      height=110 + 30 * (len(rows) + 1), width=1100,
-                      margin=dict(l=10, r=10, t=50, b=10))
-    return fig
+    fig.update_layout(title=dict(text=title), template="plotly_white")
+    return fit(fig, height=110 + 30 * (len(rows) + 1), left=10, right=10, bottom=10,
+               legend_below=False)

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 import plotly.graph_objects as go
 
 from kvmpt.constants import GIB, PAGE_SHIFT
+from kvmpt.review.figures.layout import fit, wrap
 
 __all__ = ["hook_cost_curve", "hook_cost_series", "hook_cost_title", "variant_tables"]
 
@@ -23,10 +24,10 @@ def hook_cost_title(res: Mapping[str, Any]) -> str:
     h = res["here"]
     v, bad, total = res["verdict"]
     size = res["values"]["slot_gib"]
-    return (f"DELETE of a {size:,} GiB slot: slot hook {h['us']:,.0f} µs, longest mmu_lock "
-            f"hold {h['hold_us']:,.0f} µs; "
-            f"ptable lock <b>{res['design'].kvmgt_lock}: {v}</b> "
-            f"({bad:,} of {total:,} states fail)")
+    return wrap(f"DELETE of a {size:,} GiB slot: slot hook {h['us']:,.0f} µs, longest "
+                f"mmu_lock hold {h['hold_us']:,.0f} µs; "
+                f"ptable lock <b>{res['design'].kvmgt_lock}: {v}</b> "
+                f"({bad:,} of {total:,} states fail)")
 
 
 def hook_cost_series(res: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -67,9 +68,8 @@ def hook_cost_curve(res: Mapping[str, Any]) -> go.Figure:
         title=dict(text=hook_cost_title(res), font=dict(size=12)),
         xaxis=dict(title="deleted slot (GiB, log)", type="log"),
         yaxis=dict(title="µs (kvmpt.workload.costs, 3 GHz)", type="log"),
-        template="plotly_white", height=380, autosize=True,
-        margin=dict(l=70, r=20, t=60, b=50))
-    return fig
+        template="plotly_white")
+    return fit(fig, height=430, left=70, bottom=90, title_size=12)
 
 
 def variant_tables(tables: Mapping[str, tuple[Sequence[str], Sequence[Sequence[str]]]],
@@ -93,8 +93,7 @@ def variant_tables(tables: Mapping[str, tuple[Sequence[str], Sequence[Sequence[s
     n_rows = len(next(iter(tables.values()))[1])
     fig.update_layout(
         title=dict(text=f"{title}: <b>{labels[0]}</b>", font=dict(size=13)),
-        updatemenus=[dict(type="buttons", direction="right", buttons=buttons, x=0, y=1.0,
-                          xanchor="left", yanchor="bottom", showactive=True)],
-        template="plotly_white", height=120 + 28 * n_rows, autosize=True,
-        margin=dict(l=10, r=10, t=90, b=10))
-    return fig
+        updatemenus=[dict(type="buttons", direction="right", buttons=buttons, x=0,
+                          xanchor="left", showactive=True)],
+        template="plotly_white")
+    return fit(fig, height=120 + 28 * n_rows, left=10, right=10, bottom=10, legend_below=False)

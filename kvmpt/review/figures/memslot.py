@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from kvmpt.constants import WRITE_OUTCOMES
+from kvmpt.review.figures.layout import fit, wrap
 
 __all__ = ["STEP_LANES", "update_timeline", "update_timelines", "failed_move_figure",
            "move_policy_figure", "qemu_census_figure", "design_buttons", "scenario_timeline",
@@ -95,7 +96,7 @@ def _timeline_traces(flow: Mapping[str, Any]) -> tuple[list[go.BaseTraceType], l
     traces.append(go.Scatter(
         x=xs, y=ys, mode="markers+text", text=texts, textposition=pos,
         textfont=dict(size=9), marker=dict(size=12, color=colours, line=dict(width=1)),
-        hovertext=hovers, hoverinfo="text", name=flow["design"], showlegend=False))
+        cliponaxis=False, hovertext=hovers, hoverinfo="text", name=flow["design"], showlegend=False))
     return traces, shapes, notes, x
 
 
@@ -124,16 +125,18 @@ def update_timelines(flows: Mapping[str, Mapping[str, Any]]) -> go.Figure:
     fig.update_layout(
         title=dict(text=first["title"], font=dict(size=13), y=0.98),
         shapes=first["shapes"], annotations=first["annotations"],
-        xaxis=dict(title="events in order (vm.events)", range=[0.3, max(p["n"] for p in per) + 0.7],
-                   dtick=1, showgrid=False),
+        # room beside the first and last event; their labels (9 px, up to "free_metadata")
+        # may reach into the margins (cliponaxis=False), which are wide enough for them
+        xaxis=dict(title="events in order (vm.events)",
+                   range=[-0.5, max(p["n"] for p in per) + 1.5], dtick=1, showgrid=False),
         yaxis=dict(title="", tickvals=[_LANE[s] for s, _ in STEP_LANES], ticktext=lanes,
                    range=[-0.6, len(lanes) - 0.3]),
-        template="plotly_white", height=470, width=1100, margin=dict(l=300, r=20, t=150, b=50))
+        template="plotly_white")
     if len(per) > 1:
         fig.update_layout(updatemenus=[design_buttons(
             list(flows), owners, [dict(shapes=p["shapes"], annotations=p["annotations"],
-                                       **{"title.text": p["title"]}) for p in per], y=1.42)])
-    return fig
+                                       **{"title.text": p["title"]}) for p in per])])
+    return fit(fig, height=520, left=300, right=70, above=62)
 
 
 def design_buttons(labels: Sequence[str], owners: Sequence[int],
@@ -197,14 +200,11 @@ def _two_panel(results: Mapping[str, Any], get, title_of, panel_titles) -> go.Fi
     fig.update_yaxes(title_text="pages", range=[0, ymax_l * 1.2], row=1, col=1)
     fig.update_yaxes(title_text="guest writes", range=[0, ymax_r * 1.2], row=1, col=2)
     fig.update_layout(
-        title=dict(text=layouts[0]["title.text"], font=dict(size=13), y=0.97),
-        barmode="group", template="plotly_white", height=480, width=1050,
-        margin=dict(l=60, r=20, t=150, b=90), legend=dict(orientation="h", y=-0.22))
+        title=dict(text=layouts[0]["title.text"]), barmode="group", template="plotly_white")
     fig.update_xaxes(tickangle=0)
     if len(results) > 1:
-        fig.update_layout(updatemenus=[design_buttons(list(results), owners, layouts,
-                                                      y=1.33)])
-    return fig
+        fig.update_layout(updatemenus=[design_buttons(list(results), owners, layouts)])
+    return fit(fig, height=540, bottom=110, above=24)
 
 
 def failed_move_figure(results: Mapping[str, Any]) -> go.Figure:
@@ -256,10 +256,9 @@ def qemu_census_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
         title=dict(text=f"Real QEMU memslot traffic, replayed: <b>{total_moves} MOVE</b> in "
                         f"{sum(r['ops'] for r in traces)} ioctls — rejecting MOVE costs QEMU "
                         "nothing", font=dict(size=13)),
-        barmode="stack", template="plotly_white", height=420, width=900,
-        xaxis_title="trace (data/traces)", yaxis_title="KVM_SET_USER_MEMORY_REGION calls",
-        margin=dict(l=60, r=20, t=70, b=60))
-    return fig
+        barmode="stack", template="plotly_white",
+        xaxis_title="trace (data/traces)", yaxis_title="KVM_SET_USER_MEMORY_REGION calls")
+    return fit(fig, height=440, bottom=90)
 
 
 #: MOVE outcomes in a scenario run, by errno
@@ -301,11 +300,14 @@ def scenario_traces(result) -> list[go.Scatter]:
 
 
 def scenario_title(label: str, result) -> str:
+    """The title of :func:`scenario_timeline` for one design, wrapped to fit the cell (a
+    dashboard writes it into a FigureWidget as is)."""
     s = result.summary
-    return (f"{s['scenario']}, design <b>{label}</b>: {s['ops_MOVE']} MOVEs "
-            f"({s['moves_rejected']} rejected, {s['prepare_failures']} failed in prepare) → "
-            f"<b>{s['missed_writes']:,} of {s['writes_total']:,}</b> guest writes missed, "
-            f"{s['stale_gfns_end']:,} of {s['tracked_gfns']:,} shadowed pages stale at the end")
+    return wrap(f"{s['scenario']}, design <b>{label}</b>: {s['ops_MOVE']} MOVEs "
+                f"({s['moves_rejected']} rejected, {s['prepare_failures']} failed in prepare) "
+                f"→ <b>{s['missed_writes']:,} of {s['writes_total']:,}</b> guest writes "
+                f"missed, {s['stale_gfns_end']:,} of {s['tracked_gfns']:,} shadowed pages "
+                "stale at the end")
 
 
 def scenario_timeline(results: Mapping[str, Any]) -> go.Figure:
@@ -327,13 +329,10 @@ def scenario_timeline(results: Mapping[str, Any]) -> go.Figure:
     fig.update_yaxes(title_text="stale pages", rangemode="tozero", row=2, col=1)
     fig.update_xaxes(title_text="simulated time (s)", row=2, col=1)
     fig.update_layout(
-        title=dict(text=layouts[0]["title.text"], font=dict(size=12), y=0.98, yanchor="top"),
-        template="plotly_white", height=520, width=1050,
-        margin=dict(l=70, r=20, t=120, b=50), legend=dict(orientation="h", y=-0.15))
+        title=dict(text=layouts[0]["title.text"]), template="plotly_white")
     if len(results) > 1:
-        fig.update_layout(updatemenus=[design_buttons(list(results), owners, layouts,
-                                                      y=1.17)])
-    return fig
+        fig.update_layout(updatemenus=[design_buttons(list(results), owners, layouts)])
+    return fit(fig, height=560, left=70, bottom=90, title_size=12)
 
 
 _ROLE_COLOURS = {"ram-legacy": "#9ecae1", "ram-low": "#4C78A8", "ram-high": "#4C78A8",
@@ -380,6 +379,5 @@ def vm_layout_figure(snap: Mapping[str, Any]) -> go.Figure:
                          f"{snap['violations']} invariant violations"), font=dict(size=13)),
         xaxis=dict(title="guest physical address (GiB)"),
         yaxis=dict(autorange="reversed", title=""), barmode="overlay",
-        template="plotly_white", height=140 + 28 * len(rows), width=1050,
-        margin=dict(l=230, r=20, t=60, b=50), legend=dict(orientation="h", y=-0.12))
-    return fig
+        template="plotly_white")
+    return fit(fig, height=190 + 28 * len(rows), left=230, right=60, bottom=90)

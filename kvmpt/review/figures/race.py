@@ -8,6 +8,8 @@ import textwrap
 
 import plotly.graph_objects as go
 
+from kvmpt.review.figures.layout import fit
+
 __all__ = ["witness_swimlane", "witness_swimlanes", "verdict_matrix"]
 
 #: colours of lock-hold bars (one per lock) and of the verdicts.
@@ -94,7 +96,7 @@ def witness_swimlane(result) -> go.Figure:
             marker=dict(size=11, color="#333333", symbol="circle"),
             text=[_label(steps[i - 1].text, 16, 4) for i in idx],
             textposition=["top center" if i % 2 else "bottom center" for i in idx],
-            textfont=dict(size=9),
+            textfont=dict(size=9), cliponaxis=False,   # the first step's label may reach left
             customdata=[[steps[i - 1].text, steps[i - 1].where] for i in idx],
             hovertemplate=f"<b>{t}</b> step %{{x}}<br>%{{customdata[0]}}"
                           "<br><i>%{customdata[1]}</i><extra></extra>",
@@ -106,7 +108,7 @@ def witness_swimlane(result) -> go.Figure:
             mode="markers+text",
             marker=dict(size=16, color=colour, symbol="x"),
             text=[_label(s.text) for _, s in fails], textposition="top center",
-            textfont=dict(size=9, color=colour),
+            textfont=dict(size=9, color=colour), cliponaxis=False,
             customdata=[[s.text, s.where] for _, s in fails],
             hovertemplate="<b>%{customdata[0]}</b><br><i>%{customdata[1]}</i><extra></extra>",
             name=result.verdict))
@@ -122,15 +124,13 @@ def witness_swimlane(result) -> go.Figure:
         fig.add_annotation(x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
                            text="safe: no witness to draw", font=dict(size=16, color=colour))
     fig.update_layout(
-        title=dict(text=title, font=dict(size=14)),
-        xaxis=dict(title="step of the interleaving", dtick=1, range=[0.3, max(n, 1) + 0.7],
+        title=dict(text=title),
+        xaxis=dict(title="step of the interleaving", dtick=1, range=[0, max(n, 1) + 1],
                    zeroline=False),
         yaxis=dict(title="thread", tickvals=[lane[t] for t in threads], ticktext=threads,
                    range=[-0.8, len(threads) - 0.2], zeroline=False),
-        height=200 + 170 * len(threads), width=min(1100, max(700, 80 * n + 200)),
-        template="plotly_white", legend=dict(orientation="h", y=-0.25),
-        margin=dict(l=70, r=30, t=70, b=80))
-    return fig
+        template="plotly_white")
+    return fit(fig, height=230 + 170 * len(threads), left=70, right=30, bottom=90, title_size=14)
 
 
 def witness_swimlanes(results) -> go.Figure:
@@ -166,14 +166,11 @@ def witness_swimlanes(results) -> go.Figure:
     fig.update_layout(
         title=first.title, xaxis=first.xaxis, yaxis=first.yaxis,
         annotations=list(first.annotations), template="plotly_white",
-        height=first.height + 70, width=max(f.layout.width for f in figs),
-        legend=first.legend, margin=dict(l=70, r=30, t=140, b=80),
         updatemenus=[dict(type="buttons", direction="right", x=0, xanchor="left",
-                          y=1.0, yanchor="bottom", pad=dict(b=8), buttons=buttons,
-                          showactive=True)])
-    # the title sits at the top of the figure, the buttons just above the plot
-    fig.update_layout(title=dict(y=0.98, yanchor="top", yref="container"))
-    return fig
+                          buttons=buttons, showactive=True)])
+    # the tallest witness sets the height: its lanes must not be squeezed by the others'
+    return fit(fig, height=max(f.layout.height for f in figs) + 40, left=70, right=30,
+               bottom=90, title_size=14)
 
 
 def verdict_matrix(results) -> go.Figure:
@@ -212,6 +209,6 @@ def verdict_matrix(results) -> go.Figure:
         title="Every interleaving, every lock design: verdict (failing / distinct states)",
         xaxis=dict(title="what guards KVMGT's ptable in kvmgt_page_track_write", side="bottom"),
         yaxis=dict(title="scenario", autorange="reversed"),
-        template="plotly_white", height=140 + 80 * len(scens), width=260 + 190 * len(locks),
-        margin=dict(l=230, r=40, t=70, b=70))
-    return fig
+        template="plotly_white")
+    return fit(fig, height=160 + 80 * len(scens), left=230, right=40, bottom=70,
+               legend_below=False)
