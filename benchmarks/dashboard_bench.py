@@ -12,9 +12,10 @@ import argparse
 import time
 
 from kvmpt.review import dashboard as D
+from kvmpt.review.dashboard import REDRAW_GOAL_S
 from kvmpt.review.claims import explore as E
 
-GOAL_S = 0.5
+GOAL_S = REDRAW_GOAL_S
 CLICKS = (("slot_hook", "remove"), ("move", "reject"), ("kvmgt_lock", "vgpu_lock"),
           ("drop_protection_on_remove", False))
 

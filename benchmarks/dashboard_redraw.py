@@ -19,9 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kvmpt.review.dashboard import REDRAW_GOAL_S  # noqa: E402
 from tests.browser import labdrive  # noqa: E402
 
-GOAL_S = 0.5
+GOAL_S = REDRAW_GOAL_S
 #: (button, text the redrawn title then contains)
 TOGGLES = (("remove (v6.6)", "design remove/allow-move/none/drop"),
            ("flush (v6.5)", "design v6.5:"))

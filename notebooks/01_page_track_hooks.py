@@ -54,7 +54,7 @@ import numpy as np
 from kvmpt import VM, Design, race
 from kvmpt.constants import GIB, PAGE_SHIFT, USERSPACE_ADDR
 from kvmpt.infra.text import table
-from kvmpt.review import claims
+from kvmpt.review import claims, results
 from kvmpt.review.figures import (costs as cost_figs, dashboard as dashboard_figs,
                                   memslot as memslot_figs, race as race_figs)
 
@@ -714,27 +714,34 @@ sweep_figs.heatmap(sweep_table, "missed_writes", x="churn", y="tracked_gfns").sh
 # still shadows pages in it, which no page-track hook can help.
 #
 # ## Summary
-#
-# * **The flush hook was flawed** (section 2): a MOVE that fails after S2c — on bad input or on
-#   -ENOMEM — silently drops GVT's protection; every later page-table write is missed. Moving the
-#   hook to commit (S7) alone fixes it.
-# * **Dropping protection on DELETE was waste** (section 3): the counter and lpage updates land
-#   in arrays freed at S7, under an `mmu_lock` hold that grows with the slot. v6.6 drops them,
-#   but still probes every gfn of the slot; a ptable walk would make it O(tracked).
-# * **Rejecting MOVE costs QEMU nothing** (section 4): real QEMU traffic has no MOVE, and an
-#   allowed MOVE strands GVT's shadows whatever the hook.
-# * **The unlocked lookup was a use-after-free** (section 5); `mmu_lock` sleeps in atomic,
-#   `gfn_lock` deadlocks, `vgpu_lock` is safe.
-# * **The fixes need each other** (section 7): rejecting MOVE does not save a flush-hook kernel,
-#   and the commit-time hook does not save a kernel that allows MOVE.
-# * **Beyond the thread** (section 4): neither hook is told the address space, so a DELETE in the
-#   SMM address space purges KVMGT's entries for the same gfns of guest RAM, in v6.5 and v6.6.
-# * **Beyond the thread** (section 5b): in v6.6, a failed shadow-page allocation makes
-#   `reclaim_one_ppgtt_mm()` (gvt/gtt.c) free *another* vGPU's `ptable` entries holding only its
-#   own `vgpu_lock`: lockdep's assert fires, and without lockdep it is a use-after-free against
-#   that vGPU's `kvmgt_page_track_write()`. Needs two vGPUs and an allocation failure
-#   (reproducible with failslab). SPIN agrees with every verdict (section 5c).
-#
+
+# %%
+FINDINGS = (   # shown here as a list; `kvmpt report` puts them first in summary.txt
+    '**The flush hook was flawed** (section 2): a MOVE that fails after S2c — on bad input or'
+    " on -ENOMEM — silently drops GVT's protection; every later page-table write is missed. "
+    'Moving the hook to commit (S7) alone fixes it.',
+    '**Dropping protection on DELETE was waste** (section 3): the counter and lpage updates '
+    'land in arrays freed at S7, under an `mmu_lock` hold that grows with the slot. v6.6 '
+    'drops them, but still probes every gfn of the slot; a ptable walk would make it '
+    'O(tracked).',
+    '**Rejecting MOVE costs QEMU nothing** (section 4): real QEMU traffic has no MOVE, and an'
+    " allowed MOVE strands GVT's shadows whatever the hook.",
+    '**The unlocked lookup was a use-after-free** (section 5); `mmu_lock` sleeps in atomic, '
+    '`gfn_lock` deadlocks, `vgpu_lock` is safe.',
+    '**The fixes need each other** (section 7): rejecting MOVE does not save a flush-hook '
+    'kernel, and the commit-time hook does not save a kernel that allows MOVE.',
+    '**Beyond the thread** (section 4): neither hook is told the address space, so a DELETE '
+    "in the SMM address space purges KVMGT's entries for the same gfns of guest RAM, in v6.5 "
+    'and v6.6.',
+    '**Beyond the thread** (section 5b): in v6.6, a failed shadow-page allocation makes '
+    "`reclaim_one_ppgtt_mm()` (gvt/gtt.c) free *another* vGPU's `ptable` entries holding only"
+    " its own `vgpu_lock`: lockdep's assert fires, and without lockdep it is a use-after-free"
+    " against that vGPU's `kvmgt_page_track_write()`. Needs two vGPUs and an allocation "
+    'failure (reproducible with failslab). SPIN agrees with every verdict (section 5c).',
+)
+results.show_findings(FINDINGS)
+
+# %% [markdown]
 # ## Reproduce
 #
 # `./dev lab` opens this notebook in JupyterLab (the dashboard is live there); `./dev report`
@@ -761,5 +768,4 @@ sweep_figs.heatmap(sweep_table, "missed_writes", x="churn", y="tracked_gfns").sh
 #   [\<ZPIwtfkVAyFWy41I@google.com\>](https://lore.kernel.org/r/ZPIwtfkVAyFWy41I@google.com), 2023-09-01.
 
 # %%
-from kvmpt.review import results   # what `kvmpt report` reads besides the checked tables
-results.save(seed=SEED, notes=claims.EFFECT_NOTES)
+results.save(seed=SEED, notes=claims.EFFECT_NOTES, findings=FINDINGS)

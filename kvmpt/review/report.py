@@ -166,7 +166,7 @@ def text_summary(executed: Sequence[Path]) -> str:
         notes += [n for n in res.notes if n not in notes]
         if res.findings:
             sections.append((_clip(f"Findings ({res.notebook})", MAX_WIDTH),
-                             "\n".join(_wrap("* " + f) for f in res.findings)))
+                             "\n".join(_wrap("* " + results.plain(f)) for f in res.findings)))
         for title, text in res.tables:
             too_wide = [ln for ln in text.splitlines() if len(ln) > MAX_WIDTH]
             if too_wide:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["MIME", "CHECK_MARK", "Results", "record", "save", "load"]
+__all__ = ["MIME", "CHECK_MARK", "Results", "record", "save", "show_findings", "load", "plain"]
 
 #: the MIME type of the results record in a notebook's outputs
 MIME = "application/vnd.kvmpt.results+json"
@@ -69,12 +69,20 @@ def save(*, seed: int | None, notes: Sequence[str] = (), findings: Sequence[str]
     return rec
 
 
+def show_findings(findings: Sequence[str]) -> None:
+    """Display the notebook's findings (Markdown strings) as a bulleted list; the last cell
+    passes the same tuple to :func:`save`, so the report prints what the reader saw."""
+    from IPython.display import Markdown, display
+    display(Markdown("\n".join(f"* {f}" for f in findings)))
+
+
 def _stdout(cell) -> str:
     return "".join(o.get("text", "") for o in cell.get("outputs", [])
                    if o.get("output_type") == "stream" and o.get("name") == "stdout")
 
 
-def _plain(md: str) -> str:
+def plain(md: str) -> str:
+    """Markdown emphasis and code marks dropped, for plain text."""
     return re.sub(r"[`*]", "", md).replace("\u2019", "'").strip()
 
 
@@ -89,7 +97,7 @@ def load(path: Path | str) -> Results:
         if cell.cell_type == "markdown":
             m = _HEADING.search(cell.source)
             if m:
-                heading, part = _plain(m.group(1)), 0
+                heading, part = plain(m.group(1)), 0
             continue
         if cell.cell_type != "code":
             continue
