@@ -652,10 +652,12 @@ dashboard_figs.variant_tables(variant_tables).show()
 # page-table pages, the guest writing at the chosen rate, and the scenario's memslot churn —
 # QEMU-like, reboots, or an adversarial VMM that MOVEs RAM slots, some of them failing in
 # prepare: the rates are printed below), then price one DELETE of the chosen slot size, and redraw both figures in place.
-# The whole experiment is one call, `claims.evaluate(values)`; while you look at a figure a
-# background thread runs it for every setting one click away (design knobs first), so a click
-# usually redraws from results already computed. Without a kernel (the HTML report) the widgets are dead; the static figure after them holds
-# the adversarial scenario precomputed for every combination of the design knobs.
+# The whole experiment is one call, `claims.evaluate(values)`. Building the dashboard runs it
+# for every setting a design toggle leads to, and after each redraw a background thread runs it
+# for every setting one click away (design knobs first), so a click usually redraws from
+# results already computed. Without a kernel (the HTML report) the widgets are dead; the static
+# figure after them holds the adversarial scenario precomputed for every combination of the
+# design knobs.
 
 # %% tags=["nbval-ignore-output"]
 if DASHBOARD and not REPORT:

@@ -110,9 +110,13 @@ class Dashboard:
 
     ``Dashboard().widget`` is the ipywidgets box to display; ``last_seconds`` is how long
     the last update took (scenario + redraw), shown under the controls.  With ``warm``
-    (the default) a background thread evaluates every setting one click away from the one
-    shown, design knobs first, so a click usually redraws from cached results; ``close()``
-    stops it."""
+    (the default) the settings the design toggles lead to are evaluated before the
+    constructor returns, and after each redraw a background thread evaluates every setting
+    one click away from the new one, design knobs first, so a click usually redraws from
+    cached results; ``close()`` stops it."""
+
+    #: seconds the warmer waits after a redraw before it computes
+    SETTLE_S = 1.0
 
     def __init__(self, values: Mapping[str, Any] | None = None, warm: bool = True):
         import ipywidgets as W
@@ -144,8 +148,7 @@ class Dashboard:
                 _explore.evaluate(v)
             self.warm_thread = threading.Thread(target=self._warm_loop, daemon=True,
                                                 name="kvmpt-dashboard-warm")
-            self.warm_thread.start()
-            self._wake.set()
+            self.warm_thread.start()      # woken by the first redraw (see _warm_loop)
         self.status = W.HTML(self._status())
         for w in self.controls.values():
             w.observe(self._changed, names="value")
@@ -165,12 +168,16 @@ class Dashboard:
 
     def _warm_loop(self) -> None:
         """The background warmer: one thread for the dashboard's life.  After each redraw
-        it evaluates the settings one click away from the new one, design knobs first,
+        (the design toggles' settings are evaluated before the cell returns) it evaluates
+        the settings one click away from the new one, design knobs first,
         one at a time, pausing while a redraw runs and starting over when the setting
         changes; ``claims.explore`` computes each key once, so a click on a setting being
         warmed waits for that computation instead of repeating it."""
         while True:
             self._wake.wait()
+            # Let the redraw's updates reach the browser before competing with the kernel's
+            # message threads for the GIL (measured: a busy warmer adds ~0.3 s to a click).
+            time.sleep(self.SETTLE_S)
             with self._warm_lock:
                 self._wake.clear()
                 if self._closed:
